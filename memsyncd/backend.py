@@ -1,0 +1,109 @@
+"""Where ``memsyncctl`` sends its commands: the running daemon, or an in-process one-shot engine."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from filelock import FileLock, Timeout
+
+from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.engine.decide import Keep
+from memsyncd.errors import DaemonError, SyncUnavailableError
+from memsyncd.logs import register_secret
+from memsyncd.models import Conflict, SyncMode
+from memsyncd.report import StatusReport, SyncReport
+from memsyncd.syncer import Syncer
+
+RUN_LOCK_TIMEOUT = 600.0
+
+
+class Backend(Protocol):
+    """The commands ``memsyncctl`` needs, answered by the daemon or in-process."""
+
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
+    async def status(self) -> StatusReport: ...
+    async def conflicts(self) -> list[Conflict]: ...
+    async def conflict(self, conflict_id: int) -> Conflict: ...
+    async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
+
+
+def run_lock_path(paths: Paths) -> Path:
+    """The lock that keeps to one sync at a time per root (daemon and one-shot alike)."""
+    return paths.state.with_name("memsync.run.lock")
+
+
+def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
+    """A Syncer for ``paths`` with settings and key loaded the documented way."""
+    settings = settings or load_settings(paths)
+    key = load_api_key()
+    register_secret(key.get_secret_value() if key else None)
+    return Syncer(settings, paths, key.get_secret_value() if key else None)
+
+
+class InProcessBackend:
+    """Runs the engine in this process (no daemon running)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self._syncer: Syncer | None = None
+
+    @property
+    def syncer(self) -> Syncer:
+        """The engine, built on first use (so config errors surface per command)."""
+        if self._syncer is None:
+            self._syncer = build_syncer(self.paths)
+        return self._syncer
+
+    def _configured(self) -> Syncer:
+        syncer = self.syncer
+        if not syncer.configured:
+            raise SyncUnavailableError("Cloud sync is not configured.")
+        return syncer
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Any:
+        lock_path = run_lock_path(self.paths)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(lock_path), timeout=RUN_LOCK_TIMEOUT):
+                yield
+        except Timeout:
+            raise DaemonError(f"another sync of this root has held {lock_path} for {RUN_LOCK_TIMEOUT:.0f} s; "
+                              "try again later.") from None
+
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
+        syncer = self._configured()
+        with self._run_lock():
+            return await syncer.run(mode, dry_run=dry_run)
+
+    async def status(self) -> StatusReport:
+        return await self._configured().status()
+
+    async def conflicts(self) -> list[Conflict]:
+        return self.syncer.conflicts()
+
+    async def conflict(self, conflict_id: int) -> Conflict:
+        return self.syncer.conflict(conflict_id)
+
+    async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]:
+        syncer = self._configured()
+        with self._run_lock():
+            return await syncer.resolve(conflict_id, keep, text)
+
+    async def aclose(self) -> None:
+        if self._syncer is not None:
+            await self._syncer.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_backend(paths: Paths, *, socket_path: str | None = None,
+                       allow_daemon: bool = True) -> AsyncIterator[Backend]:
+    """The daemon's client when a daemon answers for this root, else the in-process engine."""
+    backend = InProcessBackend(paths)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()

@@ -1,0 +1,214 @@
+"""Settings: root resolution, config.json + MEMSYNC_ environment overrides, the mem0 key source.
+
+Loaded with pydantic-settings. The API key is never part of the settings model that
+gets printed or dumped: it lives in a ``SecretStr`` read only from ``MEM0_API_KEY`` or
+``$CREDENTIALS_DIRECTORY/mem0_api_key``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from memsyncd.errors import ConfigError
+
+CONFIG_RELPATH = Path(".claude/memory/config.json")
+QUEUE_RELPATH = Path(".claude/session/sync-queue.json")
+STATE_RELPATH = Path(".claude/memory/memsync.db")
+KEY_ENV = "MEM0_API_KEY"
+KEY_CREDENTIAL = "mem0_api_key"
+ENV_PREFIX = "MEMSYNC_"
+
+
+def _default_user() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser() or "default_user"
+    except Exception:  # noqa: BLE001 - getpass raises several types when no user entry exists
+        return "default_user"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> str:
+    """Accept http(s) URLs; plain http only to loopback hosts (SPEC 2)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host name")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError("plain http is allowed only to localhost / 127.0.0.0/8 / ::1; use https://")
+    return url.rstrip("/")
+
+
+ServiceUrl = Annotated[str, AfterValidator(check_url)]
+
+
+class LocalSettings(BaseModel):
+    """Where the local OpenMemory server is."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: ServiceUrl = "http://localhost:8765"
+    user_id: str = Field(default_factory=_default_user, min_length=1)
+    app: str = Field(default="memsyncd", min_length=1)
+
+
+class CloudSettings(BaseModel):
+    """Where the mem0 platform is, and which scope memsyncd syncs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enabled: bool = False
+    url: ServiceUrl = "https://api.mem0.ai"
+    user_id: str | None = None
+    agent_id: str | None = None
+    app_id: str | None = None
+    org_id: str | None = None
+    project_id: str | None = None
+
+
+class SyncSettings(BaseModel):
+    """Timing, safety and concurrency knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    debounce_ms: int = Field(default=200, ge=0, le=60_000)
+    pull_interval_seconds: float = Field(default=300, gt=0)
+    reconcile_interval_seconds: float = Field(default=3600, gt=0)
+    default_level: int = Field(default=0, ge=0)
+    attempts_per_run: int = Field(default=3, ge=1, le=20)
+    concurrency: int = Field(default=8, ge=1, le=64)
+    max_delete_fraction: float = Field(default=0.1, ge=0, le=1)
+    request_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    max_retry_after_seconds: float = Field(default=60, ge=0, le=600)
+
+
+class Settings(BaseSettings):
+    """The whole configuration: file values, overridden by ``MEMSYNC_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
+
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    cloud: CloudSettings = Field(default_factory=CloudSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @property
+    def cloud_user_id(self) -> str:
+        """``cloud.user_id``, defaulting to ``local.user_id``."""
+        return self.cloud.user_id or self.local.user_id
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file memsyncd touches under one root."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_RELPATH
+
+    @property
+    def queue(self) -> Path:
+        return self.root / QUEUE_RELPATH
+
+    @property
+    def queue_lock(self) -> Path:
+        return self.queue.with_name(self.queue.name + ".lock")
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_RELPATH
+
+
+def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env_root = os.environ.get("MEMSYNC_ROOT")
+    if env_root:
+        return Path(env_root).expanduser().resolve()
+    here = (cwd or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_RELPATH).is_file():
+            return candidate
+    return Path.home().resolve()
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def load_settings(paths: Paths) -> Settings:
+    """Load and validate settings for a root.
+
+    Raises:
+        ConfigError: naming the file (or environment variable), the key and what was expected.
+    """
+    data: dict[str, Any] = {}
+    if paths.config.exists():
+        try:
+            raw = paths.config.read_text(encoding="utf-8")
+            data = json.loads(raw) if raw.strip() else {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{paths.config}: cannot read the file ({exc}).") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{paths.config}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}). "
+                "Fix the file; nothing was written."
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{paths.config}: expected a JSON object at the top level, got {type(data).__name__}.")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first.get("loc", ()))
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        env = _env_name(loc)
+        where = f"environment variable {env}" if env in os.environ else str(paths.config)
+        raise ConfigError(
+            f"{where}: key '{key}' is invalid: {first.get('msg')} (got {first.get('input')!r}). "
+            "Fix it and retry; nothing was written."
+        ) from None
+
+
+def load_api_key() -> SecretStr | None:
+    """The mem0 key from ``MEM0_API_KEY`` or the systemd credential; None when neither is set."""
+    value = os.environ.get(KEY_ENV, "").strip()
+    if not value:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir:
+            try:
+                value = (Path(cred_dir) / KEY_CREDENTIAL).read_text(encoding="utf-8").strip()
+            except OSError:
+                value = ""
+    return SecretStr(value) if value else None

@@ -1,0 +1,242 @@
+"""``memsyncctl``: parse arguments, call a backend, format the answer, map errors to exit codes.
+
+The backend is the running daemon when one answers on the control socket, else an
+in-process one-shot engine; output and exit codes are the same either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from memsyncd import __version__
+from memsyncd.backend import Backend, open_backend
+from memsyncd.config import Paths, resolve_root
+from memsyncd.engine.decide import Keep
+from memsyncd.errors import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    MemsyncError,
+    QueueUnreadableError,
+    SyncUnavailableError,
+    UsageError,
+)
+from memsyncd.logs import configure_logging
+from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.queue_store import QueueStore
+from memsyncd.report import SyncReport, render_status, render_sync, render_unavailable
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"memsyncctl: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line grammar."""
+    parser = _Parser(prog="memsyncctl", description="Control and one-shot client of memsyncd.")
+    parser.add_argument("--version", action="version", version=f"memsyncctl {__version__}")
+    parser.add_argument("--root", help="root directory (default: $MEMSYNC_ROOT, nearest .claude/memory/config.json, ~)")
+    parser.add_argument("--socket", help="control socket path of the daemon")
+    parser.add_argument("--no-daemon", action="store_true", help="never talk to a daemon; run in-process")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sync = sub.add_parser("sync", help="sync now (full by default)")
+    mode = sync.add_mutually_exclusive_group()
+    mode.add_argument("--push", action="store_true", help="only push local changes")
+    mode.add_argument("--pull", action="store_true", help="only pull cloud changes")
+    mode.add_argument("--status", action="store_true", help="show status, do not sync")
+    sync.add_argument("--dry-run", action="store_true", help="show what would happen; write nothing")
+    sync.add_argument("--json", action="store_true", help="print one JSON object")
+
+    status = sub.add_parser("status", help="same as 'sync --status'")
+    status.add_argument("--json", action="store_true")
+
+    enqueue = sub.add_parser("enqueue", help="add a local memory id to the sync queue")
+    enqueue.add_argument("id", help="OpenMemory memory id")
+    enqueue.add_argument("--delete", action="store_true", help="queue a delete instead of a push")
+    enqueue.add_argument("--level", type=int, help="privacy level (0 = local-only, never synced)")
+    enqueue.add_argument("--content-hash", help="sha256 of the text, if known")
+    enqueue.add_argument("--json", action="store_true")
+
+    queue = sub.add_parser("queue", help="inspect or repair the sync queue")
+    queue_sub = queue.add_subparsers(dest="queue_command", required=True, parser_class=_Parser)
+    show = queue_sub.add_parser("show", help="print the queue")
+    show.add_argument("--json", action="store_true")
+    queue_sub.add_parser("repair", help="move an unreadable queue aside and salvage valid entries")
+
+    conflicts = sub.add_parser("conflicts", help="list, show and resolve conflicts")
+    conflicts_sub = conflicts.add_subparsers(dest="conflicts_command", required=True, parser_class=_Parser)
+    listing = conflicts_sub.add_parser("list")
+    listing.add_argument("--json", action="store_true")
+    one = conflicts_sub.add_parser("show")
+    one.add_argument("conflict_id", type=int)
+    one.add_argument("--json", action="store_true")
+    resolve = conflicts_sub.add_parser("resolve")
+    resolve.add_argument("conflict_id", type=int)
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument("--keep", choices=["local", "cloud", "both"])
+    how.add_argument("--text", help="merged text to write to both sides")
+    resolve.add_argument("--json", action="store_true")
+    return parser
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _conflict_json(conflict: Conflict) -> dict[str, Any]:
+    return {"id": conflict.id, "local_id": conflict.local_id, "cloud_id": conflict.cloud_id,
+            "reason": conflict.reason, "created_at": conflict.created_at, "base": conflict.base_text,
+            "local": conflict.local_text, "cloud": conflict.cloud_text}
+
+
+def _excerpt(text: str | None, width: int = 60) -> str:
+    if text is None:
+        return "(deleted)"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _render_conflict(conflict: Conflict) -> str:
+    return (
+        f"CONFLICT {conflict.id}  ({conflict.reason}, since {conflict.created_at})\n"
+        f"Local id: {conflict.local_id}\nCloud id: {conflict.cloud_id}\n\n"
+        f"--- base\n{conflict.base_text if conflict.base_text is not None else '(none)'}\n"
+        f"--- local\n{conflict.local_text if conflict.local_text is not None else '(deleted)'}\n"
+        f"--- cloud\n{conflict.cloud_text if conflict.cloud_text is not None else '(deleted)'}\n\n"
+        f"Resolve: memsyncctl conflicts resolve {conflict.id} --keep local|cloud|both  (or --text \"merged\")\n"
+    )
+
+
+async def _sync(backend: Backend, args: argparse.Namespace) -> int:
+    if getattr(args, "status", False) or args.command == "status":
+        status = await backend.status()
+        if args.json:
+            _print_json(status.to_json())
+        else:
+            sys.stdout.write(render_status(status, utc_now()))
+        return EXIT_OK
+    mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
+    report: SyncReport = await backend.sync(mode, dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        sys.stdout.write(render_sync(report))
+    return report.exit_code
+
+
+async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
+    if args.conflicts_command == "list":
+        conflicts = await backend.conflicts()
+        if args.json:
+            _print_json([_conflict_json(c) for c in conflicts])
+        elif not conflicts:
+            sys.stdout.write("No unresolved conflicts.\n")
+        else:
+            sys.stdout.write(f"{len(conflicts)} unresolved conflict(s):\n")
+            for c in conflicts:
+                sys.stdout.write(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
+                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n")
+        return EXIT_OK
+    if args.conflicts_command == "show":
+        conflict = await backend.conflict(args.conflict_id)
+        if args.json:
+            _print_json(_conflict_json(conflict))
+        else:
+            sys.stdout.write(_render_conflict(conflict))
+        return EXIT_OK
+    keep = Keep(args.keep) if args.keep else Keep.TEXT
+    result = await backend.resolve(args.conflict_id, keep, args.text)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write(f"Resolved conflict {args.conflict_id}: kept {keep.value}; both sides now agree.\n")
+    return EXIT_OK
+
+
+def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
+    if args.level is not None and args.level < 0:
+        raise UsageError("--level must be 0 or more (0 = local-only).")
+    entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",
+                       timestamp=format_ts(utc_now()), content_hash=args.content_hash, level=args.level)
+    QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
+    if args.json:
+        _print_json({"queued": args.id, "action": entry.action, "queue_path": str(paths.queue)})
+    else:
+        sys.stdout.write(f"Queued {entry.action} of {args.id} in {paths.queue}\n")
+    return EXIT_OK
+
+
+def _queue(paths: Paths, args: argparse.Namespace) -> int:
+    store = QueueStore(paths.queue, paths.queue_lock)
+    if args.queue_command == "repair":
+        aside, kept, dropped = store.repair()
+        if aside is None:
+            sys.stdout.write(f"The queue is readable; nothing to repair ({paths.queue}).\n")
+        else:
+            sys.stdout.write(f"Moved the unreadable queue to {aside}\nSalvaged {kept} entries "
+                             f"({dropped} invalid entries left in the moved file) into {paths.queue}\n")
+        return EXIT_OK
+    doc = store.read()
+    if args.json:
+        sys.stdout.write(paths.queue.read_text(encoding="utf-8") if paths.queue.exists() else '{"pending": []}\n')
+    else:
+        sys.stdout.write(f"{len(doc.pending)} pending, {len(doc.sync_errors)} failing, last sync "
+                         f"{doc.last_sync or 'never'} ({paths.queue})\n")
+        for e in doc.pending:
+            level = "" if e.level is None else f" level={e.level}"
+            sys.stdout.write(f"  {e.timestamp} {e.action:6} {e.id}{level}\n")
+    return EXIT_OK
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    paths = Paths(resolve_root(args.root))
+    if args.command == "enqueue":
+        return _enqueue(paths, args)
+    if args.command == "queue":
+        return _queue(paths, args)
+    async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
+        if args.command in ("sync", "status"):
+            return await _sync(backend, args)
+        if args.command == "conflicts":
+            return await _conflicts(backend, args)
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def report_error(error: MemsyncError) -> int:
+    """Print an error the way the seed does and return its exit code."""
+    if isinstance(error, SyncUnavailableError):
+        sys.stdout.write(render_unavailable())
+        return EXIT_UNAVAILABLE
+    if isinstance(error, QueueUnreadableError):
+        sys.stdout.write(f"SYNC ERROR: sync queue is unreadable ({error.path}: {error.reason})\n"
+                         "The file was left untouched. Fix it, or run 'memsyncctl queue repair' to move it "
+                         "aside and salvage its valid entries.\n")
+        return error.exit_code
+    sys.stderr.write(f"memsyncctl: {error.title}: {error.message}\n" if error.message else f"memsyncctl: {error.title}\n")
+    return error.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``memsyncctl``."""
+    args = build_parser().parse_args(argv)
+    configure_logging("debug" if args.verbose else "warning")
+    try:
+        return asyncio.run(_dispatch(args))
+    except MemsyncError as error:
+        return report_error(error)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

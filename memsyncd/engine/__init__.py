@@ -1,0 +1,1 @@
+"""The sans-IO sync core: pure decisions over plain dataclasses."""

@@ -1,0 +1,299 @@
+"""Pure sync decisions: levels, queue coalescing, three-way merge, push/pull/reconcile/resolve plans.
+
+No sockets, files, SQLite or clocks in here: every function takes plain dataclasses
+and returns a decision, so each branch of SPEC 4 is testable in isolation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping as MappingABC
+from dataclasses import dataclass
+from typing import Any
+
+from memsyncd.models import (
+    CloudMemory,
+    Conflict,
+    LocalMemory,
+    Mapping,
+    MergeOutcome,
+    PushIntent,
+    QueueEntry,
+    WorkItem,
+)
+
+PRIVATE_LEVEL = 0
+
+
+def parse_level(value: Any) -> int | None:
+    """Read a level from metadata or a queue entry.
+
+    Returns None when unset; a value that is set but not a non-negative integer is
+    taken as 0 (private): an unreadable level must never widen who sees a memory.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return PRIVATE_LEVEL
+    if isinstance(value, int):
+        return value if value >= 0 else PRIVATE_LEVEL
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return PRIVATE_LEVEL
+
+
+def effective_level(entry_level: int | None, metadata: MappingABC[str, Any] | None, default_level: int) -> int:
+    """The lowest of the queue entry's level and the memory's ``metadata.level``; else the default."""
+    levels = [lvl for lvl in (parse_level(entry_level), parse_level((metadata or {}).get("level"))) if lvl is not None]
+    return min(levels) if levels else default_level
+
+
+def coalesce(pending: Iterable[QueueEntry]) -> list[WorkItem]:
+    """Group queue entries by id; the latest entry's action wins (SPEC 3).
+
+    A ``delete`` after a ``push`` means delete; a ``push`` after a ``delete`` means
+    push (a push of a memory gone locally is dropped later). The level is the lowest
+    level any of the entries carried. Items come out in timestamp order of their
+    newest entry, so work happens in the order it was written.
+    """
+    groups: dict[str, list[QueueEntry]] = {}
+    for entry in pending:
+        groups.setdefault(entry.id, []).append(entry)
+    items: list[WorkItem] = []
+    for memory_id, entries in groups.items():
+        ordered = tuple(sorted(entries, key=lambda e: e.moment))
+        levels = [lvl for lvl in (parse_level(e.level) for e in ordered) if lvl is not None]
+        items.append(
+            WorkItem(id=memory_id, action=ordered[-1].action, level=min(levels) if levels else None, entries=ordered)
+        )
+    items.sort(key=lambda item: item.entries[-1].moment)
+    return items
+
+
+def merge3(base: str | None, local: str | None, cloud: str | None) -> MergeOutcome:
+    """Three-way comparison of content hashes against the merge base.
+
+    Args:
+        base: hash both sides had at the last sync.
+        local: current local hash.
+        cloud: current cloud hash.
+    """
+    if local == cloud:
+        return MergeOutcome.IDENTICAL
+    if cloud == base:
+        return MergeOutcome.LOCAL_NEWER
+    if local == base:
+        return MergeOutcome.REMOTE_NEWER
+    return MergeOutcome.CONFLICT
+
+
+class PushStep(enum.Enum):
+    """What to do with one coalesced queue item, decided from the local side."""
+
+    SKIP_PRIVATE = "skip_private"  # level 0: never leaves the machine
+    DROP_GONE = "drop_gone"  # push of a memory that no longer exists locally
+    DROP_UNMAPPED = "drop_unmapped"  # delete of a memory that never reached the cloud
+    DELETE_CLOUD = "delete_cloud"
+    RESOLVE_INTENT = "resolve_intent"  # an earlier create may have landed: look before creating
+    CREATE_CLOUD = "create_cloud"
+    CHECK_CLOUD = "check_cloud"  # mapped: compare with the cloud copy first
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """The first push decision for one work item."""
+
+    step: PushStep
+    level: int
+    reason: str
+
+
+def plan_push(
+    item: WorkItem,
+    local: LocalMemory | None,
+    mapping: Mapping | None,
+    intent: PushIntent | None,
+    default_level: int,
+) -> PushPlan:
+    """Decide the first step for a coalesced queue item (SPEC 4, Push).
+
+    Args:
+        item: the coalesced queue work.
+        local: the memory as OpenMemory has it now, None when unknown there.
+        mapping: its cloud mapping, if any.
+        intent: an unfinished create recorded before, if any.
+        default_level: ``sync.default_level`` for memories that carry no level.
+    """
+    level = effective_level(item.level, local.metadata if local else None, default_level)
+    if item.action == "delete":
+        if mapping is None:
+            return PushPlan(PushStep.DROP_UNMAPPED, level, "deleted before it was ever synced")
+        return PushPlan(PushStep.DELETE_CLOUD, level, "deleted locally")
+    if local is None or not local.alive:
+        return PushPlan(PushStep.DROP_GONE, level, "no longer exists locally")
+    if level == PRIVATE_LEVEL:
+        return PushPlan(PushStep.SKIP_PRIVATE, level, "level 0 (local-only)")
+    if mapping is not None:
+        return PushPlan(PushStep.CHECK_CLOUD, level, "already synced: compare with the cloud copy")
+    if intent is not None:
+        return PushPlan(PushStep.RESOLVE_INTENT, level, "an earlier create may have landed")
+    return PushPlan(PushStep.CREATE_CLOUD, level, "new memory")
+
+
+class CloudStep(enum.Enum):
+    """What to do for a mapped memory once the cloud copy is known."""
+
+    UPDATE_CLOUD = "update_cloud"
+    REFRESH_BASE = "refresh_base"  # both sides already equal
+    NOTHING = "nothing"  # only the cloud changed: the pull brings it down
+    CONFLICT = "conflict"
+    CONFLICT_CLOUD_DELETED = "conflict_cloud_deleted"  # edited here, deleted in the cloud
+    CLOUD_DELETED = "cloud_deleted"  # deleted in the cloud, unchanged here: reconcile deletes locally
+
+
+def plan_mapped_push(local: LocalMemory, mapping: Mapping, cloud: CloudMemory | None) -> CloudStep:
+    """Three-way check for a mapped memory with a pending push."""
+    if cloud is None:
+        return CloudStep.CLOUD_DELETED if local.hash == mapping.base_hash else CloudStep.CONFLICT_CLOUD_DELETED
+    outcome = merge3(mapping.base_hash, local.hash, cloud.hash)
+    return {
+        MergeOutcome.IDENTICAL: CloudStep.REFRESH_BASE,
+        MergeOutcome.LOCAL_NEWER: CloudStep.UPDATE_CLOUD,
+        MergeOutcome.REMOTE_NEWER: CloudStep.NOTHING,
+        MergeOutcome.CONFLICT: CloudStep.CONFLICT,
+    }[outcome]
+
+
+class PullStep(enum.Enum):
+    """What to do with one cloud memory seen by a pull."""
+
+    ECHO = "echo"  # our own write coming back, or nothing new
+    UPDATE_LOCAL = "update_local"
+    REFRESH_BASE = "refresh_base"
+    CONFLICT = "conflict"
+    CONFLICT_LOCAL_DELETED = "conflict_local_deleted"  # deleted here, edited in the cloud
+    ADOPT = "adopt"  # the same memory exists locally: just record the mapping
+    CREATE_LOCAL = "create_local"
+
+
+def plan_pull(
+    cloud: CloudMemory,
+    mapping: Mapping | None,
+    local: LocalMemory | None,
+    adoptable: LocalMemory | None = None,
+) -> PullStep:
+    """Decide what a pulled cloud memory means locally (SPEC 4, Pull).
+
+    Args:
+        cloud: the cloud memory.
+        mapping: its mapping, if any.
+        local: the mapped local memory (None when mapped but gone locally).
+        adoptable: for an unmapped memory, the local memory that is the same one
+            (pushed from this device, or with an identical content hash).
+    """
+    if mapping is None:
+        return PullStep.ADOPT if adoptable is not None else PullStep.CREATE_LOCAL
+    if cloud.hash == mapping.base_hash:
+        return PullStep.ECHO
+    if local is None or not local.alive:
+        return PullStep.CONFLICT_LOCAL_DELETED
+    outcome = merge3(mapping.base_hash, local.hash, cloud.hash)
+    return {
+        MergeOutcome.IDENTICAL: PullStep.REFRESH_BASE,
+        MergeOutcome.REMOTE_NEWER: PullStep.UPDATE_LOCAL,
+        MergeOutcome.LOCAL_NEWER: PullStep.ECHO,  # cannot happen: cloud != base here
+        MergeOutcome.CONFLICT: PullStep.CONFLICT,
+    }[outcome]
+
+
+def cloud_level(metadata: MappingABC[str, Any]) -> int:
+    """Level for a memory that came from the cloud: never private (it is already shared)."""
+    level = parse_level(metadata.get("level"))
+    return level if level is not None and level > PRIVATE_LEVEL else 1
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    """Local deletions (and conflicts) for memories deleted in the cloud."""
+
+    delete_local: tuple[Mapping, ...]
+    conflicts: tuple[Mapping, ...]
+    forget: tuple[Mapping, ...]  # gone on both sides: just drop the mapping
+    refused: bool
+    reason: str
+
+
+def plan_reconcile(
+    mappings: Iterable[Mapping],
+    cloud_ids: set[str],
+    local_hashes: MappingABC[str, str | None],
+    max_delete_fraction: float,
+) -> ReconcilePlan:
+    """Decide what to do with mapped memories missing from the cloud (SPEC 4, Cloud deletions).
+
+    Args:
+        mappings: every mapped pair.
+        cloud_ids: ids the cloud listing returned.
+        local_hashes: local id -> current hash, None when gone locally.
+        max_delete_fraction: refuse when more than this share of mapped memories would go.
+    """
+    all_maps = list(mappings)
+    missing = [m for m in all_maps if m.cloud_id not in cloud_ids]
+    delete: list[Mapping] = []
+    conflicts: list[Mapping] = []
+    forget: list[Mapping] = []
+    for mapping in missing:
+        current = local_hashes.get(mapping.local_id)
+        if current is None:
+            forget.append(mapping)
+        elif current == mapping.base_hash:
+            delete.append(mapping)
+        else:
+            conflicts.append(mapping)
+    if all_maps and len(delete) > max_delete_fraction * len(all_maps):
+        return ReconcilePlan(
+            (), (), tuple(forget), True,
+            f"{len(delete)} of {len(all_maps)} synced memories are missing in the cloud; more than "
+            f"sync.max_delete_fraction={max_delete_fraction:g}: refusing to delete them locally",
+        )
+    return ReconcilePlan(tuple(delete), tuple(conflicts), tuple(forget), False, "")
+
+
+class Keep(enum.Enum):
+    """How the user resolves a conflict."""
+
+    LOCAL = "local"
+    CLOUD = "cloud"
+    BOTH = "both"
+    TEXT = "text"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The writes that resolve one conflict.
+
+    ``local_text``/``cloud_text``: the text each side of the existing pair must end
+    with (None: delete that side). ``extra_text``: for ``both``, the second version,
+    to be created as a new memory on both sides.
+    """
+
+    local_text: str | None
+    cloud_text: str | None
+    extra_text: str | None = None
+
+
+def plan_resolution(conflict: Conflict, keep: Keep, text: str | None = None) -> Resolution:
+    """Turn the user's choice into the text each side must end with (SPEC 4, Conflicts)."""
+    if keep is Keep.TEXT:
+        if text is None:
+            raise ValueError("keep=text needs the merged text")
+        return Resolution(text, text)
+    if keep is Keep.LOCAL:
+        return Resolution(conflict.local_text, conflict.local_text)
+    if keep is Keep.CLOUD:
+        return Resolution(conflict.cloud_text, conflict.cloud_text)
+    # both: the existing pair keeps the local version; the cloud version becomes a new pair.
+    if conflict.local_text is None or conflict.cloud_text is None:
+        survivor = conflict.local_text if conflict.local_text is not None else conflict.cloud_text
+        return Resolution(survivor, survivor)
+    return Resolution(conflict.local_text, conflict.local_text, extra_text=conflict.cloud_text)

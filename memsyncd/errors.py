@@ -1,0 +1,215 @@
+"""The project's exception hierarchy: every failure a user can see, with a title and what to do.
+
+Hierarchy::
+
+    MemsyncError                      title + message (what to do) + exit_code
+    ├── ConfigError                   bad config.json / env / flags            (exit 2)
+    ├── UsageError                    bad command-line or API arguments        (exit 2)
+    ├── SyncUnavailableError          cloud not enabled / no API key           (exit 3)
+    ├── QueueUnreadableError          sync queue file corrupt or wrong type    (exit 6)
+    ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
+    ├── DaemonError                   daemon-level problems                    (exit 2)
+    │   ├── DaemonNotRunningError
+    │   └── AlreadyRunningError
+    ├── RemoteError                   "their fault": a server said no or could not be reached
+    │   ├── NetworkUnreachableError   connection refused, DNS, reset           (exit 5)
+    │   │   └── LocalUnreachableError OpenMemory server down                   (exit 5)
+    │   ├── AuthError                 401 / 403 from mem0                      (exit 4)
+    │   ├── RateLimitedError          429 (carries retry_after)               (retryable)
+    │   ├── ServerError               5xx and timeouts                         (retryable)
+    │   ├── NotFoundError             404 for one item
+    │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
+    └── ConflictError                 an item needs the user (never resolved silently)
+
+Per-item errors (``ServerError``, ``RateLimitedError``, ``NotFoundError``,
+``RemoteRejectedError``) fail one queue entry; run-level errors
+(``AuthError``, ``NetworkUnreachableError``) stop the whole run at once.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_AUTH = 4
+EXIT_NETWORK = 5
+EXIT_UNREADABLE = 6
+
+
+class MemsyncError(Exception):
+    """Base class: a short ``title`` plus an actionable ``message``."""
+
+    title: str = "memsyncd error"
+    exit_code: int = EXIT_USAGE
+
+    def __init__(self, message: str = "", *, title: str | None = None) -> None:
+        super().__init__(message or self.title)
+        self.message = message
+        if title is not None:
+            self.title = title
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.message}" if self.message else self.title
+
+    def to_dict(self) -> dict[str, str]:
+        """Serialise for the control socket (rebuilt by :func:`error_from_dict`)."""
+        return {"type": type(self).__name__, "title": self.title, "message": self.message}
+
+
+class ConfigError(MemsyncError):
+    """Raised when config.json, the environment or the key source is invalid."""
+
+    title = "Invalid configuration"
+    exit_code = EXIT_USAGE
+
+
+class UsageError(MemsyncError):
+    """Raised when a command or an API request has invalid arguments."""
+
+    title = "Invalid usage"
+    exit_code = EXIT_USAGE
+
+
+class SyncUnavailableError(MemsyncError):
+    """Raised when cloud sync is not enabled or no API key is available."""
+
+    title = "SYNC UNAVAILABLE"
+    exit_code = EXIT_UNAVAILABLE
+
+
+class QueueUnreadableError(MemsyncError):
+    """Raised when the sync queue file cannot be parsed or has the wrong shape."""
+
+    title = "sync queue is unreadable"
+    exit_code = EXIT_UNREADABLE
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"({path}: {reason}). The file was left untouched; fix it or run "
+            "'memsyncctl queue repair' to move it aside and salvage valid entries."
+        )
+        self.path = path
+        self.reason = reason
+
+
+class StateUnreadableError(MemsyncError):
+    """Raised when the SQLite state database cannot be opened or is too new."""
+
+    title = "sync state is unreadable"
+    exit_code = EXIT_UNREADABLE
+
+
+class DaemonError(MemsyncError):
+    """Raised for daemon lifecycle problems."""
+
+    title = "daemon error"
+
+
+class DaemonNotRunningError(DaemonError):
+    """Raised when no daemon answers on the control socket."""
+
+    title = "memsyncd is not running"
+
+
+class AlreadyRunningError(DaemonError):
+    """Raised when another daemon already holds this root's lock."""
+
+    title = "memsyncd is already running"
+
+
+class RemoteError(MemsyncError):
+    """Raised when a remote server refused or could not be reached."""
+
+    title = "remote error"
+    exit_code = EXIT_PARTIAL
+    retryable = False
+    stops_run = False
+    status: int | None = None
+    service: str = "mem0"
+
+    def __init__(self, message: str = "", *, status: int | None = None, service: str = "mem0") -> None:
+        super().__init__(message)
+        self.status = status
+        self.service = service
+
+
+class NetworkUnreachableError(RemoteError):
+    """Raised when a connection cannot be made (refused, DNS, reset)."""
+
+    title = "Network unreachable"
+    exit_code = EXIT_NETWORK
+    stops_run = True
+
+
+class LocalUnreachableError(NetworkUnreachableError):
+    """Raised when the local OpenMemory server cannot be reached."""
+
+    title = "Local OpenMemory server unreachable"
+
+
+class AuthError(RemoteError):
+    """Raised when mem0 rejects the API key (401/403)."""
+
+    title = "mem0 rejected the API key"
+    exit_code = EXIT_AUTH
+    stops_run = True
+
+
+class RateLimitedError(RemoteError):
+    """Raised when a server answers 429; ``retry_after`` is in seconds."""
+
+    title = "Rate limited"
+    retryable = True
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None, status: int | None = 429,
+                 service: str = "mem0") -> None:
+        super().__init__(message, status=status, service=service)
+        self.retry_after = retry_after
+
+
+class ServerError(RemoteError):
+    """Raised on 5xx answers and timeouts."""
+
+    title = "Server error"
+    retryable = True
+
+
+class NotFoundError(RemoteError):
+    """Raised when the item does not exist on the server (404)."""
+
+    title = "Not found"
+
+
+class RemoteRejectedError(RemoteError):
+    """Raised on other 4xx answers, or a 200 whose body reports an error."""
+
+    title = "Request rejected"
+
+
+class ConflictError(MemsyncError):
+    """Raised when an item changed on both sides and needs the user."""
+
+    title = "Conflict"
+    exit_code = EXIT_OK
+
+
+_REGISTRY: dict[str, type[MemsyncError]] = {
+    cls.__name__: cls
+    for cls in (
+        MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError,
+        DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
+        NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
+        NotFoundError, RemoteRejectedError, ConflictError,
+    )
+}
+
+
+def error_from_dict(data: dict[str, object]) -> MemsyncError:
+    """Rebuild an error sent over the control socket, from a fixed registry (never eval)."""
+    cls = _REGISTRY.get(str(data.get("type")), MemsyncError)
+    message = str(data.get("message", ""))
+    title = str(data.get("title", cls.title))
+    err = cls.__new__(cls)
+    MemsyncError.__init__(err, message, title=title)
+    return err

@@ -1,0 +1,145 @@
+"""The HTTP edge shared by both clients: exception mapping and bounded retries.
+
+``map_transport_errors`` and ``check_status`` turn httpx failures and HTTP error
+statuses into the project's errors (``raise ... from``); ``request`` sends one
+request with stamina retries on 429 (honouring ``Retry-After``, bounded) and on
+5xx/timeouts (exponential backoff with jitter), at most ``attempts`` tries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import stamina
+
+from memsyncd.errors import (
+    AuthError,
+    NetworkUnreachableError,
+    NotFoundError,
+    RateLimitedError,
+    RemoteError,
+    RemoteRejectedError,
+    ServerError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one request is retried."""
+
+    attempts: int = 3
+    max_retry_after: float = 60.0
+    wait_initial: float = 0.2
+    wait_max: float = 5.0
+    wait_jitter: float = 0.5
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The server's own words from a JSON ``detail``/``error`` body, else a short text excerpt."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return str(body)[:200]
+
+
+@contextlib.contextmanager
+def map_transport_errors(service: str, unreachable: type[NetworkUnreachableError]) -> Iterator[None]:
+    """Translate httpx transport exceptions into project errors."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise unreachable(f"cannot connect to {service}: {type(exc).__name__}", service=service) from exc
+    except httpx.TimeoutException as exc:
+        raise ServerError(f"{service} did not answer in time ({type(exc).__name__})", service=service) from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ServerError(f"{service} dropped the connection ({type(exc).__name__})", service=service) from exc
+    except httpx.TransportError as exc:
+        raise unreachable(f"cannot reach {service}: {type(exc).__name__}", service=service) from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def check_status(response: httpx.Response, service: str, *, auth_statuses: tuple[int, ...] = (401, 403)) -> None:
+    """Raise the project error matching an HTTP error status; return for 2xx/3xx."""
+    status = response.status_code
+    if status < 400:
+        return
+    what = f"{service} returned {status}: {error_detail(response)}"
+    if status in auth_statuses:
+        raise AuthError(what, status=status, service=service)
+    if status == 404:
+        raise NotFoundError(what, status=status, service=service)
+    if status == 429:
+        raise RateLimitedError(what, retry_after=_retry_after(response), status=status, service=service)
+    if status >= 500:
+        raise ServerError(what, status=status, service=service)
+    raise RemoteRejectedError(what, status=status, service=service)
+
+
+def _backoff_hook(policy: RetryPolicy) -> Any:
+    def hook(exc: Exception) -> bool | float:
+        if isinstance(exc, RateLimitedError):
+            wait = exc.retry_after if exc.retry_after is not None else policy.wait_initial
+            return min(wait, policy.max_retry_after)
+        return isinstance(exc, ServerError)
+
+    return hook
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    service: str,
+    unreachable: type[NetworkUnreachableError] = NetworkUnreachableError,
+    policy: RetryPolicy,
+    auth_statuses: tuple[int, ...] = (401, 403),
+    retry: bool = True,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request with bounded retries; return the successful response.
+
+    Raises:
+        RemoteError: the most specific subclass for the final failure.
+    """
+    attempts = policy.attempts if retry else 1
+    async for attempt in stamina.retry_context(
+        on=_backoff_hook(policy),
+        attempts=attempts,
+        timeout=None,
+        wait_initial=policy.wait_initial,
+        wait_max=policy.wait_max,
+        wait_jitter=policy.wait_jitter,
+    ):
+        with attempt:
+            with map_transport_errors(service, unreachable):
+                response = await client.request(method, url, **kwargs)
+            check_status(response, service, auth_statuses=auth_statuses)
+            return response
+    raise RemoteError(f"{service}: no attempt was made")  # pragma: no cover - stamina always yields
+
+
+def json_body(response: httpx.Response, service: str) -> Any:
+    """Decode a JSON body or raise ``RemoteRejectedError`` naming the service."""
+    try:
+        return response.json()
+    except ValueError:
+        raise RemoteRejectedError(f"{service} sent a body that is not JSON", service=service) from None

@@ -1,0 +1,68 @@
+"""structlog set-up: JSON lines when stderr is not a TTY (journald), console on a TTY, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRETS: set[str] = set()
+_SENSITIVE_KEYS = {"authorization", "api_key", "mem0_api_key", "token", "key"}
+REDACTED = "<redacted>"
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that no log line ever contains it."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _SECRETS:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in _SENSITIVE_KEYS else _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop sensitive keys and every registered secret from all values."""
+    for key in list(event):
+        if key.lower() in _SENSITIVE_KEYS:
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub(event[key])
+    return event
+
+
+def configure_logging(level: str = "info", *, json_lines: bool | None = None) -> None:
+    """Configure structlog to write to stderr.
+
+    Args:
+        level: minimum level name.
+        json_lines: force JSON (True) or console (False); default: JSON unless stderr is a TTY.
+    """
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    renderer: Any = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

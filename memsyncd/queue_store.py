@@ -1,0 +1,306 @@
+"""The shared sync-queue file: locked read-modify-write, atomic replace, never lose an entry.
+
+Protocol (SPEC 3): every read-modify-write holds an exclusive ``flock`` on the
+``.lock`` sidecar, re-reads the file under the lock and replaces it atomically
+(temp file in the same directory, fsync, rename, fsync of the directory). The lock
+is never held across network I/O: callers read the work, release, do the work, and
+call :meth:`QueueStore.apply` with the results, which removes only the exact entries
+that were processed. A corrupt file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from memsyncd.errors import QueueUnreadableError
+from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, parse_ts, utc_now
+
+LOCK_TIMEOUT_SECONDS = 30.0
+_ENTRY_KEYS = {"id", "action", "timestamp", "content_hash", "level"}
+_ERROR_KEYS = {"id", "error", "timestamp", "retries"}
+_DOC_KEYS = {"pending", "last_sync", "sync_errors"}
+
+
+class _Invalid(ValueError):
+    """Internal: one part of the file has the wrong shape."""
+
+
+def _entry_from_json(raw: Any, index: int) -> QueueEntry:
+    if not isinstance(raw, dict):
+        raise _Invalid(f"pending[{index}] is {type(raw).__name__}, expected an object")
+    memory_id, action, timestamp = raw.get("id"), raw.get("action"), raw.get("timestamp")
+    if not isinstance(memory_id, str) or not memory_id:
+        raise _Invalid(f"pending[{index}].id must be a non-empty string")
+    if action not in ("push", "delete"):
+        raise _Invalid(f"pending[{index}].action must be \"push\" or \"delete\", got {action!r}")
+    if not isinstance(timestamp, str):
+        raise _Invalid(f"pending[{index}].timestamp must be an RFC 3339 string")
+    try:
+        parse_ts(timestamp)
+    except ValueError:
+        raise _Invalid(f"pending[{index}].timestamp {timestamp!r} is not an RFC 3339 timestamp") from None
+    digest = raw.get("content_hash")
+    if digest is not None and not isinstance(digest, str):
+        raise _Invalid(f"pending[{index}].content_hash must be a string")
+    level = raw.get("level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+        raise _Invalid(f"pending[{index}].level must be a non-negative integer")
+    extra = {k: v for k, v in raw.items() if k not in _ENTRY_KEYS}
+    return QueueEntry(memory_id, action, timestamp, digest, level, extra)
+
+
+def _error_from_json(raw: Any, index: int) -> QueueErrorRow:
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        raise _Invalid(f"sync_errors[{index}] must be an object with a string id")
+    retries = raw.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise _Invalid(f"sync_errors[{index}].retries must be an integer")
+    extra = {k: v for k, v in raw.items() if k not in _ERROR_KEYS}
+    return QueueErrorRow(raw["id"], str(raw.get("error", "")), str(raw.get("timestamp", "")), retries, extra)
+
+
+def parse_queue(text: str) -> QueueDoc:
+    """Parse the queue file's text strictly.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise _Invalid(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise _Invalid(f"top level is {type(data).__name__}, expected an object")
+    pending = data.get("pending", [])
+    errors = data.get("sync_errors", [])
+    last_sync = data.get("last_sync")
+    if not isinstance(pending, list):
+        raise _Invalid("\"pending\" must be a list")
+    if not isinstance(errors, list):
+        raise _Invalid("\"sync_errors\" must be a list")
+    if last_sync is not None and not isinstance(last_sync, str):
+        raise _Invalid("\"last_sync\" must be a timestamp string or null")
+    return QueueDoc(
+        pending=[_entry_from_json(raw, i) for i, raw in enumerate(pending)],
+        last_sync=last_sync,
+        sync_errors=[_error_from_json(raw, i) for i, raw in enumerate(errors)],
+        extra={k: v for k, v in data.items() if k not in _DOC_KEYS},
+    )
+
+
+def entry_to_json(entry: QueueEntry) -> dict[str, Any]:
+    """Serialise an entry in the seed's format, unknown keys kept."""
+    out: dict[str, Any] = {"id": entry.id, "action": entry.action}
+    if entry.content_hash is not None:
+        out["content_hash"] = entry.content_hash
+    out["timestamp"] = entry.timestamp
+    if entry.level is not None:
+        out["level"] = entry.level
+    out.update(entry.extra)
+    return out
+
+
+def dump_queue(doc: QueueDoc) -> str:
+    """Serialise the whole document (stable, indented, trailing newline)."""
+    data: dict[str, Any] = {
+        "pending": [entry_to_json(e) for e in doc.pending],
+        "last_sync": doc.last_sync,
+        "sync_errors": [
+            {"id": r.id, "error": r.error, "timestamp": r.timestamp, "retries": r.retries, **r.extra}
+            for r in doc.sync_errors
+        ],
+    }
+    data.update(doc.extra)
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class Outcome:
+    """What happened to one processed work item, for :meth:`QueueStore.apply`."""
+
+    entries: Sequence[QueueEntry]
+    done: bool
+    error: str | None = None
+
+
+@dataclass
+class ApplyResult:
+    """What :meth:`QueueStore.apply` changed."""
+
+    removed: int = 0
+    failed_ids: list[str] = field(default_factory=list)
+
+
+class QueueStore:
+    """The queue file of one root."""
+
+    def __init__(self, path: Path, lock_path: Path | None = None) -> None:
+        self.path = path
+        self.lock_path = lock_path or path.with_name(path.name + ".lock")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_SECONDS):
+            yield
+
+    def read(self) -> QueueDoc:
+        """Read the queue (missing file = empty queue).
+
+        Raises:
+            QueueUnreadableError: the file is corrupt or wrongly typed.
+        """
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return QueueDoc()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise QueueUnreadableError(str(self.path), str(exc)) from None
+        try:
+            return parse_queue(text)
+        except ValueError as exc:
+            raise QueueUnreadableError(str(self.path), str(exc)) from None
+
+    def update(self, change: Callable[[QueueDoc], None]) -> QueueDoc:
+        """Locked read-modify-write: re-read under the lock, apply ``change``, replace atomically."""
+        with self._locked():
+            doc = self.read()
+            change(doc)
+            atomic_write(self.path, dump_queue(doc))
+            return doc
+
+    def enqueue(self, entry: QueueEntry) -> None:
+        """Append one entry (the supported writer for hooks and scripts)."""
+        self.update(lambda doc: doc.pending.append(entry))
+
+    def apply(self, outcomes: Sequence[Outcome], *, last_sync: str | None = None) -> ApplyResult:
+        """Record processed work: remove exactly the processed entries, upsert/clear ``sync_errors``.
+
+        Entries added or rewritten by other writers meanwhile stay untouched, because
+        only entries whose (id, action, timestamp, content_hash) are unchanged go.
+        """
+        result = ApplyResult()
+        now = format_ts(utc_now().replace(microsecond=0))
+
+        def change(doc: QueueDoc) -> None:
+            remove = {e.key for o in outcomes if o.done for e in o.entries}
+            before = len(doc.pending)
+            doc.pending = [e for e in doc.pending if e.key not in remove]
+            result.removed = before - len(doc.pending)
+            rows = {row.id: row for row in doc.sync_errors}
+            for outcome in outcomes:
+                memory_id = outcome.entries[-1].id
+                if outcome.done:
+                    rows.pop(memory_id, None)
+                elif outcome.error is not None:
+                    row = rows.get(memory_id)
+                    if row is None:
+                        rows[memory_id] = QueueErrorRow(memory_id, outcome.error, now, 1)
+                    else:
+                        row.error, row.timestamp, row.retries = outcome.error, now, row.retries + 1
+                    result.failed_ids.append(memory_id)
+            doc.sync_errors = list(rows.values())
+            if last_sync is not None:
+                doc.last_sync = last_sync
+
+        if outcomes or last_sync is not None:
+            self.update(change)
+        return result
+
+    def repair(self) -> tuple[Path | None, int, int]:
+        """Move an unreadable file aside and salvage its valid entries.
+
+        Returns:
+            (where the old file went or None if it was fine, entries salvaged, entries dropped).
+        """
+        with self._locked():
+            try:
+                self.read()
+                return None, 0, 0
+            except QueueUnreadableError:
+                pass
+            raw = self.path.read_bytes()
+            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            doc, kept, dropped = salvage(raw.decode("utf-8", errors="replace"))
+            os.replace(self.path, aside)
+            atomic_write(self.path, dump_queue(doc))
+            return aside, kept, dropped
+
+
+def salvage(text: str) -> tuple[QueueDoc, int, int]:
+    """Keep every valid entry of a damaged queue document; count the rest."""
+    doc = QueueDoc()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = {"pending": _scan_objects(text)}
+    if not isinstance(data, dict):
+        data = {"pending": data if isinstance(data, list) else []}
+    pending = data.get("pending") if isinstance(data.get("pending"), list) else []
+    dropped = 0
+    for i, raw in enumerate(pending):
+        try:
+            doc.pending.append(_entry_from_json(raw, i))
+        except _Invalid:
+            dropped += 1
+    for i, raw in enumerate(data.get("sync_errors") if isinstance(data.get("sync_errors"), list) else []):
+        with contextlib.suppress(_Invalid):
+            doc.sync_errors.append(_error_from_json(raw, i))
+    if isinstance(data.get("last_sync"), str):
+        doc.last_sync = data["last_sync"]
+    doc.extra = {k: v for k, v in data.items() if k not in _DOC_KEYS}
+    return doc, len(doc.pending), dropped
+
+
+def _scan_objects(text: str) -> list[Any]:
+    """Find entry-like JSON objects in text that is not JSON as a whole (e.g. a truncated file)."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    pos = text.find("{", 1)
+    while pos != -1:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(obj, dict) and "action" in obj and "id" in obj:
+            found.append(obj)
+            pos = text.find("{", end)
+        else:
+            pos = text.find("{", pos + 1)
+    return found

@@ -1,0 +1,628 @@
+"""The applier: runs push, pull, reconcile and conflict resolution through the two clients.
+
+Decisions come from :mod:`memsyncd.engine.decide`; this module only reads the
+inputs those functions need, executes what they decide, and records results in the
+state DB and the queue file. The queue lock is never held across network I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from memsyncd.cloud import CloudClient, Scope
+from memsyncd.config import Paths, Settings
+from memsyncd.engine.decide import (
+    CloudStep,
+    Keep,
+    PullStep,
+    PushStep,
+    cloud_level,
+    coalesce,
+    plan_mapped_push,
+    plan_pull,
+    plan_push,
+    plan_reconcile,
+    plan_resolution,
+)
+from memsyncd.errors import (
+    MemsyncError,
+    RemoteError,
+    ServerError,
+    SyncUnavailableError,
+    UsageError,
+)
+from memsyncd.http_edge import RetryPolicy
+from memsyncd.local import LocalClient
+from memsyncd.models import (
+    CloudMemory,
+    Conflict,
+    LocalMemory,
+    Mapping,
+    PushIntent,
+    SyncMode,
+    WorkItem,
+    content_hash,
+    format_ts,
+    parse_ts,
+    utc_now,
+)
+from memsyncd.queue_store import Outcome, QueueStore
+from memsyncd.report import PullReport, PushReport, ReconcileReport, StatusReport, SyncReport
+from memsyncd.state import StateStore
+
+log = structlog.get_logger("memsyncd.sync")
+
+PULL_OVERLAP = timedelta(seconds=60)
+INTENT_SKEW = timedelta(minutes=5)
+EVENT_WAIT_SECONDS = 5.0
+META_CURSOR = "pull_cursor"
+META_RECONCILE = "last_reconcile"
+
+
+class _Stop(Exception):
+    """Internal: a run-level error (401, network down) ended the push; carries the cause."""
+
+    def __init__(self, cause: MemsyncError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass
+class _ItemResult:
+    outcome: Outcome
+    kind: str  # created | updated | deleted | unchanged | conflict | skipped | dropped | failed | cancelled
+    message: str = ""
+
+
+@dataclass
+class _RunState:
+    fatal: MemsyncError | None = None
+    results: list[_ItemResult] = field(default_factory=list)
+
+
+class Syncer:
+    """One root's sync engine with its clients, state and queue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Paths,
+        api_key: str | None,
+        *,
+        local: LocalClient | None = None,
+        cloud: CloudClient | None = None,
+        state: StateStore | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.clock = clock
+        self.queue = QueueStore(paths.queue, paths.queue_lock)
+        self.state = state or StateStore(paths.state)
+        policy = RetryPolicy(attempts=settings.sync.attempts_per_run,
+                             max_retry_after=settings.sync.max_retry_after_seconds)
+        timeout = settings.sync.request_timeout_seconds
+        self.local = local or LocalClient(settings.local.url, settings.local.user_id, settings.local.app,
+                                          policy=policy, timeout=timeout)
+        self.cloud: CloudClient | None = cloud
+        if self.cloud is None and api_key and settings.cloud.enabled:
+            scope = Scope(settings.cloud_user_id, settings.cloud.agent_id, settings.cloud.app_id,
+                          settings.cloud.org_id, settings.cloud.project_id)
+            self.cloud = CloudClient(settings.cloud.url, api_key, scope, policy=policy, timeout=timeout)
+        self._dry = False
+
+    @property
+    def configured(self) -> bool:
+        """True when cloud sync is enabled and a key is present."""
+        return self.cloud is not None
+
+    async def aclose(self) -> None:
+        """Close clients and the DB."""
+        await self.local.aclose()
+        if self.cloud is not None:
+            await self.cloud.aclose()
+        self.state.close()
+
+    def _require_cloud(self) -> CloudClient:
+        if self.cloud is None:
+            raise SyncUnavailableError("Cloud sync is not configured.")
+        return self.cloud
+
+    # --- runs -------------------------------------------------------------------------------
+
+    async def run(self, mode: SyncMode, *, dry_run: bool = False, reconcile: bool | None = None) -> SyncReport:
+        """One sync run (SPEC 4): push, then pull, then ``last_sync`` := start time for a full sync.
+
+        Raises:
+            SyncUnavailableError: cloud not configured.
+            QueueUnreadableError: the queue file is corrupt (left untouched).
+        """
+        cloud = self._require_cloud()
+        started = self.clock()
+        t0 = time.monotonic()
+        self._dry = dry_run
+        report = SyncReport(mode=mode.value, queue_path=str(self.paths.queue), dry_run=dry_run,
+                            started_at=format_ts(started))
+        try:
+            await self.local.probe()
+            if mode in (SyncMode.FULL, SyncMode.PUSH):
+                report.push = await self._push(cloud)
+            if mode in (SyncMode.FULL, SyncMode.PULL):
+                report.pull = await self._pull(cloud)
+            due = reconcile if reconcile is not None else (mode is SyncMode.FULL and self._reconcile_due(started))
+            if due and not dry_run:
+                report.reconcile = await self.reconcile()
+            if mode is SyncMode.FULL and not dry_run:
+                self.queue.apply([], last_sync=format_ts(started.replace(microsecond=0)))
+        except _Stop as stop:
+            report.fatal = stop.cause
+        except RemoteError as exc:
+            if not exc.stops_run:
+                raise
+            report.fatal = exc
+        report.conflicts_open = len(self.state.conflicts())
+        report.duration_ms = int((time.monotonic() - t0) * 1000)
+        self._log_summary(report)
+        return report
+
+    def _log_summary(self, report: SyncReport) -> None:
+        push, pull = report.push or PushReport(), report.pull or PullReport()
+        log.info("sync.finished", mode=report.mode, dry_run=report.dry_run, exit_code=report.exit_code,
+                 pushed=push.synced, push_errors=push.errors, skipped_private=push.skipped_private,
+                 pulled=pull.synced, pull_errors=pull.errors, conflicts_open=report.conflicts_open,
+                 fatal=report.fatal.title if report.fatal else None, duration_ms=report.duration_ms)
+
+    # --- push -------------------------------------------------------------------------------
+
+    async def _push(self, cloud: CloudClient) -> PushReport:
+        doc = self.queue.read()  # no lock held while we talk to the servers
+        items = coalesce(doc.pending)
+        run = _RunState()
+        gate = asyncio.Semaphore(self.settings.sync.concurrency)
+
+        async def worker(item: WorkItem) -> None:
+            async with gate:
+                if run.fatal is not None:
+                    run.results.append(_ItemResult(Outcome(item.entries, done=False), "cancelled"))
+                    return
+                try:
+                    result = await self._push_item(cloud, item)
+                except RemoteError as exc:
+                    if exc.stops_run:
+                        run.fatal = run.fatal or exc
+                        result = _ItemResult(Outcome(item.entries, done=False), "cancelled")
+                    else:
+                        result = _ItemResult(Outcome(item.entries, done=False, error=_short(exc)), "failed", _short(exc))
+                    log.warning("push.item_failed", id=item.id, error=_short(exc))
+                except Exception as exc:  # a bug must fail one entry, never the run or the daemon
+                    log.exception("push.item_crashed", id=item.id)
+                    result = _ItemResult(Outcome(item.entries, done=False, error=f"internal error: {exc!r}"),
+                                         "failed", f"internal error: {exc!r}")
+                run.results.append(result)
+
+        await asyncio.gather(*(worker(item) for item in items))
+        report = PushReport()
+        for result in run.results:
+            kind = result.kind
+            if kind in ("created", "updated", "deleted", "unchanged"):
+                setattr(report, kind, getattr(report, kind) + 1)
+            elif kind == "conflict":
+                report.conflicts += 1
+            elif kind == "skipped":
+                report.skipped_private += 1
+            elif kind == "dropped":
+                report.dropped += 1
+            elif kind == "failed":
+                report.errors += 1
+                report.error_messages.append(f"{result.outcome.entries[-1].id}: {result.message}")
+        report.attempted = len(run.results) - report.skipped_private - report.dropped - report.conflicts
+        if not self._dry:
+            # A run-level stop records no per-entry errors: the entries are simply still pending.
+            outcomes = [r.outcome for r in run.results if r.kind != "cancelled"]
+            if any(o.done or o.error for o in outcomes):
+                self.queue.apply(outcomes)
+        if run.fatal is not None:
+            raise _Stop(run.fatal)
+        return report
+
+    async def _push_item(self, cloud: CloudClient, item: WorkItem) -> _ItemResult:
+        done = Outcome(item.entries, done=True)
+        mapping = self.state.mapping_for_local(item.id)
+        intent = self.state.intent_for(item.id)
+        local = None if item.action == "delete" else await self.local.get(item.id)
+        plan = plan_push(item, local, mapping, intent, self.settings.sync.default_level)
+        log.debug("push.plan", id=item.id, step=plan.step.value, reason=plan.reason)
+        step = plan.step
+        if step is PushStep.SKIP_PRIVATE:
+            return _ItemResult(done, "skipped")
+        if step is PushStep.DROP_GONE:
+            return _ItemResult(done, "dropped")
+        if step is PushStep.DROP_UNMAPPED:
+            found = await self._resolve_intent(cloud, intent) if intent else None
+            if found is None:
+                if intent and not self._dry:
+                    self.state.clear_intent(item.id)
+                return _ItemResult(done, "dropped")
+            mapping = Mapping(item.id, found.id, found.hash, found.text)
+        if step in (PushStep.DELETE_CLOUD, PushStep.DROP_UNMAPPED):
+            assert mapping is not None
+            if not self._dry:
+                await cloud.delete(mapping.cloud_id)
+                self.state.delete_mapping(item.id)
+                self.state.clear_intent(item.id)
+            return _ItemResult(done, "deleted")
+        assert local is not None
+        cloud_copy: CloudMemory | None = None
+        if step is PushStep.RESOLVE_INTENT:
+            assert intent is not None
+            cloud_copy = await self._resolve_intent(cloud, intent)
+            if cloud_copy is None:
+                step = PushStep.CREATE_CLOUD
+            else:
+                mapping = Mapping(local.id, cloud_copy.id, cloud_copy.hash, cloud_copy.text, plan.level)
+                if not self._dry:
+                    self.state.save_mapping(mapping)
+        if step is PushStep.CREATE_CLOUD:
+            if self._dry:
+                return _ItemResult(done, "created")
+            await self._create_cloud(cloud, local, plan.level)
+            return _ItemResult(done, "created")
+        assert mapping is not None
+        if cloud_copy is None:
+            cloud_copy = await cloud.get(mapping.cloud_id)
+        cloud_step = plan_mapped_push(local, mapping, cloud_copy)
+        log.debug("push.mapped", id=item.id, step=cloud_step.value)
+        if cloud_step is CloudStep.UPDATE_CLOUD:
+            if not self._dry:
+                await cloud.update(mapping.cloud_id, local.text, self._cloud_metadata(local, plan.level))
+                self.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
+            return _ItemResult(done, "updated")
+        if cloud_step is CloudStep.REFRESH_BASE:
+            if not self._dry:
+                self.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
+            return _ItemResult(done, "unchanged")
+        if cloud_step in (CloudStep.NOTHING, CloudStep.CLOUD_DELETED):
+            return _ItemResult(done, "unchanged")
+        if not self._dry:
+            reason = "edited locally, deleted in the cloud" if cloud_copy is None else "edited on both sides"
+            self.state.record_conflict(local.id, mapping.cloud_id, mapping.base_text, local.text,
+                                       cloud_copy.text if cloud_copy else None, reason)
+            log.info("conflict.recorded", local_id=local.id, cloud_id=mapping.cloud_id, reason=reason)
+        return _ItemResult(done, "conflict")
+
+    def _cloud_metadata(self, local: LocalMemory, level: int) -> dict[str, Any]:
+        return {"memsync_local_id": local.id, "memsync_device": self.state.device_id, "level": level,
+                "content_hash": local.hash}
+
+    async def _create_cloud(self, cloud: CloudClient, local: LocalMemory, level: int) -> str:
+        """Create exactly once: intent first; before any retry, look for an earlier landing."""
+        intent = self.state.record_intent(local.id, local.hash)
+        attempts = self.settings.sync.attempts_per_run
+        last: RemoteError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                found = await self._resolve_intent(cloud, intent)
+                if found is not None:
+                    return self._adopt_created(local, found.id, level)
+                await asyncio.sleep(min(0.2 * 2 ** attempt, 2.0))
+            try:
+                result = await cloud.add(local.text, self._cloud_metadata(local, level), retry=False)
+            except ServerError as exc:  # the add may or may not have landed: look before retrying
+                last = exc
+                continue
+            except RemoteError as exc:
+                if exc.retryable:  # 429: nothing was stored
+                    last = exc
+                    await asyncio.sleep(min(getattr(exc, "retry_after", None) or 1.0,
+                                            self.settings.sync.max_retry_after_seconds))
+                    continue
+                raise
+            if result.cloud_id is not None:
+                return self._adopt_created(local, result.cloud_id, level)
+            assert result.event_id is not None
+            intent = self.state.record_intent(local.id, local.hash, result.event_id)
+            cloud_id = await self._wait_event(cloud, result.event_id)
+            if cloud_id is None:
+                raise ServerError("mem0 is still processing the add; it will be checked on the next sync")
+            return self._adopt_created(local, cloud_id, level)
+        assert last is not None
+        raise last
+
+    def _adopt_created(self, local: LocalMemory, cloud_id: str, level: int) -> str:
+        self.state.save_mapping(Mapping(local.id, cloud_id, local.hash, local.text, level))
+        log.info("push.created", local_id=local.id, cloud_id=cloud_id)
+        return cloud_id
+
+    async def _wait_event(self, cloud: CloudClient, event_id: str) -> str | None:
+        """Poll a queued add briefly; None when it is still pending after the bound."""
+        deadline = time.monotonic() + EVENT_WAIT_SECONDS
+        delay = 0.05
+        while True:
+            event = await cloud.event(event_id)
+            if event.status == "SUCCEEDED" and event.cloud_id:
+                return event.cloud_id
+            if event.status == "FAILED":
+                raise ServerError("mem0 failed to process the add (event FAILED); it will be pushed again")
+            if time.monotonic() + delay > deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _resolve_intent(self, cloud: CloudClient, intent: PushIntent | None) -> CloudMemory | None:
+        """Find the cloud memory an unfinished create made, if it landed."""
+        if intent is None:
+            return None
+        if intent.event_id:
+            event = await cloud.event(intent.event_id)
+            if event.status == "SUCCEEDED" and event.cloud_id:
+                return await cloud.get(event.cloud_id)
+            if event.status in ("PENDING", "PROCESSING"):
+                raise ServerError("mem0 is still processing an earlier add of this memory")
+        since = parse_ts(intent.started_at) - INTENT_SKEW
+        return await cloud.find_by_local_id(intent.local_id, since)
+
+    # --- pull -------------------------------------------------------------------------------
+
+    async def _pull(self, cloud: CloudClient) -> PullReport:
+        report = PullReport()
+        cursor_text = self.state.get_meta(META_CURSOR)
+        cursor = parse_ts(cursor_text) if cursor_text else None
+        newest = cursor
+        index: dict[str, LocalMemory] | None = None
+        device = self.state.device_id
+        async for page in cloud.changed_since(cursor, PULL_OVERLAP):
+            for memory in page:
+                report.seen += 1
+                if memory.updated_at and (newest is None or memory.updated_at > newest):
+                    newest = memory.updated_at
+                mapping = self.state.mapping_for_cloud(memory.id)
+                if mapping is not None and memory.hash == mapping.base_hash:
+                    continue  # our own echo, or nothing new
+                try:
+                    adoptable = None
+                    local = None
+                    if mapping is not None:
+                        local = await self.local.get(mapping.local_id)
+                    else:
+                        adoptable = await self._adoptable(memory, device)
+                        if adoptable is None:
+                            if index is None:
+                                index = await self._unmapped_local_index()
+                            adoptable = index.get(memory.hash)
+                    step = plan_pull(memory, mapping, local, adoptable)
+                    log.debug("pull.plan", cloud_id=memory.id, step=step.value)
+                    created = await self._apply_pull(step, memory, mapping, local, adoptable, report)
+                    if index is not None:
+                        if adoptable is not None:
+                            index.pop(adoptable.hash, None)
+                        if created is not None:
+                            index.pop(created.hash, None)
+                except RemoteError as exc:
+                    if exc.stops_run:
+                        raise
+                    report.errors += 1
+                    report.error_messages.append(f"{memory.id}: {_short(exc)}")
+                    log.warning("pull.item_failed", cloud_id=memory.id, error=_short(exc))
+        if not self._dry and report.errors == 0 and newest is not None and newest != cursor:
+            self.state.set_meta(META_CURSOR, newest.isoformat())
+        return report
+
+    async def _adoptable(self, memory: CloudMemory, device: str) -> LocalMemory | None:
+        """The local memory this unmapped cloud memory was pushed from, if it is ours."""
+        local_id = memory.metadata.get("memsync_local_id")
+        if not isinstance(local_id, str) or memory.metadata.get("memsync_device") != device:
+            return None
+        if self.state.mapping_for_local(local_id) is not None:
+            return None
+        candidate = await self.local.get(local_id)
+        return candidate if candidate is not None and candidate.alive else None
+
+    async def _unmapped_local_index(self) -> dict[str, LocalMemory]:
+        """Content hash -> unmapped live local memory, for adoption by identical content."""
+        index: dict[str, LocalMemory] = {}
+        async for page in self.local.pages():
+            for memory in page:
+                if memory.alive and self.state.mapping_for_local(memory.id) is None:
+                    index.setdefault(memory.hash, memory)
+        return index
+
+    async def _apply_pull(self, step: PullStep, memory: CloudMemory, mapping: Mapping | None,
+                          local: LocalMemory | None, adoptable: LocalMemory | None,
+                          report: PullReport) -> LocalMemory | None:
+        if step is PullStep.ECHO:
+            return None
+        if step is PullStep.UPDATE_LOCAL:
+            assert mapping is not None
+            if not self._dry:
+                await self.local.update(mapping.local_id, memory.text)
+                self.state.save_mapping(Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level))
+            report.updated += 1
+            return None
+        if step is PullStep.REFRESH_BASE:
+            assert mapping is not None
+            if not self._dry:
+                self.state.save_mapping(Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level))
+            return None
+        if step in (PullStep.CONFLICT, PullStep.CONFLICT_LOCAL_DELETED):
+            assert mapping is not None
+            reason = "edited on both sides" if step is PullStep.CONFLICT else "deleted locally, edited in the cloud"
+            if not self._dry:
+                self.state.record_conflict(mapping.local_id, memory.id, mapping.base_text,
+                                           local.text if local and local.alive else None, memory.text, reason)
+                log.info("conflict.recorded", local_id=mapping.local_id, cloud_id=memory.id, reason=reason)
+            report.conflicts += 1
+            return None
+        if step is PullStep.ADOPT:
+            assert adoptable is not None
+            level = cloud_level(memory.metadata)
+            intent = self.state.intent_for(adoptable.id)
+            explained = adoptable.hash == memory.hash or (intent is not None and intent.content_hash == memory.hash)
+            if not self._dry:
+                self.state.save_mapping(Mapping(adoptable.id, memory.id, memory.hash, memory.text, level))
+                if not explained:
+                    self.state.record_conflict(adoptable.id, memory.id, None, adoptable.text, memory.text,
+                                               "same memory, different text, no common base")
+                    report.conflicts += 1
+            report.adopted += 1
+            return None
+        # CREATE_LOCAL
+        report.new += 1
+        if self._dry:
+            return None
+        created = await self.local.create(memory.text, {"memsync_cloud_id": memory.id,
+                                                        "level": cloud_level(memory.metadata)})
+        self.state.save_mapping(Mapping(created.id, memory.id, memory.hash, memory.text, cloud_level(memory.metadata)))
+        return created
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    def _reconcile_due(self, now: datetime) -> bool:
+        last = self.state.get_meta(META_RECONCILE)
+        if last is None:
+            return self.state.count_mappings() > 0
+        return (now - parse_ts(last)).total_seconds() >= self.settings.sync.reconcile_interval_seconds
+
+    async def reconcile(self) -> ReconcileReport:
+        """Handle memories deleted in the cloud (SPEC 4, Cloud deletions)."""
+        cloud = self._require_cloud()
+        started = self.clock()
+        cloud_ids: set[str] = set()
+        async for page in cloud.pages():
+            cloud_ids.update(memory.id for memory in page)
+        local_hashes: dict[str, str | None] = {}
+        local_texts: dict[str, str] = {}
+        async for page in self.local.pages():
+            for memory in page:
+                if memory.alive:
+                    local_hashes[memory.id] = memory.hash
+                    local_texts[memory.id] = memory.text
+        plan = plan_reconcile(self.state.mappings(), cloud_ids, local_hashes,
+                              self.settings.sync.max_delete_fraction)
+        report = ReconcileReport(refused=plan.reason if plan.refused else "")
+        if plan.refused:
+            log.warning("reconcile.refused", reason=plan.reason)
+        for mapping in plan.delete_local:
+            await self.local.delete(mapping.local_id)
+            self.state.delete_mapping(mapping.local_id)
+            report.deleted_local += 1
+        for mapping in plan.conflicts:
+            self.state.record_conflict(mapping.local_id, mapping.cloud_id, mapping.base_text,
+                                       local_texts.get(mapping.local_id), None,
+                                       "deleted in the cloud, edited locally")
+            report.conflicts += 1
+        for mapping in plan.forget:
+            self.state.delete_mapping(mapping.local_id)
+            report.forgotten += 1
+        self.state.set_meta(META_RECONCILE, format_ts(started))
+        log.info("reconcile.finished", deleted_local=report.deleted_local, conflicts=report.conflicts,
+                 forgotten=report.forgotten, refused=bool(report.refused))
+        return report
+
+    # --- conflicts --------------------------------------------------------------------------
+
+    def conflicts(self) -> list[Conflict]:
+        """Open conflicts."""
+        return self.state.conflicts()
+
+    def conflict(self, conflict_id: int) -> Conflict:
+        """One open conflict.
+
+        Raises:
+            UsageError: no such conflict.
+        """
+        found = self.state.conflict(conflict_id)
+        if found is None:
+            raise UsageError(f"no open conflict with id {conflict_id}; see 'memsyncctl conflicts list'.")
+        return found
+
+    async def resolve(self, conflict_id: int, keep: Keep, text: str | None = None) -> dict[str, Any]:
+        """Write the chosen text to both sides and update the base (SPEC 4, Conflicts)."""
+        cloud = self._require_cloud()
+        conflict = self.conflict(conflict_id)
+        plan = plan_resolution(conflict, keep, text)
+        mapping = self.state.mapping_for_local(conflict.local_id)
+        level = mapping.level if mapping else 1
+        local_id = await self._settle_local(conflict.local_id, conflict.cloud_id, plan.local_text, level)
+        cloud_id = await self._settle_cloud(conflict.cloud_id, local_id or conflict.local_id,
+                                            plan.cloud_text, level)
+        if local_id and cloud_id and plan.local_text is not None:
+            self.state.save_mapping(Mapping(local_id, cloud_id, content_hash(plan.local_text), plan.local_text, level))
+        else:
+            self.state.delete_mapping(conflict.local_id)
+        extra: dict[str, str] | None = None
+        if plan.extra_text is not None:
+            created = await self.local.create(plan.extra_text, {"level": level})
+            new_cloud = await self._create_cloud(cloud, created, level)
+            extra = {"local_id": created.id, "cloud_id": new_cloud}
+        self.state.delete_conflict(conflict.id)
+        log.info("conflict.resolved", conflict_id=conflict.id, keep=keep.value)
+        return {"resolved": conflict.id, "keep": keep.value, "local_id": local_id, "cloud_id": cloud_id,
+                "extra": extra}
+
+    async def _settle_local(self, local_id: str, cloud_id: str, text: str | None, level: int) -> str | None:
+        current = await self.local.get(local_id)
+        alive = current is not None and current.alive
+        if text is None:
+            if alive:
+                await self.local.delete(local_id)
+            return None
+        if alive:
+            assert current is not None
+            if current.text != text:
+                await self.local.update(local_id, text)
+            return local_id
+        created = await self.local.create(text, {"memsync_cloud_id": cloud_id, "level": level})
+        return created.id
+
+    async def _settle_cloud(self, cloud_id: str, local_id: str, text: str | None, level: int) -> str | None:
+        cloud = self._require_cloud()
+        current = await cloud.get(cloud_id)
+        if text is None:
+            if current is not None:
+                await cloud.delete(cloud_id)
+            return None
+        local = LocalMemory(id=local_id, text=text)
+        if current is not None:
+            if current.text != text:
+                await cloud.update(cloud_id, text, self._cloud_metadata(local, level))
+            return cloud_id
+        return await self._create_cloud(cloud, local, level)
+
+    # --- status -----------------------------------------------------------------------------
+
+    async def status(self) -> StatusReport:
+        """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable)."""
+        doc = self.queue.read()
+        status = StatusReport(
+            local_url=self.settings.local.url,
+            cloud_configured=self.configured,
+            pending_push=len(coalesce(doc.pending)),
+            pending_pull=None,
+            conflicts=len(self.state.conflicts()),
+            last_sync=doc.last_sync,
+            errors=len(doc.sync_errors),
+            queue_path=str(self.paths.queue),
+        )
+        if self.cloud is not None:
+            self._dry = True
+            try:
+                pull = await self._pull(self.cloud)
+                status.pending_pull = pull.new + pull.updated + pull.conflicts
+            except MemsyncError as exc:
+                status.pull_note = f"(cloud not checked: {exc.title})"
+            finally:
+                self._dry = False
+        return status
+
+
+def _short(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, MemsyncError) and exc.message else str(exc)
+    return text[:300]
+
