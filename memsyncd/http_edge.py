@@ -103,6 +103,18 @@ def _backoff_hook(policy: RetryPolicy) -> Any:
     return hook
 
 
+def retry_context(policy: RetryPolicy, *, attempts: int | None = None) -> Any:
+    """A stamina retry context retrying ``ServerError`` and ``RateLimitedError`` per ``policy``."""
+    return stamina.retry_context(
+        on=_backoff_hook(policy),
+        attempts=attempts or policy.attempts,
+        timeout=None,
+        wait_initial=policy.wait_initial,
+        wait_max=policy.wait_max,
+        wait_jitter=policy.wait_jitter,
+    )
+
+
 async def request(
     client: httpx.AsyncClient,
     method: str,
@@ -120,15 +132,7 @@ async def request(
     Raises:
         RemoteError: the most specific subclass for the final failure.
     """
-    attempts = policy.attempts if retry else 1
-    async for attempt in stamina.retry_context(
-        on=_backoff_hook(policy),
-        attempts=attempts,
-        timeout=None,
-        wait_initial=policy.wait_initial,
-        wait_max=policy.wait_max,
-        wait_jitter=policy.wait_jitter,
-    ):
+    async for attempt in retry_context(policy, attempts=None if retry else 1):
         with attempt:
             with map_transport_errors(service, unreachable):
                 response = await client.request(method, url, **kwargs)

@@ -38,7 +38,7 @@ from memsyncd.errors import (
     SyncUnavailableError,
     UsageError,
 )
-from memsyncd.http_edge import RetryPolicy
+from memsyncd.http_edge import RetryPolicy, retry_context
 from memsyncd.local import LocalClient
 from memsyncd.models import (
     CloudMemory,
@@ -304,36 +304,21 @@ class Syncer:
     async def _create_cloud(self, cloud: CloudClient, local: LocalMemory, level: int) -> str:
         """Create exactly once: intent first; before any retry, look for an earlier landing."""
         intent = self.state.record_intent(local.id, local.hash)
-        attempts = self.settings.sync.attempts_per_run
-        last: RemoteError | None = None
-        for attempt in range(attempts):
-            if attempt:
-                found = await self._resolve_intent(cloud, intent)
-                if found is not None:
-                    return self._adopt_created(local, found.id, level)
-                await asyncio.sleep(min(0.2 * 2 ** attempt, 2.0))
-            try:
+        async for attempt in retry_context(cloud.policy):
+            with attempt:
+                if attempt.num > 1:  # the last add may have landed even though it failed for us
+                    found = await self._resolve_intent(cloud, intent)
+                    if found is not None:
+                        return self._adopt_created(local, found.id, level)
                 result = await cloud.add(local.text, self._cloud_metadata(local, level), retry=False)
-            except ServerError as exc:  # the add may or may not have landed: look before retrying
-                last = exc
-                continue
-            except RemoteError as exc:
-                if exc.retryable:  # 429: nothing was stored
-                    last = exc
-                    await asyncio.sleep(min(getattr(exc, "retry_after", None) or 1.0,
-                                            self.settings.sync.max_retry_after_seconds))
-                    continue
-                raise
-            if result.cloud_id is not None:
-                return self._adopt_created(local, result.cloud_id, level)
-            assert result.event_id is not None
-            intent = self.state.record_intent(local.id, local.hash, result.event_id)
-            cloud_id = await self._wait_event(cloud, result.event_id)
-            if cloud_id is None:
-                raise ServerError("mem0 is still processing the add; it will be checked on the next sync")
-            return self._adopt_created(local, cloud_id, level)
-        assert last is not None
-        raise last
+        if result.cloud_id is not None:
+            return self._adopt_created(local, result.cloud_id, level)
+        assert result.event_id is not None
+        self.state.record_intent(local.id, local.hash, result.event_id)
+        cloud_id = await self._wait_event(cloud, result.event_id)
+        if cloud_id is None:
+            raise ServerError("mem0 is still processing the add; it will be checked on the next sync")
+        return self._adopt_created(local, cloud_id, level)
 
     def _adopt_created(self, local: LocalMemory, cloud_id: str, level: int) -> str:
         self.state.save_mapping(Mapping(local.id, cloud_id, local.hash, local.text, level))
