@@ -102,6 +102,16 @@ class InProcessBackend:
 async def open_backend(paths: Paths, *, socket_path: str | None = None,
                        allow_daemon: bool = True) -> AsyncIterator[Backend]:
     """The daemon's client when a daemon answers for this root, else the in-process engine."""
+    if allow_daemon:
+        from memsyncd.control_client import connect_daemon
+
+        client = await connect_daemon(paths, socket_path)
+        if client is not None:
+            try:
+                yield client
+            finally:
+                await client.aclose()
+            return
     backend = InProcessBackend(paths)
     try:
         yield backend

@@ -11,16 +11,21 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from memsyncd import __version__
 from memsyncd.backend import Backend, open_backend
+from memsyncd.control_client import connect_daemon
 from memsyncd.config import Paths, resolve_root
+from memsyncd.control import conflict_to_json
 from memsyncd.engine.decide import Keep
+from memsyncd.integration import integrate_claude, run_post_tool_use_hook, service
 from memsyncd.errors import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    DaemonNotRunningError,
     MemsyncError,
     QueueUnreadableError,
     SyncUnavailableError,
@@ -73,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     queue_sub.add_parser("repair", help="move an unreadable queue aside and salvage valid entries")
 
+    for name, text in (("pause", "pause background sync in the daemon"),
+                       ("resume", "resume background sync in the daemon"),
+                       ("metrics", "print the daemon's Prometheus metrics")):
+        daemon_cmd = sub.add_parser(name, help=text)
+        daemon_cmd.add_argument("--json", action="store_true")
+
+    hook = sub.add_parser("hook", help="Claude Code hook entry points")
+    hook.add_argument("event", choices=["post-tool-use"], help="reads the hook event JSON on stdin")
+
+    integrate = sub.add_parser("integrate", help="install Claude Code slash commands and the sync hook")
+    integrate.add_argument("target", choices=["claude"])
+    integrate.add_argument("--project", help="project directory (default: your home, i.e. ~/.claude)")
+    integrate.add_argument("--force", action="store_true", help="overwrite command files that differ")
+
+    svc = sub.add_parser("service", help="install/uninstall/status of the systemd user unit or launchd agent")
+    svc.add_argument("action", choices=["install", "uninstall", "status"])
+    svc.add_argument("--no-start", action="store_true", help="only write/remove the file; do not call systemctl")
+
     conflicts = sub.add_parser("conflicts", help="list, show and resolve conflicts")
     conflicts_sub = conflicts.add_subparsers(dest="conflicts_command", required=True, parser_class=_Parser)
     listing = conflicts_sub.add_parser("list")
@@ -91,12 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def _conflict_json(conflict: Conflict) -> dict[str, Any]:
-    return {"id": conflict.id, "local_id": conflict.local_id, "cloud_id": conflict.cloud_id,
-            "reason": conflict.reason, "created_at": conflict.created_at, "base": conflict.base_text,
-            "local": conflict.local_text, "cloud": conflict.cloud_text}
 
 
 def _excerpt(text: str | None, width: int = 60) -> str:
@@ -138,7 +155,7 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
     if args.conflicts_command == "list":
         conflicts = await backend.conflicts()
         if args.json:
-            _print_json([_conflict_json(c) for c in conflicts])
+            _print_json([conflict_to_json(c) for c in conflicts])
         elif not conflicts:
             sys.stdout.write("No unresolved conflicts.\n")
         else:
@@ -150,7 +167,7 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
     if args.conflicts_command == "show":
         conflict = await backend.conflict(args.conflict_id)
         if args.json:
-            _print_json(_conflict_json(conflict))
+            _print_json(conflict_to_json(conflict))
         else:
             sys.stdout.write(_render_conflict(conflict))
         return EXIT_OK
@@ -163,12 +180,19 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
+async def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
     if args.level is not None and args.level < 0:
         raise UsageError("--level must be 0 or more (0 = local-only).")
     entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",
                        timestamp=format_ts(utc_now()), content_hash=args.content_hash, level=args.level)
-    QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
+    client = None if args.no_daemon else await connect_daemon(paths, args.socket)
+    if client is not None:
+        try:
+            await client.enqueue(entry)
+        finally:
+            await client.aclose()
+    else:
+        QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
     if args.json:
         _print_json({"queued": args.id, "action": entry.action, "queue_path": str(paths.queue)})
     else:
@@ -198,10 +222,50 @@ def _queue(paths: Paths, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _daemon_only(paths: Paths, args: argparse.Namespace) -> int:
+    client = None if args.no_daemon else await connect_daemon(paths, args.socket)
+    if client is None:
+        raise DaemonNotRunningError(f"'{args.command}' needs the daemon of {paths.root}; start it with "
+                                    "'memsyncd run' or 'systemctl --user start memsyncd'.")
+    try:
+        if args.command == "metrics":
+            sys.stdout.write(await client.metrics())
+            return EXIT_OK
+        health = await (client.pause() if args.command == "pause" else client.resume())
+    finally:
+        await client.aclose()
+    if args.json:
+        _print_json(health)
+    else:
+        sys.stdout.write(f"memsyncd (pid {health['pid']}) is {'paused' if health['paused'] else 'running'}.\n")
+    return EXIT_OK
+
+
 async def _dispatch(args: argparse.Namespace) -> int:
     paths = Paths(resolve_root(args.root))
     if args.command == "enqueue":
-        return _enqueue(paths, args)
+        return await _enqueue(paths, args)
+    if args.command == "hook":
+        count, note = run_post_tool_use_hook(sys.stdin.read(), QueueStore(paths.queue, paths.queue_lock))
+        if note:
+            sys.stderr.write(note + "\n")
+        if args.verbose:
+            sys.stderr.write(f"memsyncctl: queued {count} entries in {paths.queue}\n")
+        return EXIT_OK
+    if args.command == "integrate":
+        result = integrate_claude(Path(args.project).expanduser().resolve() if args.project else Path.home(),
+                                  force=args.force)
+        for path in result.written:
+            sys.stdout.write(f"Wrote {path}\n")
+        for path in result.unchanged:
+            sys.stdout.write(f"Up to date: {path}\n")
+        return EXIT_OK
+    if args.command == "service":
+        for line in service(args.action, home=Path.home(), start=not args.no_start):
+            sys.stdout.write(line + "\n")
+        return EXIT_OK
+    if args.command in ("pause", "resume", "metrics"):
+        return await _daemon_only(paths, args)
     if args.command == "queue":
         return _queue(paths, args)
     async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:

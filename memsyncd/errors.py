@@ -92,6 +92,10 @@ class QueueUnreadableError(MemsyncError):
         self.path = path
         self.reason = reason
 
+    def to_dict(self) -> dict[str, str]:
+        """Also carries the path and reason, so the client can print the seed's line."""
+        return {**super().to_dict(), "path": self.path, "reason": self.reason}
+
 
 class StateUnreadableError(MemsyncError):
     """Raised when the SQLite state database cannot be opened or is too new."""
@@ -207,6 +211,8 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
 
 def error_from_dict(data: dict[str, object]) -> MemsyncError:
     """Rebuild an error sent over the control socket, from a fixed registry (never eval)."""
+    if data.get("type") == "QueueUnreadableError":
+        return QueueUnreadableError(str(data.get("path", "")), str(data.get("reason", "")))
     cls = _REGISTRY.get(str(data.get("type")), MemsyncError)
     message = str(data.get("message", ""))
     title = str(data.get("title", cls.title))

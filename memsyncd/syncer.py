@@ -8,6 +8,7 @@ state DB and the queue file. The queue lock is never held across network I/O.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,17 @@ class Syncer:
                           settings.cloud.org_id, settings.cloud.project_id)
             self.cloud = CloudClient(settings.cloud.url, api_key, scope, policy=policy, timeout=timeout)
         self._dry = False
+        self._stopping = False
+
+    def _dry_view(self) -> Syncer:
+        """A shallow copy that shares clients and state but writes nothing."""
+        view = copy.copy(self)
+        view._dry = True
+        return view
+
+    def request_stop(self) -> None:
+        """Start no new queue items; items in flight finish and are recorded (graceful shutdown)."""
+        self._stopping = True
 
     @property
     def configured(self) -> bool:
@@ -144,10 +156,11 @@ class Syncer:
             SyncUnavailableError: cloud not configured.
             QueueUnreadableError: the queue file is corrupt (left untouched).
         """
+        if dry_run and not self._dry:
+            return await self._dry_view().run(mode, dry_run=True, reconcile=False)
         cloud = self._require_cloud()
         started = self.clock()
         t0 = time.monotonic()
-        self._dry = dry_run
         report = SyncReport(mode=mode.value, queue_path=str(self.paths.queue), dry_run=dry_run,
                             started_at=format_ts(started))
         try:
@@ -189,7 +202,7 @@ class Syncer:
 
         async def worker(item: WorkItem) -> None:
             async with gate:
-                if run.fatal is not None:
+                if run.fatal is not None or self._stopping:
                     run.results.append(_ItemResult(Outcome(item.entries, done=False), "cancelled"))
                     return
                 try:
@@ -596,14 +609,11 @@ class Syncer:
             queue_path=str(self.paths.queue),
         )
         if self.cloud is not None:
-            self._dry = True
             try:
-                pull = await self._pull(self.cloud)
+                pull = await self._dry_view()._pull(self.cloud)
                 status.pending_pull = pull.new + pull.updated + pull.conflicts
             except MemsyncError as exc:
                 status.pull_note = f"(cloud not checked: {exc.title})"
-            finally:
-                self._dry = False
         return status
 
 

@@ -1,0 +1,99 @@
+"""The daemon's client: the control API over its Unix socket, typed errors rebuilt from a fixed registry."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from memsyncd.config import Paths
+from memsyncd.control import conflict_from_json
+from memsyncd.engine.decide import Keep
+from memsyncd.errors import DaemonNotRunningError, MemsyncError, error_from_dict
+from memsyncd.models import Conflict, QueueEntry, SyncMode
+from memsyncd.report import StatusReport, SyncReport
+from memsyncd.runtime import default_socket_path
+
+PROBE_TIMEOUT = 2.0
+CALL_TIMEOUT = 30.0
+
+
+class DaemonClient:
+    """Talks to a running daemon; same methods as the in-process backend."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
+                                       base_url="http://memsyncd", timeout=CALL_TIMEOUT)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, *, json: Any = None, timeout: float | None = CALL_TIMEOUT) -> Any:
+        try:
+            response = await self._http.request(method, path, json=json, timeout=timeout)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, FileNotFoundError) as exc:
+            raise DaemonNotRunningError(f"no answer on {self.socket_path} ({type(exc).__name__})") from None
+        if response.headers.get("content-type", "").startswith("text/plain"):
+            return response.text
+        body = response.json()
+        if response.status_code >= 400:
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict):
+                raise error_from_dict(error)
+            raise MemsyncError(f"daemon answered {response.status_code}: {body}")
+        return body
+
+    async def health(self) -> dict[str, Any]:
+        return await self._call("GET", "/v1/health", timeout=PROBE_TIMEOUT)
+
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
+        body = await self._call("POST", "/v1/sync", json={"mode": mode.value, "dry_run": dry_run}, timeout=None)
+        return SyncReport.from_json(body)
+
+    async def status(self) -> StatusReport:
+        return StatusReport(**await self._call("GET", "/v1/status", timeout=None))
+
+    async def conflicts(self) -> list[Conflict]:
+        body = await self._call("GET", "/v1/conflicts")
+        return [conflict_from_json(c) for c in body["conflicts"]]
+
+    async def conflict(self, conflict_id: int) -> Conflict:
+        return conflict_from_json(await self._call("GET", f"/v1/conflicts/{conflict_id}"))
+
+    async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]:
+        payload = {"text": text} if keep is Keep.TEXT else {"keep": keep.value}
+        return await self._call("POST", f"/v1/conflicts/{conflict_id}/resolve", json=payload, timeout=None)
+
+    async def enqueue(self, entry: QueueEntry) -> dict[str, Any]:
+        payload = {"id": entry.id, "action": entry.action, "level": entry.level, "content_hash": entry.content_hash}
+        return await self._call("POST", "/v1/queue", json=payload)
+
+    async def pause(self) -> dict[str, Any]:
+        return await self._call("POST", "/v1/pause")
+
+    async def resume(self) -> dict[str, Any]:
+        return await self._call("POST", "/v1/resume")
+
+    async def metrics(self) -> str:
+        return await self._call("GET", "/v1/metrics")
+
+
+async def connect_daemon(paths: Paths, socket_path: str | None = None) -> DaemonClient | None:
+    """A client for the daemon of ``paths.root`` if one answers, else None (stale sockets are ignored)."""
+    path = Path(socket_path) if socket_path else default_socket_path(paths.root)
+    if not path.exists():
+        return None
+    client = DaemonClient(path)
+    try:
+        await client.health()
+    except DaemonNotRunningError:
+        await client.aclose()
+        return None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        raise
+    return client

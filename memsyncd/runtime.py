@@ -1,0 +1,105 @@
+"""Process plumbing of the daemon: socket location, the single-instance lock, systemd notify."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import stat
+from pathlib import Path
+
+from memsyncd.errors import AlreadyRunningError, DaemonError
+
+
+def root_id(root: Path) -> str:
+    """A short stable id for a root directory (names its socket)."""
+    return hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
+
+
+def runtime_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/memsyncd``, else ``/tmp/memsyncd-<uid>``; created 0700 and checked to be ours."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    directory = Path(base) / "memsyncd" if base and Path(base).is_dir() else Path(f"/tmp/memsyncd-{os.getuid()}")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise DaemonError(f"{directory} is not a directory owned by you; remove it or set XDG_RUNTIME_DIR.")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+    return directory
+
+
+def default_socket_path(root: Path) -> Path:
+    """Where the daemon of ``root`` listens."""
+    return runtime_dir() / f"{root_id(root)}.sock"
+
+
+class PidLock:
+    """Exclusive ``flock`` on a pid file: held for the daemon's life; its content names the holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def holder(self) -> int | None:
+        """The pid written by the current holder, if readable."""
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``AlreadyRunningError`` naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = self.holder()
+            raise AlreadyRunningError(
+                f"another memsyncd (pid {pid if pid else 'unknown'}) already runs for this root "
+                f"(lock {self.path}). Stop it first, or use 'memsyncctl status'."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (the file stays; its content is stale once unlocked)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def sd_notify(message: str) -> bool:
+    """Send a systemd notification (``READY=1``, ``STATUS=…``, ``WATCHDOG=1``, ``STOPPING=1``).
+
+    Returns False when not run under systemd (no ``NOTIFY_SOCKET``) or the send failed.
+    """
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(message.encode("utf-8"), address)
+    except OSError:
+        return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings (half of ``WATCHDOG_USEC``), or None when not asked."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec.isdigit() or int(usec) <= 0 or (pid and pid.isdigit() and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2_000_000
