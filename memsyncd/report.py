@@ -180,11 +180,12 @@ def render_sync(report: SyncReport) -> str:
             lines.append(f"Errors: {push.errors} (see {report.queue_path})")
         if pull:
             lines.append(f"PULL: {pull.synced} memories synced from cloud")
-            lines.append(f"New: {pull.new} | Updated: {pull.updated} | Conflicts: {pull.conflicts}")
+            found = pull.conflicts + (push.conflicts if push else 0)  # new conflicts found by this run
+            lines.append(f"New: {pull.new} | Updated: {pull.updated} | Conflicts: {found}")
     if push and push.skipped_private:
         lines.append(f"Skipped: {push.skipped_private} local-only (level 0)")
-    if push and push.conflicts:
-        lines.append(f"Push conflicts: {push.conflicts}")
+    if push and push.conflicts and not pull:
+        lines.append(f"Conflicts: {push.conflicts}")
     if report.reconcile and (report.reconcile.deleted_local or report.reconcile.conflicts):
         lines.append(f"Deleted locally (deleted in cloud): {report.reconcile.deleted_local}")
     if report.reconcile and report.reconcile.refused:

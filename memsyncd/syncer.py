@@ -303,12 +303,21 @@ class Syncer:
             return _ItemResult(done, "unchanged")
         if cloud_step in (CloudStep.NOTHING, CloudStep.CLOUD_DELETED):
             return _ItemResult(done, "unchanged")
+        reason = "edited locally, deleted in the cloud" if cloud_copy is None else "edited on both sides"
+        known = self._record_conflict(mapping, local.text, cloud_copy.text if cloud_copy else None, reason)
+        return _ItemResult(done, "unchanged" if known else "conflict")
+
+    def _record_conflict(self, mapping: Mapping, local_text: str | None, cloud_text: str | None,
+                         reason: str) -> bool:
+        """Store a conflict; True when the very same conflict was already open (not counted again)."""
+        open_one = self.state.conflict_for_local(mapping.local_id)
+        if open_one is not None and (open_one.local_text, open_one.cloud_text) == (local_text, cloud_text):
+            return True
         if not self._dry:
-            reason = "edited locally, deleted in the cloud" if cloud_copy is None else "edited on both sides"
-            self.state.record_conflict(local.id, mapping.cloud_id, mapping.base_text, local.text,
-                                       cloud_copy.text if cloud_copy else None, reason)
-            log.info("conflict.recorded", local_id=local.id, cloud_id=mapping.cloud_id, reason=reason)
-        return _ItemResult(done, "conflict")
+            self.state.record_conflict(mapping.local_id, mapping.cloud_id, mapping.base_text, local_text,
+                                       cloud_text, reason)
+            log.info("conflict.recorded", local_id=mapping.local_id, cloud_id=mapping.cloud_id, reason=reason)
+        return False
 
     def _cloud_metadata(self, local: LocalMemory, level: int) -> dict[str, Any]:
         return {"memsync_local_id": local.id, "memsync_device": self.state.device_id, "level": level,
@@ -451,11 +460,9 @@ class Syncer:
         if step in (PullStep.CONFLICT, PullStep.CONFLICT_LOCAL_DELETED):
             assert mapping is not None
             reason = "edited on both sides" if step is PullStep.CONFLICT else "deleted locally, edited in the cloud"
-            if not self._dry:
-                self.state.record_conflict(mapping.local_id, memory.id, mapping.base_text,
-                                           local.text if local and local.alive else None, memory.text, reason)
-                log.info("conflict.recorded", local_id=mapping.local_id, cloud_id=memory.id, reason=reason)
-            report.conflicts += 1
+            if not self._record_conflict(mapping, local.text if local and local.alive else None, memory.text,
+                                         reason):
+                report.conflicts += 1
             return None
         if step is PullStep.ADOPT:
             assert adoptable is not None
