@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 
+import httpx
+
 from memsyncd.emulators.admin import EmulatorAdmin
 
 API_KEY = "m0-test-key-0123456789abcdefghij"
@@ -127,3 +129,68 @@ def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@dataclass
+class DaemonProc:
+    """A ``memsyncd run`` subprocess for one root, with its control socket and log file."""
+
+    root: Path
+    socket: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def ctl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return ctl(self.root, "--socket", str(self.socket), *args, **kwargs)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://memsyncd",
+                          timeout=30) as client:
+            return client.request(method, path, **kwargs)
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            response = self.api("GET", "/v1/health")
+        except (httpx.TransportError, OSError):
+            return None
+        return dict(response.json()) if response.status_code == 200 else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        return stop_process(self.proc, sig, timeout)
+
+
+def start_daemon(root: Path, *, key: str | None = API_KEY, wait: bool = True, socket_path: Path | None = None,
+                 **env: str) -> DaemonProc:
+    """Start ``memsyncd run`` for ``root`` (socket under the root by default) and wait until it answers."""
+    socket_path = socket_path or root / "d.sock"
+    log_path = root / f"daemon-{time.monotonic_ns()}.log"
+    extra = dict(env)
+    if key is not None:
+        extra["MEM0_API_KEY"] = key
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",
+                                 str(socket_path), "--log-level", "debug", "--log-format", "json"],
+                                stdout=log, stderr=log, env=base_env(**extra))
+    daemon = DaemonProc(root, socket_path, proc, log_path)
+    if wait:
+        try:
+            wait_for(lambda: daemon.health() or proc.poll() is not None, timeout=20)
+        except AssertionError:
+            daemon.stop(signal.SIGKILL)
+            raise
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}: {daemon.log()[-3000:]}")
+    return daemon
+
+
+@contextlib.contextmanager
+def running_daemon(root: Path, **kwargs: Any) -> Iterator[DaemonProc]:
+    """``start_daemon`` that always stops (and, if needed, kills) the daemon."""
+    daemon = start_daemon(root, **kwargs)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

@@ -1,0 +1,282 @@
+"""Integration: ``memsyncd run`` as a subprocess against the emulators (triggers, control API, signals, faults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    Emulators,
+    ctl,
+    make_root,
+    queue_path,
+    read_queue,
+    running_daemon,
+    running_emulators,
+    start_daemon,
+    wait_for,
+)
+from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.queue_store import QueueStore, atomic_write, dump_queue
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulators]:
+    with running_emulators() as emulators:
+        yield emulators
+
+
+@pytest.fixture()
+def root(tmp_path: Path, emu: Emulators) -> Path:
+    for service in ("mem0", "openmemory"):
+        emu.fault(service, fault=None, latency_ms=0)
+    emu.add_mode("immediate")
+    return make_root(tmp_path, emu)
+
+
+def cloud_count(emu: Emulators, prefix: str) -> int:
+    return sum(1 for text in emu.cloud_texts() if text.startswith(prefix))
+
+
+def write_queue_directly(root: Path, ids: list[str]) -> None:
+    """What a non-locking writer does: build the whole file and rename it into place."""
+    store = QueueStore(queue_path(root))
+    doc = store.read()
+    doc.pending += [QueueEntry(i, "push", format_ts(utc_now())) for i in ids]
+    atomic_write(queue_path(root), dump_queue(doc))
+
+
+def test_queue_writes_reach_the_cloud_without_a_sync_command(root: Path, emu: Emulators) -> None:
+    """memsyncctl enqueue (via the socket) and a plain atomic rename by another process both get pushed."""
+    with running_daemon(root) as daemon:
+        first = emu.local_add("watch: via memsyncctl", level=1)
+        assert daemon.ctl("enqueue", first).returncode == 0
+        wait_for(lambda: "watch: via memsyncctl" in emu.cloud_texts())
+        second = emu.local_add("watch: via atomic rename", level=1)
+        write_queue_directly(root, [second])
+        wait_for(lambda: "watch: via atomic rename" in emu.cloud_texts())
+        wait_for(lambda: read_queue(root)["pending"] == [])
+        assert cloud_count(emu, "watch:") == 2
+
+
+def test_periodic_pull_brings_cloud_memories_down(root: Path, emu: Emulators) -> None:
+    """With a short pull interval, a cloud-side memory appears locally by itself."""
+    make_root(root, emu, pull_interval_seconds=0.5)
+    with running_daemon(root):
+        emu.cloud_add("periodic: from another device")
+        wait_for(lambda: "periodic: from another device" in emu.local_texts())
+    assert emu.local_texts().count("periodic: from another device") == 1
+
+
+def test_status_over_the_socket_matches_one_shot(root: Path, emu: Emulators) -> None:
+    """Same status block either way; the daemon adds its own line; curl-style HTTP works."""
+    with running_daemon(root) as daemon:
+        daemon.api("POST", "/v1/pause")
+        wait_for(lambda: not daemon.health()["busy"])  # type: ignore[index]
+        ctl(root, "enqueue", emu.local_add("status: pending", level=1))  # paused: stays pending
+        via_daemon = json.loads(daemon.ctl("status", "--json").stdout)
+        one_shot = json.loads(ctl(root, "--no-daemon", "status", "--json").stdout)
+        text = daemon.ctl("status").stdout
+        raw = daemon.api("GET", "/v1/status")
+    assert raw.status_code == 200 and raw.json()["daemon"]["pid"] == daemon.proc.pid
+    assert via_daemon.pop("daemon")["paused"] is True and one_shot.pop("daemon") is None
+    assert via_daemon == one_shot and one_shot["pending_push"] == 1
+    assert text.startswith("SYNC STATUS\n") and "Daemon:   pid" in text and "paused" in text
+
+
+def test_bad_requests_get_4xx_and_the_daemon_keeps_serving(root: Path) -> None:
+    """Garbage bytes, bad JSON, wrong types, unknown routes: 4xx JSON, never a crash."""
+    with running_daemon(root) as daemon:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
+            raw.connect(str(daemon.socket))
+            raw.sendall(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+            assert raw.recv(4096).startswith(b"HTTP/1.1 400")
+        cases = [
+            ("POST", "/v1/sync", {"content": b"{nope"}, 400),
+            ("POST", "/v1/sync", {"json": {"mode": "sideways"}}, 400),
+            ("POST", "/v1/queue", {"json": {"id": 5}}, 400),
+            ("POST", "/v1/queue", {"json": {"id": "x", "level": -1}}, 400),
+            ("POST", "/v1/conflicts/99/resolve", {"json": {"keep": "mine"}}, 400),
+            ("GET", "/v1/conflicts/99", {}, 404),
+            ("GET", "/v1/nothing-here", {}, 404),
+            ("DELETE", "/v1/status", {}, 405),
+        ]
+        for method, path, kwargs, status in cases:
+            response = daemon.api(method, path, **kwargs)
+            assert response.status_code == status, (method, path, response.text)
+            assert set(response.json()["error"]) >= {"type", "title", "message"}
+        assert daemon.health() is not None and daemon.proc.poll() is None
+
+
+def test_peer_uid_check_refuses_other_users(root: Path) -> None:
+    """Only the daemon's own uid may talk to it (SO_PEERCRED), even if the socket were world-writable."""
+    from memsyncd.daemon import Daemon
+
+    assert Daemon._peer_allowed(os.getuid()) and not Daemon._peer_allowed(os.getuid() + 1)
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another uid; the unit check above covers the rule")
+    public = Path(tempfile.mkdtemp(prefix="memsyncd-peer-"))  # reachable by uid 65534, unlike tmp_path
+    os.chmod(public, 0o755)
+    with running_daemon(root, socket_path=public / "d.sock") as daemon:
+        assert (daemon.socket.stat().st_mode & 0o777) == 0o600
+        os.chmod(daemon.socket, 0o666)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: become nobody and ask for the status
+            try:
+                os.close(read_fd)
+                os.setgid(65534)
+                os.setuid(65534)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    conn.settimeout(10)
+                    conn.connect(str(daemon.socket))
+                    conn.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+                    os.write(write_fd, conn.recv(4096)[:12])
+            except BaseException as exc:  # noqa: BLE001 - report to the parent
+                os.write(write_fd, repr(exc).encode()[:60])
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        answer = os.read(read_fd, 64)
+        os.waitpid(pid, 0)
+        assert answer == b"HTTP/1.1 403"
+        assert daemon.health() is not None
+    shutil.rmtree(public, ignore_errors=True)
+
+
+def test_systemd_notify_ready_watchdog_stopping(root: Path, tmp_path: Path) -> None:
+    """A fake NOTIFY_SOCKET receives READY=1, WATCHDOG=1 pings and STOPPING=1."""
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(10)
+        daemon = start_daemon(root, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="200000")
+        messages: list[str] = []
+
+        def received(prefix: str) -> bool:
+            while not any(m.startswith(prefix) for m in messages):
+                messages.extend(notify.recv(4096).decode().split("\n"))
+            return True
+
+        try:
+            assert received("READY=1")
+            assert received("WATCHDOG=1")
+        finally:
+            daemon.stop()
+        assert received("STOPPING=1")
+        assert daemon.proc.returncode == 0
+        assert any(m.startswith("STATUS=") for m in messages)
+
+
+def test_sigterm_during_a_500_entry_push(root: Path, emu: Emulators) -> None:
+    """SIGTERM mid-push: exit 0 within 10 s, queue and state consistent, the rest pushed on next start."""
+    ids = [emu.local_add(f"bulk {i:03d}", level=1) for i in range(500)]
+    emu.fault(latency_ms=15)
+    daemon = start_daemon(root)
+    try:
+        write_queue_directly(root, ids)
+        wait_for(lambda: cloud_count(emu, "bulk ") >= 40, timeout=30)
+        t0 = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        code = daemon.proc.wait(15)
+        elapsed = time.monotonic() - t0
+    finally:
+        daemon.stop(signal.SIGKILL)
+    assert code == 0 and elapsed < 10, (code, elapsed, daemon.log()[-2000:])
+    pushed = cloud_count(emu, "bulk ")
+    pending = {e["id"] for e in read_queue(root)["pending"]}
+    assert 0 < pushed < 500 and 0 < len(pending) <= 500 - pushed + 8  # only what was in flight may be both
+    assert read_queue(root)["sync_errors"] == []  # a shutdown is not a failure of the entries
+    emu.fault(latency_ms=0)
+    with running_daemon(root):
+        wait_for(lambda: read_queue(root)["pending"] == [], timeout=60)
+    texts = [t for t in emu.cloud_texts() if t.startswith("bulk ")]
+    assert len(texts) == 500 and len(set(texts)) == 500
+
+
+def test_kill_9_mid_push_neither_loses_nor_duplicates(root: Path, emu: Emulators) -> None:
+    """kill -9 at an arbitrary instant: after a restart every memory is in the cloud exactly once."""
+    ids = [emu.local_add(f"crash {i:03d}", level=1) for i in range(120)]
+    emu.fault(latency_ms=10)
+    daemon = start_daemon(root)
+    write_queue_directly(root, ids)
+    wait_for(lambda: cloud_count(emu, "crash ") >= 30, timeout=30)
+    daemon.stop(signal.SIGKILL)
+    emu.fault(latency_ms=0)
+    with running_daemon(root):
+        wait_for(lambda: read_queue(root)["pending"] == [], timeout=60)
+    texts = [t for t in emu.cloud_texts() if t.startswith("crash ")]
+    assert len(texts) == 120 and len(set(texts)) == 120
+
+
+def test_idle_daemon_makes_no_requests_and_uses_little_cpu(root: Path, emu: Emulators) -> None:
+    """5 s idle: zero requests to either server, and CPU ticks far below one core-second."""
+    with running_daemon(root) as daemon:
+        wait_for(lambda: daemon.health() and not daemon.health()["busy"])  # type: ignore[index]
+        time.sleep(0.5)  # let the start-up push (empty queue) finish its bookkeeping
+        emu.clear_requests()
+        emu.clear_requests("openmemory")
+
+        def ticks() -> int:
+            fields = Path(f"/proc/{daemon.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+
+        before = ticks()
+        time.sleep(5)
+        used = ticks() - before
+        assert emu.requests() == [] and emu.requests("openmemory") == []
+        assert used < 25, f"{used} clock ticks of CPU while idle"
+
+
+def test_second_instance_is_refused_naming_the_holder(root: Path) -> None:
+    """One daemon per root: the second exits 2 and names the first's pid."""
+    with running_daemon(root) as first:
+        second = start_daemon(root, wait=False)
+        code = second.proc.wait(20)
+        assert code == 2 and f"pid {first.proc.pid}" in second.log()
+
+
+def test_corrupt_queue_and_remote_errors_never_kill_the_daemon(root: Path, emu: Emulators) -> None:
+    """A corrupt queue, then a 401 storm: the daemon stays up and catches up once things are fixed."""
+    with running_daemon(root) as daemon:
+        queue_path(root).parent.mkdir(parents=True, exist_ok=True)
+        queue_path(root).write_text("{broken")
+        wait_for(lambda: "queue.unreadable" in daemon.log())
+        status = daemon.ctl("sync", "--push")
+        assert status.returncode == 6 and "sync queue is unreadable" in status.stdout
+        assert queue_path(root).read_text() == "{broken"
+        emu.fault(fault="401")
+        memory = emu.local_add("survivor", level=1)
+        queue_path(root).unlink()
+        assert daemon.ctl("enqueue", memory).returncode == 0
+        result = daemon.ctl("sync", "--push")
+        assert result.returncode == 4 and "SYNC ERROR: mem0 API returned 401" in result.stdout
+        assert daemon.proc.poll() is None
+        emu.fault(fault=None)
+        assert daemon.ctl("sync", "--push").returncode == 0
+        assert "survivor" in emu.cloud_texts()
+
+
+def test_pause_resume_and_metrics(root: Path, emu: Emulators) -> None:
+    """Paused: queue changes wait; resume pushes them; metrics are Prometheus text."""
+    with running_daemon(root) as daemon:
+        assert "paused" in daemon.ctl("pause").stdout
+        memory = emu.local_add("paused: waits", level=1)
+        daemon.ctl("enqueue", memory)
+        wait_for(lambda: daemon.health()["watch_events"] >= 1)  # type: ignore[index]
+        assert "paused: waits" not in emu.cloud_texts()
+        assert "running" in daemon.ctl("resume").stdout
+        wait_for(lambda: "paused: waits" in emu.cloud_texts())
+        metrics = daemon.ctl("metrics").stdout
+        assert "# TYPE memsyncd_sync_runs_total counter" in metrics
+        assert "memsyncd_paused 0" in metrics and "memsyncd_pushed_total 1" in metrics
