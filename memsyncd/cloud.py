@@ -185,8 +185,13 @@ class CloudClient:
         filters = {"AND": self.scope.filters() + list(extra or [])}
         page = 1
         while True:
-            body = await self._call("POST", "/v3/memories/", params={"page": page, "page_size": page_size},
-                                    json={"filters": filters})
+            try:
+                body = await self._call("POST", "/v3/memories/", params={"page": page, "page_size": page_size},
+                                        json={"filters": filters})
+            except NotFoundError:
+                if page == 1:
+                    raise
+                return  # "Invalid page.": the listing shrank while we paged; the next run sees the rest
             results = body.get("results", []) if isinstance(body, dict) else body
             if not isinstance(results, list):
                 raise RemoteRejectedError("mem0 list answer has no results list", service=SERVICE)

@@ -60,7 +60,9 @@ class StateStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL in WAL mode survives a process crash (kill -9); only push intents, which
+            # guard against duplicates, are committed with a full fsync (see record_intent).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -167,12 +169,16 @@ class StateStore:
         """Record, durably and before the request, that a create is about to be sent."""
         existing = self.intent_for(local_id)
         started = existing.started_at if existing else _now()
-        self._db.execute(
-            "INSERT INTO push_intents(local_id, content_hash, started_at, event_id) VALUES(?, ?, ?, ?) "
-            "ON CONFLICT(local_id) DO UPDATE SET content_hash=excluded.content_hash, "
-            "event_id=COALESCE(excluded.event_id, push_intents.event_id)",
-            (local_id, digest, started, event_id),
-        )
+        self._db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
+        try:
+            self._db.execute(
+                "INSERT INTO push_intents(local_id, content_hash, started_at, event_id) VALUES(?, ?, ?, ?) "
+                "ON CONFLICT(local_id) DO UPDATE SET content_hash=excluded.content_hash, "
+                "event_id=COALESCE(excluded.event_id, push_intents.event_id)",
+                (local_id, digest, started, event_id),
+            )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         return PushIntent(local_id, digest, started, event_id)
 
     def clear_intent(self, local_id: str) -> None:

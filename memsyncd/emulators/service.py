@@ -1,0 +1,213 @@
+"""Run the request pipeline every emulator shares: admin routes, log, faults, routing.
+
+An emulator subclasses :class:`EmulatorService`, registers its API routes on
+``self.router`` and fills in a few hooks (authentication, error bodies in the
+emulated service's own style, admin snapshot and reset). The instance is an
+``http_server.Handler``.
+
+Pipeline of an API request: record it in the :class:`RequestLog` → injected
+latency and fault (:mod:`.faults`) → route lookup (404) → authentication →
+405 / handler. Requests under ``/_admin/`` skip the log, faults and
+authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from memsyncd.emulators.faults import FaultInjector, FaultSpec, FaultSpecError
+from memsyncd.emulators.routing import Found, MethodNotAllowed, Router
+from memsyncd.http_server import BadRequest, Request, ResetConnection, Response
+
+__all__ = ["EmulatorService", "Reply", "RequestLog", "RouteHandler", "json_object"]
+
+RouteHandler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+REDACTED = "<redacted>"
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key"})
+
+
+class Reply(Exception):
+    """Raised by a route handler to answer at once with a prepared (error) response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class RequestLog:
+    """A bounded, thread-safe log of the API requests an emulator received."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._lock = threading.Lock()
+
+    def record(self, request: Request) -> dict[str, Any]:
+        """Append an entry for ``request`` (status filled in later) and return it."""
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": {k: (REDACTED if k in _SECRET_HEADERS else v) for k, v in request.headers.items()},
+            "body": request.body.decode("utf-8", errors="replace"),
+            "status": None,
+            "fault": None,
+        }
+        with self._lock:
+            self._entries.append(entry)
+        return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        """A copy of all entries, oldest first."""
+        with self._lock:
+            return [dict(e) for e in self._entries]
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+
+
+class EmulatorService(ABC):
+    """Base class of the mem0 and OpenMemory emulators."""
+
+    name: str = "emulator"
+
+    def __init__(self, *, faults: FaultInjector | None = None) -> None:
+        self.faults = faults or FaultInjector()
+        self.log = RequestLog()
+        self.router: Router[RouteHandler] = Router()
+        self.admin: Router[RouteHandler] = Router()
+        self.admin.add("GET", "/_admin/requests", self._admin_requests)
+        self.admin.add("DELETE", "/_admin/requests", self._admin_clear_requests)
+        self.admin.add("GET", "/_admin/fault", self._admin_get_fault)
+        self.admin.add("POST", "/_admin/fault", self._admin_set_fault)
+        self.admin.add("GET", "/_admin/state", self._admin_state)
+        self.admin.add("POST", "/_admin/reset", self._admin_reset)
+
+    # -- hooks ------------------------------------------------------------------
+
+    @abstractmethod
+    def authenticate(self, request: Request) -> Response | None:
+        """Return an error response for an unauthenticated request, else ``None``."""
+
+    @abstractmethod
+    def not_found(self, request: Request) -> Response:
+        """Response for a path no route knows."""
+
+    @abstractmethod
+    def method_not_allowed(self, request: Request, allowed: tuple[str, ...]) -> Response:
+        """Response for a known path with the wrong method."""
+
+    @abstractmethod
+    def fault_response(self, fault: str, retry_after: int) -> Response:
+        """Response for an injected ``"401"``, ``"429"`` or ``"500"`` fault."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """Everything stored, including deleted rows, for ``GET /_admin/state``."""
+
+    @abstractmethod
+    def reset_data(self) -> None:
+        """Wipe the stored data (``POST /_admin/reset``)."""
+
+    def shutdown(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
+        """Release event-loop resources (timers) before the loop stops; default: nothing."""
+
+    # -- pipeline -----------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> Response:
+        """Handle one request (the ``http_server.Handler`` interface)."""
+        if request.path == "/_admin" or request.path.startswith("/_admin/"):
+            return await self._dispatch_admin(request)
+        entry = self.log.record(request)
+        try:
+            response = await self._dispatch_api(request, entry)
+        except ResetConnection:
+            raise
+        except BadRequest:
+            entry["status"] = 400
+            raise
+        except Exception:
+            entry["status"] = 500
+            raise
+        entry["status"] = response.status
+        return response
+
+    async def _dispatch_api(self, request: Request, entry: dict[str, Any]) -> Response:
+        decision = self.faults.decide(target=request.target, body=request.body.decode("utf-8", errors="replace"))
+        if decision.latency_s > 0:
+            await asyncio.sleep(decision.latency_s)
+        if decision.fault is not None:
+            entry["fault"] = decision.fault
+            if decision.fault == "reset":
+                raise ResetConnection()
+            if decision.fault == "timeout":
+                await request.wait_disconnected()
+                raise ResetConnection()
+            return self.fault_response(decision.fault, decision.retry_after)
+        match = self.router.match(request.method, request.path)
+        if not isinstance(match, (Found, MethodNotAllowed)):
+            return self.not_found(request)
+        denied = self.authenticate(request)
+        if denied is not None:
+            return denied
+        if isinstance(match, MethodNotAllowed):
+            return self.method_not_allowed(request, match.allowed)
+        try:
+            return await match.handler(request, match.params)
+        except Reply as reply:
+            return reply.response
+
+    async def _dispatch_admin(self, request: Request) -> Response:
+        match = self.admin.match(request.method, request.path)
+        if isinstance(match, Found):
+            try:
+                return await match.handler(request, match.params)
+            except Reply as reply:
+                return reply.response
+            except (BadRequest, FaultSpecError, ValueError) as exc:
+                return Response.json({"detail": str(exc)}, status=400)
+        if isinstance(match, MethodNotAllowed):
+            return Response.json({"detail": "Method Not Allowed"}, status=405)
+        return Response.json({"detail": "Not Found"}, status=404)
+
+    # -- shared admin routes ------------------------------------------------------
+
+    async def _admin_requests(self, request: Request, params: dict[str, str]) -> Response:
+        return Response.json(self.log.entries())
+
+    async def _admin_clear_requests(self, request: Request, params: dict[str, str]) -> Response:
+        self.log.clear()
+        return Response.json({"cleared": True})
+
+    async def _admin_get_fault(self, request: Request, params: dict[str, str]) -> Response:
+        return Response.json(self.faults.spec.to_json())
+
+    async def _admin_set_fault(self, request: Request, params: dict[str, str]) -> Response:
+        spec, seed = FaultSpec.parse(request.json())
+        return Response.json(self.faults.set(spec, seed=seed).to_json())
+
+    async def _admin_state(self, request: Request, params: dict[str, str]) -> Response:
+        return Response.json(self.snapshot())
+
+    async def _admin_reset(self, request: Request, params: dict[str, str]) -> Response:
+        self.reset_data()
+        return Response.json({"reset": True})
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """Decode an admin request body that must be a JSON object.
+
+    Raises:
+        BadRequest: not JSON or not an object.
+    """
+    body = request.json() if request.body.strip() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("expected a JSON object")
+    return body
