@@ -1,14 +1,19 @@
-"""Shared fixtures: retries without sleeping for in-process tests, telemetry off for mem0ai."""
+"""Shared fixtures: retries without sleeping, telemetry off for mem0ai, the emulators and a configured root."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import stamina
 
 os.environ.setdefault("MEM0_TELEMETRY", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import Emulators, make_root, running_emulators  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +22,19 @@ def _no_retry_sleeps() -> Iterator[None]:
     stamina.set_testing(True, attempts=100, cap=True)
     yield
     stamina.set_testing(False)
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulators]:
+    """``memsyncd emulate`` as a subprocess, shared by the tests of one module."""
+    with running_emulators() as emulators:
+        yield emulators
+
+
+@pytest.fixture()
+def root(tmp_path: Path, emu: Emulators) -> Path:
+    """A fresh root configured for the emulators, whose faults are cleared."""
+    for service in ("mem0", "openmemory"):
+        emu.fault(service, fault=None, latency_ms=0)
+    emu.add_mode("immediate")
+    return make_root(tmp_path, emu)

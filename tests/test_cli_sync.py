@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import API_KEY, Emulators, ctl, make_root, queue_path, read_queue, running_emulators
+from harness import API_KEY, Emulators, ctl, make_root, queue_path, read_queue
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulators]:
-    with running_emulators() as emulators:
-        yield emulators
-
-
-@pytest.fixture()
-def root(tmp_path: Path, emu: Emulators) -> Path:
-    emu.fault(fault=None)
-    emu.fault("openmemory", fault=None)
-    emu.add_mode("immediate")
-    return make_root(tmp_path, emu)
 
 
 def sha(text: str) -> str:

@@ -9,7 +9,6 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from harness import (
     queue_path,
     read_queue,
     running_daemon,
-    running_emulators,
     start_daemon,
     wait_for,
 )
@@ -29,18 +27,6 @@ from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.queue_store import QueueStore, atomic_write, dump_queue
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulators]:
-    with running_emulators() as emulators:
-        yield emulators
-
-
-@pytest.fixture()
-def root(tmp_path: Path, emu: Emulators) -> Path:
-    for service in ("mem0", "openmemory"):
-        emu.fault(service, fault=None, latency_ms=0)
-    emu.add_mode("immediate")
-    return make_root(tmp_path, emu)
 
 
 def cloud_count(emu: Emulators, prefix: str) -> int:

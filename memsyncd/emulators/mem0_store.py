@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from memsyncd.emulators.versioned import VersionedStore
 from memsyncd.emulators.clock import Clock, MonotonicClock, iso_aware, parse_iso
 from memsyncd.emulators.mem0_filters import ENTITY_FIELDS, Predicate
 
@@ -146,7 +146,7 @@ def _copy(value: J) -> J:
     return copy.deepcopy(value)
 
 
-class Mem0Store:
+class Mem0Store(VersionedStore):
     """Thread-safe in-memory state of the mem0 platform emulator."""
 
     def __init__(
@@ -164,22 +164,12 @@ class Mem0Store:
         self.user_email = user_email
         self.add_mode = AddMode()
         self._clock = clock or MonotonicClock()
-        self._lock = threading.RLock()
+        super().__init__()
         self._memories: dict[str, MemoryRecord] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._events: dict[str, dict[str, Any]] = {}
-        self._version = 0
 
     # -- bookkeeping -------------------------------------------------------------
-
-    @property
-    def version(self) -> int:
-        """Increases on every change; lets a saver know when to write."""
-        with self._lock:
-            return self._version
-
-    def _touch(self) -> None:
-        self._version += 1
 
     def now(self) -> datetime:
         """The store's clock."""

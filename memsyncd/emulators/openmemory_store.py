@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from memsyncd.emulators.versioned import VersionedStore
 from memsyncd.emulators.clock import Clock, MonotonicClock, iso_naive, parse_iso
 
 __all__ = ["STATES", "OMApp", "OMMemory", "OMUser", "OpenMemoryStore", "default_user_name"]
@@ -116,35 +116,23 @@ def _load_dt(value: str | None) -> datetime | None:
     return parse_iso(value) if value else None
 
 
-class OpenMemoryStore:
+class OpenMemoryStore(VersionedStore):
     """Thread-safe in-memory state of the OpenMemory emulator."""
 
     def __init__(self, user: str | None = None, *, clock: Clock | None = None) -> None:
         self.default_user = user or default_user_name()
         self.memory_client_available = True
         self._clock = clock or MonotonicClock()
-        self._lock = threading.RLock()
+        super().__init__()
         self._users: dict[str, OMUser] = {}
         self._apps: dict[str, OMApp] = {}
         self._memories: dict[str, OMMemory] = {}
         self._history: list[dict[str, Any]] = []
-        self._version = 0
         self._bootstrap()
 
     def _bootstrap(self) -> None:
         user = self._new_user(self.default_user, name="Default User")
         self._app_for(user, DEFAULT_APP)
-
-    # -- bookkeeping -----------------------------------------------------------------
-
-    @property
-    def version(self) -> int:
-        """Increases on every change; lets a saver know when to write."""
-        with self._lock:
-            return self._version
-
-    def _touch(self) -> None:
-        self._version += 1
 
     # -- users and apps --------------------------------------------------------------
 
