@@ -266,3 +266,16 @@ def test_pause_resume_and_metrics(root: Path, emu: Emulators) -> None:
         metrics = daemon.ctl("metrics").stdout
         assert "# TYPE memsyncd_sync_runs_total counter" in metrics
         assert "memsyncd_paused 0" in metrics and "memsyncd_pushed_total 1" in metrics
+
+
+def test_failed_entries_are_retried_by_the_backoff_timer(root: Path, emu: Emulators) -> None:
+    """A push that fails every attempt of a run is retried by the daemon's timer, without any trigger."""
+    memory = emu.local_add("retry-timer: flaky", level=1)
+    emu.fault(fault="500", match="retry-timer", count=3)  # exactly the 3 attempts of the first run
+    with running_daemon(root) as daemon:
+        daemon.ctl("enqueue", memory)
+        wait_for(lambda: read_queue(root)["sync_errors"], timeout=20)
+        assert "retry.scheduled" in daemon.log()
+        wait_for(lambda: "retry-timer: flaky" in emu.cloud_texts(), timeout=20)
+        wait_for(lambda: read_queue(root)["sync_errors"] == [] and read_queue(root)["pending"] == [])
+    assert cloud_count(emu, "retry-timer") == 1
