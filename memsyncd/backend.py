@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
@@ -30,9 +29,11 @@ class Backend(Protocol):
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
 
 
-def run_lock_path(paths: Paths) -> Path:
+def run_lock(paths: Paths) -> FileLock:
     """The lock that keeps to one sync at a time per root (daemon and one-shot alike)."""
-    return paths.state.with_name("memsync.run.lock")
+    path = paths.state.with_name("memsync.run.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=RUN_LOCK_TIMEOUT, thread_local=False)
 
 
 def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
@@ -65,14 +66,16 @@ class InProcessBackend:
 
     @contextlib.contextmanager
     def _run_lock(self) -> Any:
-        lock_path = run_lock_path(self.paths)
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = run_lock(self.paths)
         try:
-            with FileLock(str(lock_path), timeout=RUN_LOCK_TIMEOUT):
-                yield
+            lock.acquire()
         except Timeout:
-            raise DaemonError(f"another sync of this root has held {lock_path} for {RUN_LOCK_TIMEOUT:.0f} s; "
+            raise DaemonError(f"another sync of this root has held {lock.lock_file} for {RUN_LOCK_TIMEOUT:.0f} s; "
                               "try again later.") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
         syncer = self._configured()

@@ -18,6 +18,7 @@ from memsyncd.errors import (
     EXIT_NETWORK,
     EXIT_UNAVAILABLE,
     EXIT_UNREADABLE,
+    ConflictError,
     MemsyncError,
     UsageError,
 )
@@ -59,6 +60,8 @@ def conflict_from_json(data: dict[str, Any]) -> Conflict:
 
 
 def _status_for(error: MemsyncError) -> int:
+    if isinstance(error, ConflictError):
+        return 409
     if isinstance(error, UsageError):
         return 404 if "no open conflict" in error.message else 400
     return {EXIT_UNAVAILABLE: 503, EXIT_AUTH: 502, EXIT_NETWORK: 502, EXIT_UNREADABLE: 500}.get(error.exit_code, 500)

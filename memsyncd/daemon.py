@@ -16,21 +16,22 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from filelock import Timeout
 
 from memsyncd import __version__
-from memsyncd.backend import build_syncer
+from memsyncd.backend import build_syncer, run_lock
 from memsyncd.config import Paths, load_settings, resolve_root
 from memsyncd.control import ControlApi
 from memsyncd.coordinator import FULL, PULL, PUSH, RECONCILE, RunCoordinator
 from memsyncd.engine.decide import Keep, coalesce
-from memsyncd.errors import EXIT_OK, EXIT_USAGE, MemsyncError, SyncUnavailableError
+from memsyncd.errors import EXIT_OK, EXIT_USAGE, DaemonError, MemsyncError, SyncUnavailableError
 from memsyncd.http_server import HTTPServer
 from memsyncd.logs import configure_logging
 from memsyncd.metrics import Metrics
@@ -42,10 +43,13 @@ from memsyncd.syncer import Syncer
 from memsyncd.watcher import Debouncer, QueueWatcher
 
 log = structlog.get_logger("memsyncd.daemon")
+T = TypeVar("T")
 
 SHUTDOWN_BUDGET_SECONDS = 10.0
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
+RUN_LOCK_WAIT_SECONDS = 600.0
+LOCK_POLL_SECONDS = 0.25
 
 
 def _mode_for(kinds: frozenset[str]) -> SyncMode | None:
@@ -79,6 +83,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: QueueWatcher | None = None
         self._debouncer: Debouncer | None = None
+        self._run_lock = run_lock(paths)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -179,7 +184,29 @@ class Daemon:
 
     # --- runs -------------------------------------------------------------------------------
 
+    async def _exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Hold the root's run lock (shared with one-shot memsyncctl runs) around ``work``."""
+        waited = 0.0
+        while True:  # contended only while a one-shot memsyncctl run holds it: poll, never block the loop
+            try:
+                self._run_lock.acquire(timeout=0)
+                break
+            except Timeout:
+                if self._stop.is_set() or waited > RUN_LOCK_WAIT_SECONDS:
+                    raise DaemonError(f"another sync of this root holds {self._run_lock.lock_file}") from None
+                if waited == 0:
+                    log.info("run.waiting_for_lock", lock=self._run_lock.lock_file)
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+                waited += LOCK_POLL_SECONDS
+        try:
+            return await work()
+        finally:
+            self._run_lock.release()
+
     async def _run(self, kinds: frozenset[str]) -> SyncReport:
+        return await self._exclusive(lambda: self._run_unlocked(kinds))
+
+    async def _run_unlocked(self, kinds: frozenset[str]) -> SyncReport:
         mode = _mode_for(kinds)
         if mode is None:
             report = SyncReport(mode="reconcile", queue_path=str(self.paths.queue),
@@ -246,7 +273,8 @@ class Daemon:
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]:
         self._require_configured()
         # resolution takes the same one-at-a-time lane as syncs
-        return await self.coordinator.exclusive(lambda: self.syncer.resolve(conflict_id, keep, text))
+        return await self.coordinator.exclusive(
+            lambda: self._exclusive(lambda: self.syncer.resolve(conflict_id, keep, text)))
 
     def enqueue(self, entry: QueueEntry) -> None:
         self.queue.enqueue(entry)

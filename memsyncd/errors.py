@@ -19,7 +19,7 @@ Hierarchy::
     │   ├── ServerError               5xx and timeouts                         (retryable)
     │   ├── NotFoundError             404 for one item
     │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
-    └── ConflictError                 an item needs the user (never resolved silently)
+    └── ConflictError                 a conflict changed under its resolution  (exit 1)
 
 Per-item errors (``ServerError``, ``RateLimitedError``, ``NotFoundError``,
 ``RemoteRejectedError``) fail one queue entry; run-level errors
@@ -192,10 +192,10 @@ class RemoteRejectedError(RemoteError):
 
 
 class ConflictError(MemsyncError):
-    """Raised when an item changed on both sides and needs the user."""
+    """Raised when a conflict changed while the user was resolving it; nothing was written."""
 
-    title = "Conflict"
-    exit_code = EXIT_OK
+    title = "Conflict changed"
+    exit_code = EXIT_PARTIAL
 
 
 _REGISTRY: dict[str, type[MemsyncError]] = {

@@ -24,6 +24,7 @@ from memsyncd.engine.decide import (
     Keep,
     PullStep,
     PushStep,
+    changed_since_recorded,
     cloud_level,
     coalesce,
     plan_mapped_push,
@@ -33,6 +34,7 @@ from memsyncd.engine.decide import (
     plan_resolution,
 )
 from memsyncd.errors import (
+    ConflictError,
     MemsyncError,
     RemoteError,
     ServerError,
@@ -554,6 +556,15 @@ class Syncer:
         plan = plan_resolution(conflict, keep, text)
         mapping = self.state.mapping_for_local(conflict.local_id)
         level = mapping.level if mapping else 1
+        local_now, cloud_now = await self.local.get(conflict.local_id), await cloud.get(conflict.cloud_id)
+        local_text = local_now.text if local_now is not None and local_now.alive else None
+        cloud_text = cloud_now.text if cloud_now is not None else None
+        if changed_since_recorded(conflict, plan, local_text, cloud_text):
+            self.state.record_conflict(conflict.local_id, conflict.cloud_id, conflict.base_text, local_text,
+                                       cloud_text, conflict.reason)
+            raise ConflictError(
+                f"conflict {conflict.id} changed since it was listed (a side was edited again); nothing was "
+                f"written. Review it with 'memsyncctl conflicts show {conflict.id}' and resolve again.")
         local_id = await self._settle_local(conflict.local_id, conflict.cloud_id, plan.local_text, level)
         cloud_id = await self._settle_cloud(conflict.cloud_id, local_id or conflict.local_id,
                                             plan.cloud_text, level)
@@ -563,7 +574,9 @@ class Syncer:
             self.state.delete_mapping(conflict.local_id)
         extra: dict[str, str] | None = None
         if plan.extra_text is not None:
-            created = await self.local.create(plan.extra_text, {"level": level})
+            # an interrupted earlier attempt may have created the local copy already: reuse it
+            created = (await self._unmapped_local_index()).get(content_hash(plan.extra_text)) or \
+                await self.local.create(plan.extra_text, {"level": level})
             new_cloud = await self._create_cloud(cloud, created, level)
             extra = {"local_id": created.id, "cloud_id": new_cloud}
         self.state.delete_conflict(conflict.id)

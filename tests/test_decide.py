@@ -247,3 +247,20 @@ def test_plan_resolution_text_requires_text() -> None:
     """keep=text without a text is a programming error."""
     with pytest.raises(ValueError, match="merged text"):
         plan_resolution(CONFLICT, Keep.TEXT)
+
+
+@pytest.mark.parametrize(
+    ("local_now", "cloud_now", "changed"),
+    [
+        ("mine", "theirs", False),  # as recorded
+        ("mine", "mine", False),  # keep=local half-applied earlier: finish it
+        ("mine again", "theirs", True),  # edited locally after it was listed
+        ("mine", "theirs 2", True),  # edited in the cloud after it was listed
+        (None, "theirs", True),  # deleted locally after it was listed
+    ],
+)
+def test_changed_since_recorded(local_now: str | None, cloud_now: str | None, changed: bool) -> None:
+    """A resolution only writes when both sides are as recorded, or already hold the chosen text."""
+    from memsyncd.engine.decide import changed_since_recorded
+
+    assert changed_since_recorded(CONFLICT, plan_resolution(CONFLICT, Keep.LOCAL), local_now, cloud_now) is changed

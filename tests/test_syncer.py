@@ -169,3 +169,27 @@ def test_dry_run_writes_nothing(tmp_path: Path, servers: RunningEmulators, admin
     assert report.push.created == 1 and report.pull.new == 1
     assert admin.cloud_texts() == ["dry cloud"] and admin.local_texts() == ["dry"]
     assert syncer.paths.queue.read_bytes() == queue_before and syncer.state.count_mappings() == 0
+
+
+def test_resolution_refuses_when_a_side_changed_after_listing(tmp_path: Path, servers: RunningEmulators,
+                                                              admin: EmulatorAdmin) -> None:
+    """Re-check before writing: a newer local edit is never overwritten by a stale choice."""
+    from memsyncd.engine.decide import Keep
+    from memsyncd.errors import ConflictError
+
+    syncer = make_syncer(tmp_path, servers)
+    local_id = admin.local_add("v1")
+    enqueue(syncer, local_id)
+    run(syncer)
+    admin.local_edit(local_id, "v2 local")
+    admin.cloud_edit(admin.cloud_memories()[0]["id"], "v2 cloud")
+    run(syncer, SyncMode.PULL)
+    (conflict,) = syncer.conflicts()
+    admin.local_edit(local_id, "v3 local, written after the conflict was listed")
+    with pytest.raises(ConflictError, match="changed since it was listed"):
+        aio(syncer.resolve(conflict.id, Keep.CLOUD))
+    assert admin.local_get(local_id)["text"] == "v3 local, written after the conflict was listed"
+    (refreshed,) = syncer.conflicts()
+    assert refreshed.local_text == "v3 local, written after the conflict was listed"
+    aio(syncer.resolve(refreshed.id, Keep.LOCAL))
+    assert admin.cloud_texts() == ["v3 local, written after the conflict was listed"]

@@ -297,3 +297,15 @@ def plan_resolution(conflict: Conflict, keep: Keep, text: str | None = None) -> 
         survivor = conflict.local_text if conflict.local_text is not None else conflict.cloud_text
         return Resolution(survivor, survivor)
     return Resolution(conflict.local_text, conflict.local_text, extra_text=conflict.cloud_text)
+
+
+def changed_since_recorded(conflict: Conflict, resolution: Resolution, local_now: str | None,
+                           cloud_now: str | None) -> bool:
+    """True when a side changed after the conflict was recorded (and not to the chosen text).
+
+    A side that already holds the chosen text counts as unchanged, so re-running an
+    interrupted resolution finishes it instead of refusing.
+    """
+    local_ok = local_now in (conflict.local_text, resolution.local_text)
+    cloud_ok = cloud_now in (conflict.cloud_text, resolution.cloud_text)
+    return not (local_ok and cloud_ok)
