@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -61,6 +61,7 @@ from memsyncd.report import PullReport, PushReport, ReconcileReport, StatusRepor
 from memsyncd.state import StateStore
 
 log = structlog.get_logger("memsyncd.sync")
+T = TypeVar("T")
 
 PULL_OVERLAP = timedelta(seconds=60)
 INTENT_SKEW = timedelta(minutes=5)
@@ -82,6 +83,17 @@ class _ItemResult:
     outcome: Outcome
     kind: str  # created | updated | deleted | unchanged | conflict | skipped | dropped | failed | cancelled
     message: str = ""
+
+
+@dataclass
+class _PullPlan:
+    """What a pull knows about one changed cloud memory, and what it decided."""
+
+    memory: CloudMemory
+    mapping: Mapping | None
+    local: LocalMemory | None = None
+    adoptable: LocalMemory | None = None
+    step: PullStep = PullStep.ECHO
 
 
 @dataclass
@@ -380,6 +392,7 @@ class Syncer:
     # --- pull -------------------------------------------------------------------------------
 
     async def _pull(self, cloud: CloudClient) -> PullReport:
+        """Page by page: read what each change needs (concurrently), decide (in order), apply (concurrently)."""
         report = PullReport()
         cursor_text = self.state.get_meta(META_CURSOR)
         cursor = parse_ts(cursor_text) if cursor_text else None
@@ -387,41 +400,65 @@ class Syncer:
         index: dict[str, LocalMemory] | None = None
         device = self.state.device_id
         async for page in cloud.changed_since(cursor, PULL_OVERLAP):
-            for memory in page:
-                report.seen += 1
-                if memory.updated_at and (newest is None or memory.updated_at > newest):
-                    newest = memory.updated_at
-                mapping = self.state.mapping_for_cloud(memory.id)
-                if mapping is not None and memory.hash == mapping.base_hash:
-                    continue  # our own echo, or nothing new
-                try:
-                    adoptable = None
-                    local = None
-                    if mapping is not None:
-                        local = await self.local.get(mapping.local_id)
-                    else:
-                        adoptable = await self._adoptable(memory, device)
-                        if adoptable is None:
-                            if index is None:
-                                index = await self._unmapped_local_index()
-                            adoptable = index.get(memory.hash)
-                    step = plan_pull(memory, mapping, local, adoptable)
-                    log.debug("pull.plan", cloud_id=memory.id, step=step.value)
-                    created = await self._apply_pull(step, memory, mapping, local, adoptable, report)
+            report.seen += len(page)
+            stamps = [m.updated_at for m in page if m.updated_at is not None]
+            if stamps and (newest is None or max(stamps) > newest):
+                newest = max(stamps)
+            changed = [m for m in page if not self._is_echo(m)]
+            observed = await self._limited([self._observe_pull(m, device) for m in changed])
+            plans: list[_PullPlan] = []
+            claimed: set[str] = set()
+            for memory, seen in zip(changed, observed, strict=True):
+                if isinstance(seen, BaseException):
+                    self._pull_failed(report, memory, seen)
+                    continue
+                if seen.mapping is None and (seen.adoptable is None or seen.adoptable.id in claimed):
+                    if index is None:
+                        index = await self._unmapped_local_index()
+                    seen.adoptable = index.pop(memory.hash, None)
+                if seen.adoptable is not None:
+                    claimed.add(seen.adoptable.id)
                     if index is not None:
-                        if adoptable is not None:
-                            index.pop(adoptable.hash, None)
-                        if created is not None:
-                            index.pop(created.hash, None)
-                except RemoteError as exc:
-                    if exc.stops_run:
-                        raise
-                    report.errors += 1
-                    report.error_messages.append(f"{memory.id}: {_short(exc)}")
-                    log.warning("pull.item_failed", cloud_id=memory.id, error=_short(exc))
+                        index.pop(seen.adoptable.hash, None)
+                seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable)
+                log.debug("pull.plan", cloud_id=memory.id, step=seen.step.value)
+                plans.append(seen)
+            applied = await self._limited([self._apply_pull(plan, report) for plan in plans])
+            for plan, result in zip(plans, applied, strict=True):
+                if isinstance(result, BaseException):
+                    self._pull_failed(report, plan.memory, result)
         if not self._dry and report.errors == 0 and newest is not None and newest != cursor:
             self.state.set_meta(META_CURSOR, newest.isoformat())
         return report
+
+    def _is_echo(self, memory: CloudMemory) -> bool:
+        mapping = self.state.mapping_for_cloud(memory.id)
+        return mapping is not None and memory.hash == mapping.base_hash
+
+    async def _observe_pull(self, memory: CloudMemory, device: str) -> _PullPlan:
+        mapping = self.state.mapping_for_cloud(memory.id)
+        if mapping is not None:
+            return _PullPlan(memory, mapping, local=await self.local.get(mapping.local_id))
+        return _PullPlan(memory, None, adoptable=await self._adoptable(memory, device))
+
+    def _pull_failed(self, report: PullReport, memory: CloudMemory, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError) or (isinstance(exc, RemoteError) and exc.stops_run):
+            raise exc
+        if not isinstance(exc, MemsyncError):
+            log.error("pull.item_crashed", cloud_id=memory.id, error=repr(exc))
+        report.errors += 1
+        report.error_messages.append(f"{memory.id}: {_short(exc)}")
+        log.warning("pull.item_failed", cloud_id=memory.id, error=_short(exc))
+
+    async def _limited(self, coros: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+        """Run coroutines ``sync.concurrency`` at a time; exceptions are returned, not raised."""
+        gate = asyncio.Semaphore(self.settings.sync.concurrency)
+
+        async def one(coro: Coroutine[Any, Any, T]) -> T:
+            async with gate:
+                return await coro
+
+        return await asyncio.gather(*(one(c) for c in coros), return_exceptions=True)
 
     async def _adoptable(self, memory: CloudMemory, device: str) -> LocalMemory | None:
         """The local memory this unmapped cloud memory was pushed from, if it is ours."""
@@ -442,30 +479,29 @@ class Syncer:
                     index.setdefault(memory.hash, memory)
         return index
 
-    async def _apply_pull(self, step: PullStep, memory: CloudMemory, mapping: Mapping | None,
-                          local: LocalMemory | None, adoptable: LocalMemory | None,
-                          report: PullReport) -> LocalMemory | None:
+    async def _apply_pull(self, plan: _PullPlan, report: PullReport) -> None:
+        step, memory, mapping, local, adoptable = plan.step, plan.memory, plan.mapping, plan.local, plan.adoptable
         if step is PullStep.ECHO:
-            return None
+            return
         if step is PullStep.UPDATE_LOCAL:
             assert mapping is not None
             if not self._dry:
                 await self.local.update(mapping.local_id, memory.text)
                 self.state.save_mapping(Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level))
             report.updated += 1
-            return None
+            return
         if step is PullStep.REFRESH_BASE:
             assert mapping is not None
             if not self._dry:
                 self.state.save_mapping(Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level))
-            return None
+            return
         if step in (PullStep.CONFLICT, PullStep.CONFLICT_LOCAL_DELETED):
             assert mapping is not None
             reason = "edited on both sides" if step is PullStep.CONFLICT else "deleted locally, edited in the cloud"
             if not self._record_conflict(mapping, local.text if local and local.alive else None, memory.text,
                                          reason):
                 report.conflicts += 1
-            return None
+            return
         if step is PullStep.ADOPT:
             assert adoptable is not None
             level = cloud_level(memory.metadata)
@@ -478,15 +514,14 @@ class Syncer:
                                                "same memory, different text, no common base")
                     report.conflicts += 1
             report.adopted += 1
-            return None
+            return
         # CREATE_LOCAL
         report.new += 1
         if self._dry:
-            return None
+            return
         created = await self.local.create(memory.text, {"memsync_cloud_id": memory.id,
                                                         "level": cloud_level(memory.metadata)})
         self.state.save_mapping(Mapping(created.id, memory.id, memory.hash, memory.text, cloud_level(memory.metadata)))
-        return created
 
     # --- reconcile --------------------------------------------------------------------------
 
