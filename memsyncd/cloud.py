@@ -81,7 +81,7 @@ def memory_from_json(raw: dict[str, Any]) -> CloudMemory:
         text = raw["data"].get("memory")
     if not isinstance(raw.get("id"), str) or not isinstance(text, str):
         raise RemoteRejectedError("mem0 sent a memory without id or text", service=SERVICE)
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    metadata: dict[str, Any] = raw["metadata"] if isinstance(raw.get("metadata"), dict) else {}
     return CloudMemory(
         id=raw["id"], text=text, metadata=metadata,
         created_at=_ts(raw.get("created_at")), updated_at=_ts(raw.get("updated_at")),

@@ -32,6 +32,7 @@ class DaemonClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, *, json: Any = None, timeout: float | None = CALL_TIMEOUT) -> Any:
+        """One request; a JSON object (or the text of a text/plain answer); errors rebuilt and raised."""
         try:
             response = await self._http.request(method, path, json=json, timeout=timeout)
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, FileNotFoundError) as exc:
@@ -46,8 +47,14 @@ class DaemonClient:
             raise MemsyncError(f"daemon answered {response.status_code}: {body}")
         return body
 
+    async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = await self._call(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise MemsyncError(f"daemon answered {path} with {type(body).__name__}, expected an object")
+        return body
+
     async def health(self) -> dict[str, Any]:
-        return await self._call("GET", "/v1/health", timeout=PROBE_TIMEOUT)
+        return await self._object("GET", "/v1/health", timeout=PROBE_TIMEOUT)
 
     async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
         body = await self._call("POST", "/v1/sync", json={"mode": mode.value, "dry_run": dry_run}, timeout=None)
@@ -65,20 +72,20 @@ class DaemonClient:
 
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]:
         payload = {"text": text} if keep is Keep.TEXT else {"keep": keep.value}
-        return await self._call("POST", f"/v1/conflicts/{conflict_id}/resolve", json=payload, timeout=None)
+        return await self._object("POST", f"/v1/conflicts/{conflict_id}/resolve", json=payload, timeout=None)
 
     async def enqueue(self, entry: QueueEntry) -> dict[str, Any]:
         payload = {"id": entry.id, "action": entry.action, "level": entry.level, "content_hash": entry.content_hash}
-        return await self._call("POST", "/v1/queue", json=payload)
+        return await self._object("POST", "/v1/queue", json=payload)
 
     async def pause(self) -> dict[str, Any]:
-        return await self._call("POST", "/v1/pause")
+        return await self._object("POST", "/v1/pause")
 
     async def resume(self) -> dict[str, Any]:
-        return await self._call("POST", "/v1/resume")
+        return await self._object("POST", "/v1/resume")
 
     async def metrics(self) -> str:
-        return await self._call("GET", "/v1/metrics")
+        return str(await self._call("GET", "/v1/metrics"))
 
 
 async def connect_daemon(paths: Paths, socket_path: str | None = None) -> DaemonClient | None:

@@ -8,7 +8,7 @@ triggers during a run lead to exactly one more run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
@@ -23,7 +23,7 @@ FULL = frozenset({PUSH, PULL})
 class RunCoordinator(Generic[R]):
     """Serialises runs of ``runner(kinds)``; concurrent requests coalesce into one follow-up."""
 
-    def __init__(self, runner: Callable[[frozenset[str]], Awaitable[R]]) -> None:
+    def __init__(self, runner: Callable[[frozenset[str]], Coroutine[Any, Any, R]]) -> None:
         self._runner = runner
         self._current: asyncio.Task[Any] | None = None
         self._next_kinds: set[str] = set()
@@ -46,7 +46,7 @@ class RunCoordinator(Generic[R]):
 
     def _start(self, kinds: frozenset[str]) -> asyncio.Task[R]:
         self.runs_started += 1
-        task = asyncio.get_running_loop().create_task(self._runner(kinds))
+        task: asyncio.Task[R] = asyncio.get_running_loop().create_task(self._runner(kinds))
         self._current = task
         task.add_done_callback(self._finished)
         return task
@@ -71,7 +71,7 @@ class RunCoordinator(Generic[R]):
 
         follow.add_done_callback(relay)
 
-    async def exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def exclusive(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``work`` alone in this lane (after the current and queued runs), e.g. a conflict resolution."""
         while self.busy or self._next is not None:
             await self.wait_idle(3600.0)

@@ -16,11 +16,10 @@ from typing import Any
 
 from memsyncd import __version__
 from memsyncd.backend import Backend, open_backend
-from memsyncd.control_client import connect_daemon
 from memsyncd.config import Paths, resolve_root
 from memsyncd.control import conflict_to_json
+from memsyncd.control_client import connect_daemon
 from memsyncd.engine.decide import Keep
-from memsyncd.integration import integrate_claude, run_post_tool_use_hook, service
 from memsyncd.errors import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -31,6 +30,7 @@ from memsyncd.errors import (
     SyncUnavailableError,
     UsageError,
 )
+from memsyncd.integration import integrate_claude, run_post_tool_use_hook, service
 from memsyncd.logs import configure_logging
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.queue_store import QueueStore

@@ -16,7 +16,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +53,7 @@ LOCK_POLL_SECONDS = 0.25
 
 
 def _mode_for(kinds: frozenset[str]) -> SyncMode | None:
-    if FULL <= kinds:
+    if kinds >= FULL:
         return SyncMode.FULL
     if PUSH in kinds:
         return SyncMode.PUSH
@@ -184,7 +184,7 @@ class Daemon:
 
     # --- runs -------------------------------------------------------------------------------
 
-    async def _exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def _exclusive(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Hold the root's run lock (shared with one-shot memsyncctl runs) around ``work``."""
         waited = 0.0
         while True:  # contended only while a one-shot memsyncctl run holds it: poll, never block the loop

@@ -176,9 +176,9 @@ def run_demo(keep: bool = False) -> int:
 
             _say("7. Status:")
             demo.ctl("status")
-            code = demo.stop_daemon()
-            _say(f"8. Daemon stopped (exit {code}); emulators stopped. Done in {time.monotonic() - started:.1f} s.")
-            return EXIT_OK if code == 0 else 1
+            stopped = demo.stop_daemon()
+            _say(f"8. Daemon stopped (exit {stopped}); emulators stopped. Done in {time.monotonic() - started:.1f} s.")
+            return EXIT_OK if stopped == 0 else 1
         except DemoFailed as exc:
             _say(f"DEMO FAILED: {exc}")
             log = root / "memsyncd.log"

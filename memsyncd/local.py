@@ -28,7 +28,7 @@ def _memory(raw: Any, text_key: str) -> LocalMemory:
         text = raw.get("content") if isinstance(raw.get("content"), str) else raw.get("text")
     if not isinstance(text, str):
         raise RemoteRejectedError(f"OpenMemory memory {raw['id']} has no text", service=SERVICE)
-    metadata = raw.get("metadata_") if isinstance(raw.get("metadata_"), dict) else {}
+    metadata: dict[str, Any] = raw["metadata_"] if isinstance(raw.get("metadata_"), dict) else {}
     created = raw.get("created_at")
     return LocalMemory(
         id=raw["id"], text=text, state=str(raw.get("state") or "active"), metadata=metadata,

@@ -271,14 +271,15 @@ def salvage(text: str) -> tuple[QueueDoc, int, int]:
         data = {"pending": _scan_objects(text)}
     if not isinstance(data, dict):
         data = {"pending": data if isinstance(data, list) else []}
-    pending = data.get("pending") if isinstance(data.get("pending"), list) else []
+    pending: list[Any] = data["pending"] if isinstance(data.get("pending"), list) else []
+    errors: list[Any] = data["sync_errors"] if isinstance(data.get("sync_errors"), list) else []
     dropped = 0
     for i, raw in enumerate(pending):
         try:
             doc.pending.append(_entry_from_json(raw, i))
         except _Invalid:
             dropped += 1
-    for i, raw in enumerate(data.get("sync_errors") if isinstance(data.get("sync_errors"), list) else []):
+    for i, raw in enumerate(errors):
         with contextlib.suppress(_Invalid):
             doc.sync_errors.append(_error_from_json(raw, i))
     if isinstance(data.get("last_sync"), str):

@@ -536,8 +536,8 @@ class Syncer:
         cloud = self._require_cloud()
         started = self.clock()
         cloud_ids: set[str] = set()
-        async for page in cloud.pages():
-            cloud_ids.update(memory.id for memory in page)
+        async for cloud_page in cloud.pages():
+            cloud_ids.update(memory.id for memory in cloud_page)
         local_hashes: dict[str, str | None] = {}
         local_texts: dict[str, str] = {}
         async for page in self.local.pages():

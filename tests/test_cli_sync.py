@@ -7,10 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
 from harness import API_KEY, Emulators, ctl, make_root, queue_path, read_queue
-
-
 
 
 def sha(text: str) -> str:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import (
     Emulators,
     ctl,
@@ -23,10 +22,9 @@ from harness import (
     start_daemon,
     wait_for,
 )
+
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.queue_store import QueueStore, atomic_write, dump_queue
-
-
 
 
 def cloud_count(emu: Emulators, prefix: str) -> int:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import socket
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -280,12 +281,12 @@ def test_report_renders_seed_blocks_exactly() -> None:
 
 def test_status_block_layout() -> None:
     """The seed's SYNC STATUS block with real values."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from memsyncd.report import render_status
 
     text = render_status(StatusReport("http://localhost:8765", True, 3, 1, 2, "2026-01-18T10:00:00Z"),
-                         datetime(2026, 1, 18, 12, 0, tzinfo=timezone.utc))
+                         datetime(2026, 1, 18, 12, 0, tzinfo=UTC))
     assert text.splitlines() == [
         "SYNC STATUS", "═══════════════════════════════════════════", "",
         "Local:    OpenMemory (localhost:8765)", "Cloud:    mem0 (configured)", "",

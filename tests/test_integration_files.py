@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness import ctl, read_queue
+
 from memsyncd.errors import UsageError
 from memsyncd.integration import (
     HOOK_COMMAND,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from memsyncd.emulators.versioned import VersionedStore
 from memsyncd.emulators.clock import Clock, MonotonicClock, iso_aware, parse_iso
 from memsyncd.emulators.mem0_filters import ENTITY_FIELDS, Predicate
+from memsyncd.emulators.versioned import VersionedStore
 
 __all__ = ["AddMode", "Mem0Store", "MemoryRecord"]
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from memsyncd.emulators.versioned import VersionedStore
 from memsyncd.emulators.clock import Clock, MonotonicClock, iso_naive, parse_iso
+from memsyncd.emulators.versioned import VersionedStore
 
 __all__ = ["STATES", "OMApp", "OMMemory", "OMUser", "OpenMemoryStore", "default_user_name"]
 

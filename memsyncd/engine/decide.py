@@ -7,7 +7,8 @@ and returns a decision, so each branch of SPEC 4 is testable in isolation.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping as MappingABC
+from collections.abc import Iterable
+from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Any
 
