@@ -269,3 +269,32 @@ def test_key_never_appears_in_output_or_files(root: Path, emu: Emulators) -> Non
     for path in root.rglob("*"):
         if path.is_file():
             assert API_KEY.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("fault", "extra"),
+    [
+        ({"fault": "429", "count": 2, "retry_after": 1}, {}),
+        ({"fault": "timeout", "count": 1}, {"request_timeout_seconds": 1}),
+        ({"fault": "reset", "count": 1}, {}),
+        ({"fault": "500", "count": 2}, {}),
+    ],
+    ids=["429-retry-after", "timeout", "connection-reset", "transient-500"],
+)
+def test_transient_faults_are_retried_without_duplicates(tmp_path: Path, emu: Emulators, fault: dict[str, object],
+                                                         extra: dict[str, object]) -> None:
+    """429 (honouring Retry-After), timeouts, resets and transient 5xx: retried in the run, one memory each."""
+    root = make_root(tmp_path, emu, **extra)
+    tag = f"transient-{fault['fault']}"
+    ids = [emu.local_add(f"{tag} {i}", level=1) for i in range(3)]
+    for memory_id in ids:
+        ctl(root, "enqueue", memory_id)
+    emu.clear_requests()
+    emu.fault(match=tag, **fault)
+    result = ctl(root, "sync", "--push")
+    emu.fault(fault=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PUSH: 3 memories synced to cloud" in result.stdout
+    assert sorted(t for t in emu.cloud_texts() if t.startswith(tag)) == [f"{tag} {i}" for i in range(3)]
+    assert any(r.get("fault") for r in emu.requests())  # the fault really happened
+    assert read_queue(root)["pending"] == [] and read_queue(root)["sync_errors"] == []
