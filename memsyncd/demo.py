@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memsyncd.ctl import main as ctl_main
-from memsyncd.emulators.admin import EmulatorAdmin
+from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.errors import EXIT_OK
 
@@ -44,14 +44,10 @@ def _indent(text: str) -> str:
 
 
 def _wait(what: str, predicate: Callable[[], Any], timeout: float = STEP_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out waiting for: {what}")
-        time.sleep(0.02)
+    try:
+        return wait_until(predicate, timeout=timeout, what=what)
+    except TimeoutError as exc:
+        raise DemoFailed(str(exc)) from None
 
 
 class Demo:

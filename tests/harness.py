@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from memsyncd.emulators.admin import EmulatorAdmin
+from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 
 API_KEY = "m0-test-key-0123456789abcdefghij"
 USER = "alice"
@@ -118,16 +118,12 @@ def read_queue(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"pending": [], "sync_errors": [], "last_sync": None}
 
 
-def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes (then fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test at the deadline."""
+    try:
+        return wait_until(predicate, timeout=timeout, interval=0.05)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @dataclass

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str = "condition",
+               interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; return it.
+
+    Raises:
+        TimeoutError: naming ``what`` when the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for: {what}")
+        time.sleep(interval)
 
 
 @dataclass
