@@ -59,6 +59,9 @@ class InProcessBackend:
         return self._syncer
 
     def _configured(self) -> Syncer:
+        """The engine, after checking (before anything is created on disk) that the cloud is configured."""
+        if self._syncer is None and not (load_settings(self.paths).cloud.enabled and load_api_key()):
+            raise SyncUnavailableError("Cloud sync is not configured.")
         syncer = self.syncer
         if not syncer.configured:
             raise SyncUnavailableError("Cloud sync is not configured.")
@@ -86,6 +89,8 @@ class InProcessBackend:
         return await self._configured().status()
 
     async def conflicts(self) -> list[Conflict]:
+        if not self.paths.state.exists():  # never synced: nothing to list, and nothing to create
+            return []
         return self.syncer.conflicts()
 
     async def conflict(self, conflict_id: int) -> Conflict:

@@ -32,6 +32,7 @@ def test_not_configured_is_unavailable_and_sends_nothing(tmp_path: Path, emu: Em
             assert result.stdout.startswith("SYNC UNAVAILABLE\nCloud sync is not configured.\n")
             assert "1. Set MEM0_API_KEY environment variable" in result.stdout
     assert emu.requests() == [] and emu.requests("openmemory") == []
+    assert not (no_key / ".claude/memory/memsync.db").exists()  # nothing written either
 
 
 def test_push_levels_never_leak_level_0(root: Path, emu: Emulators) -> None:
