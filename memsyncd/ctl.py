@@ -34,7 +34,7 @@ from memsyncd.integration import integrate_claude, run_post_tool_use_hook, servi
 from memsyncd.logs import configure_logging
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.queue_store import QueueStore
-from memsyncd.report import SyncReport, render_status, render_sync, render_unavailable
+from memsyncd.report import SyncReport, render_fatal, render_status, render_sync, render_unavailable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -282,9 +282,7 @@ def report_error(error: MemsyncError) -> int:
         sys.stdout.write(render_unavailable())
         return EXIT_UNAVAILABLE
     if isinstance(error, QueueUnreadableError):
-        sys.stdout.write(f"SYNC ERROR: sync queue is unreadable ({error.path}: {error.reason})\n"
-                         "The file was left untouched. Fix it, or run 'memsyncctl queue repair' to move it "
-                         "aside and salvage its valid entries.\n")
+        sys.stdout.write(render_fatal(error, error.path))
         return error.exit_code
     sys.stderr.write(f"memsyncctl: {error.title}: {error.message}\n" if error.message else f"memsyncctl: {error.title}\n")
     return error.exit_code

@@ -12,9 +12,11 @@ from memsyncd.errors import (
     EXIT_NETWORK,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_UNREADABLE,
     AuthError,
     MemsyncError,
     NetworkUnreachableError,
+    QueueUnreadableError,
 )
 from memsyncd.models import parse_ts
 
@@ -142,6 +144,10 @@ def render_fatal(error: MemsyncError, queue_path: str) -> str:
             "Will retry on next sync.\n"
             f"({error.message})\n"
         )
+    if isinstance(error, QueueUnreadableError):
+        return (f"SYNC ERROR: sync queue is unreadable ({error.path}: {error.reason})\n"
+                "The file was left untouched. Fix it, or run 'memsyncctl queue repair' to move it "
+                "aside and salvage its valid entries.\n")
     return f"SYNC ERROR: {error.title}\n{error.message}\n"
 
 
@@ -160,7 +166,7 @@ def render_unavailable() -> str:
 
 def render_sync(report: SyncReport) -> str:
     """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
-    if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK):
+    if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE):
         return render_fatal(report.fatal, report.queue_path)
     lines: list[str] = []
     push, pull = report.push, report.pull

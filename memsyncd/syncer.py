@@ -21,12 +21,14 @@ from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings
 from memsyncd.engine.decide import (
     CloudStep,
+    DeleteStep,
     Keep,
     PullStep,
     PushStep,
     changed_since_recorded,
     cloud_level,
     coalesce,
+    plan_mapped_delete,
     plan_mapped_push,
     plan_pull,
     plan_push,
@@ -280,11 +282,7 @@ class Syncer:
             mapping = Mapping(item.id, found.id, found.hash, found.text)
         if step in (PushStep.DELETE_CLOUD, PushStep.DROP_UNMAPPED):
             assert mapping is not None
-            if not self._dry:
-                await cloud.delete(mapping.cloud_id)
-                self.state.delete_mapping(item.id)
-                self.state.clear_intent(item.id)
-            return _ItemResult(done, "deleted")
+            return await self._push_delete(cloud, item, mapping)
         assert local is not None
         cloud_copy: CloudMemory | None = None
         if step is PushStep.RESOLVE_INTENT:
@@ -320,6 +318,22 @@ class Syncer:
         reason = "edited locally, deleted in the cloud" if cloud_copy is None else "edited on both sides"
         known = self._record_conflict(mapping, local.text, cloud_copy.text if cloud_copy else None, reason)
         return _ItemResult(done, "unchanged" if known else "conflict")
+
+    async def _push_delete(self, cloud: CloudClient, item: WorkItem, mapping: Mapping) -> _ItemResult:
+        done = Outcome(item.entries, done=True)
+        current = await cloud.get(mapping.cloud_id)
+        step = plan_mapped_delete(mapping, current)
+        log.debug("push.delete", id=item.id, step=step.value)
+        if step is DeleteStep.CONFLICT:
+            assert current is not None
+            known = self._record_conflict(mapping, None, current.text, "deleted locally, edited in the cloud")
+            return _ItemResult(done, "unchanged" if known else "conflict")
+        if not self._dry:
+            if step is DeleteStep.DELETE_CLOUD:
+                await cloud.delete(mapping.cloud_id)
+            self.state.delete_mapping(item.id)
+            self.state.clear_intent(item.id)
+        return _ItemResult(done, "deleted")
 
     def _record_conflict(self, mapping: Mapping, local_text: str | None, cloud_text: str | None,
                          reason: str) -> bool:

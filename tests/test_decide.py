@@ -264,3 +264,13 @@ def test_changed_since_recorded(local_now: str | None, cloud_now: str | None, ch
     from memsyncd.engine.decide import changed_since_recorded
 
     assert changed_since_recorded(CONFLICT, plan_resolution(CONFLICT, Keep.LOCAL), local_now, cloud_now) is changed
+
+
+@pytest.mark.parametrize(("cloud_text", "step"), [("base", "delete_cloud"), (None, "already_gone"),
+                                                  ("edited", "conflict")])
+def test_plan_mapped_delete_never_discards_a_cloud_edit(cloud_text: str | None, step: str) -> None:
+    """A local delete of a memory edited in the cloud since the base is a conflict."""
+    from memsyncd.engine.decide import plan_mapped_delete
+
+    cloud = CloudMemory("C1", cloud_text) if cloud_text is not None else None
+    assert plan_mapped_delete(mapping(), cloud).value == step

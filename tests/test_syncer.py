@@ -193,3 +193,20 @@ def test_resolution_refuses_when_a_side_changed_after_listing(tmp_path: Path, se
     assert refreshed.local_text == "v3 local, written after the conflict was listed"
     aio(syncer.resolve(refreshed.id, Keep.LOCAL))
     assert admin.cloud_texts() == ["v3 local, written after the conflict was listed"]
+
+
+def test_local_delete_of_a_cloud_edited_memory_is_a_conflict(tmp_path: Path, servers: RunningEmulators,
+                                                             admin: EmulatorAdmin) -> None:
+    """Deleted here while edited there: the cloud edit is kept and the user is asked."""
+    syncer = make_syncer(tmp_path, servers)
+    local_id = admin.local_add("draft")
+    enqueue(syncer, local_id)
+    run(syncer)
+    admin.cloud_edit(admin.cloud_memories()[0]["id"], "draft, improved in the cloud")
+    admin.local_delete(local_id)
+    enqueue(syncer, local_id, action="delete")
+    report = run(syncer, SyncMode.PUSH)
+    assert report.push.conflicts == 1 and report.push.deleted == 0
+    assert admin.cloud_texts() == ["draft, improved in the cloud"]
+    (conflict,) = syncer.conflicts()
+    assert (conflict.local_text, conflict.cloud_text) == (None, "draft, improved in the cloud")

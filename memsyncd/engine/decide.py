@@ -165,6 +165,21 @@ def plan_mapped_push(local: LocalMemory, mapping: Mapping, cloud: CloudMemory | 
     }[outcome]
 
 
+class DeleteStep(enum.Enum):
+    """What a queued local delete does to a mapped cloud memory."""
+
+    DELETE_CLOUD = "delete_cloud"  # cloud unchanged since the base
+    ALREADY_GONE = "already_gone"  # deleted on both sides
+    CONFLICT = "conflict"  # deleted here, edited in the cloud: the user decides
+
+
+def plan_mapped_delete(mapping: Mapping, cloud: CloudMemory | None) -> DeleteStep:
+    """A local delete never silently discards a cloud edit made since the last sync."""
+    if cloud is None:
+        return DeleteStep.ALREADY_GONE
+    return DeleteStep.DELETE_CLOUD if cloud.hash == mapping.base_hash else DeleteStep.CONFLICT
+
+
 class PullStep(enum.Enum):
     """What to do with one cloud memory seen by a pull."""
 
