@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from harness import (
+    API_KEY,
     Emulators,
     ctl,
     make_root,
@@ -50,6 +51,10 @@ def test_queue_writes_reach_the_cloud_without_a_sync_command(root: Path, emu: Em
         wait_for(lambda: "watch: via atomic rename" in emu.cloud_texts())
         wait_for(lambda: read_queue(root)["pending"] == [])
         assert cloud_count(emu, "watch:") == 2
+    events = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    summaries = [e for e in events if e["event"] == "sync.finished" and e["pushed"]]
+    assert summaries and all("duration_ms" in e and e["mode"] == "push" for e in summaries)
+    assert API_KEY not in daemon.log() and "Token " not in daemon.log()
 
 
 def test_periodic_pull_brings_cloud_memories_down(root: Path, emu: Emulators) -> None:
