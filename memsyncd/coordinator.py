@@ -52,6 +52,8 @@ class RunCoordinator(Generic[R]):
         return task
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
+        if self._current is not task:  # a newer run already took over the lane
+            return
         if self._next is None:
             self._current = None
             return

@@ -7,6 +7,7 @@ Hierarchy::
     ├── UsageError                    bad command-line or API arguments        (exit 2)
     ├── SyncUnavailableError          cloud not enabled / no API key           (exit 3)
     ├── QueueUnreadableError          sync queue file corrupt or wrong type    (exit 6)
+    ├── QueueBusyError                unlocked writers kept replacing it       (exit 1)
     ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
@@ -95,6 +96,13 @@ class QueueUnreadableError(MemsyncError):
     def to_dict(self) -> dict[str, str]:
         """Also carries the path and reason, so the client can print the seed's line."""
         return {**super().to_dict(), "path": self.path, "reason": self.reason}
+
+
+class QueueBusyError(MemsyncError):
+    """Raised when unlocked writers keep replacing the queue during a locked update."""
+
+    title = "sync queue is busy"
+    exit_code = EXIT_PARTIAL
 
 
 class StateUnreadableError(MemsyncError):
@@ -201,7 +209,7 @@ class ConflictError(MemsyncError):
 _REGISTRY: dict[str, type[MemsyncError]] = {
     cls.__name__: cls
     for cls in (
-        MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError,
+        MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError, QueueBusyError,
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         NotFoundError, RemoteRejectedError, ConflictError,

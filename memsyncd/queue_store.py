@@ -21,10 +21,11 @@ from typing import Any
 
 from filelock import FileLock
 
-from memsyncd.errors import QueueUnreadableError
+from memsyncd.errors import QueueBusyError, QueueUnreadableError
 from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, parse_ts, utc_now
 
 LOCK_TIMEOUT_SECONDS = 30.0
+UNLOCKED_WRITER_RETRIES = 20
 _ENTRY_KEYS = {"id", "action", "timestamp", "content_hash", "level"}
 _ERROR_KEYS = {"id", "error", "timestamp", "retries"}
 _DOC_KEYS = {"pending", "last_sync", "sync_errors"}
@@ -123,8 +124,28 @@ def dump_queue(doc: QueueDoc) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir."""
+FileIdentity = tuple[int, int, int] | None
+
+
+def file_identity(path: Path) -> FileIdentity:
+    """(inode, mtime ns, size) of a file, None when absent: changes whenever any writer replaces it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+class _ChangedUnderUs(Exception):
+    """Internal: another writer replaced the file between our read and our rename."""
+
+
+def atomic_write(path: Path, text: str, *, expect: FileIdentity | bool = False) -> None:
+    """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir.
+
+    With ``expect`` (a :func:`file_identity`), the rename only happens if the file is still
+    the one that was read; otherwise ``_ChangedUnderUs`` is raised and nothing is replaced.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -132,6 +153,8 @@ def atomic_write(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if expect is not False and file_identity(path) != expect:
+            raise _ChangedUnderUs
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -192,12 +215,24 @@ class QueueStore:
             raise QueueUnreadableError(str(self.path), str(exc)) from None
 
     def update(self, change: Callable[[QueueDoc], None]) -> QueueDoc:
-        """Locked read-modify-write: re-read under the lock, apply ``change``, replace atomically."""
+        """Locked read-modify-write: re-read under the lock, apply ``change``, replace atomically.
+
+        Writers that do not take the lock but rename a new file into place are detected (the
+        file's identity changed between our read and our rename): the change is then applied
+        again to their version, so their entries are never overwritten.
+        """
         with self._locked():
-            doc = self.read()
-            change(doc)
-            atomic_write(self.path, dump_queue(doc))
-            return doc
+            for _ in range(UNLOCKED_WRITER_RETRIES):
+                seen = file_identity(self.path)
+                doc = self.read()
+                change(doc)
+                try:
+                    atomic_write(self.path, dump_queue(doc), expect=seen)
+                except _ChangedUnderUs:
+                    continue
+                return doc
+        raise QueueBusyError(f"{self.path} kept changing under an unlocked writer; nothing was written. "
+                             "Writers should take the .lock sidecar (flock) or use 'memsyncctl enqueue'.")
 
     def enqueue(self, entry: QueueEntry) -> None:
         """Append one entry (the supported writer for hooks and scripts)."""

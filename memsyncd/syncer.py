@@ -252,13 +252,15 @@ class Syncer:
                 report.errors += 1
                 report.error_messages.append(f"{result.outcome.entries[-1].id}: {result.message}")
         report.attempted = len(run.results) - report.skipped_private - report.dropped - report.conflicts
+        if run.fatal is not None:
+            # A run-level stop (401, network down) leaves the queue byte-for-byte as it was; what
+            # did reach the cloud is recorded in the state DB, so the next run neither loses nor
+            # repeats it.
+            raise _Stop(run.fatal)
         if not self._dry:
-            # A run-level stop records no per-entry errors: the entries are simply still pending.
             outcomes = [r.outcome for r in run.results if r.kind != "cancelled"]
             if any(o.done or o.error for o in outcomes):
                 self.queue.apply(outcomes)
-        if run.fatal is not None:
-            raise _Stop(run.fatal)
         return report
 
     async def _push_item(self, cloud: CloudClient, item: WorkItem) -> _ItemResult:

@@ -146,7 +146,7 @@ def test_conflict_is_listed_never_overwritten_and_resolvable(root: Path, emu: Em
 
 def test_401_stops_with_seed_text_and_keeps_queue(root: Path, emu: Emulators) -> None:
     """A rejected key: the seed's 401 block, exit 4, queue byte-for-byte unchanged, no hammering."""
-    ids = [emu.local_add(f"auth-test {i}", level=1) for i in range(3)]
+    ids = [emu.local_add(f"auth-test {i}", level=i % 2) for i in range(4)]  # level 0 ones too
     for memory_id in ids:
         ctl(root, "enqueue", memory_id)
     before = queue_path(root).read_bytes()

@@ -159,3 +159,27 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     atomic_write(target, "{}\n")
     atomic_write(target, '{"pending": []}\n')
     assert os.listdir(tmp_path) == ["q.json"]
+
+
+def test_unlocked_rename_between_read_and_write_is_not_overwritten(store: QueueStore,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that renames a new file in while we hold the lock: our change is re-applied to its version."""
+    import memsyncd.queue_store as qs
+
+    store.enqueue(e("a", 1))
+    real_read = QueueStore.read
+    calls = {"n": 0}
+
+    def read_then_race(self: QueueStore) -> object:
+        doc = real_read(self)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the other writer lands right after our read
+            theirs = real_read(self)
+            theirs.pending.append(e("theirs", 5))
+            qs.atomic_write(self.path, qs.dump_queue(theirs))
+        return doc
+
+    monkeypatch.setattr(QueueStore, "read", read_then_race)
+    work = real_read(store).pending
+    store.apply([Outcome(work, done=True)])
+    assert [x.id for x in real_read(store).pending] == ["theirs"] and calls["n"] == 2
