@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import enum
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,10 +82,25 @@ class _Stop(Exception):
         self.cause = cause
 
 
+class ItemStatus(enum.Enum):
+    """How one coalesced queue item ended in a push run."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    UNCHANGED = "unchanged"  # nothing to send (already equal, or only the cloud changed)
+    CONFLICT = "conflict"  # a new conflict was recorded; the entry leaves the queue
+    SKIPPED = "skipped"  # level 0: never leaves the machine
+    DROPPED = "dropped"  # nothing to do any more (gone locally, never synced)
+    FAILED = "failed"  # stays queued with a sync_errors row
+    CANCELLED = "cancelled"  # not attempted: the run stopped (401, network down, shutdown)
+
+
+
 @dataclass
 class _ItemResult:
     outcome: Outcome
-    kind: str  # created | updated | deleted | unchanged | conflict | skipped | dropped | failed | cancelled
+    status: ItemStatus
     message: str = ""
 
 
@@ -216,41 +233,37 @@ class Syncer:
         run = _RunState()
         gate = asyncio.Semaphore(self.settings.sync.concurrency)
 
+        def not_done(item: WorkItem, status: ItemStatus, message: str | None = None) -> _ItemResult:
+            return _ItemResult(Outcome(item.entries, done=False, error=message), status, message or "")
+
         async def worker(item: WorkItem) -> None:
             async with gate:
                 if run.fatal is not None or self._stopping:
-                    run.results.append(_ItemResult(Outcome(item.entries, done=False), "cancelled"))
+                    run.results.append(not_done(item, ItemStatus.CANCELLED))
                     return
                 try:
                     result = await self._push_item(cloud, item)
                 except RemoteError as exc:
+                    log.warning("push.item_failed", id=item.id, error=_short(exc))
                     if exc.stops_run:
                         run.fatal = run.fatal or exc
-                        result = _ItemResult(Outcome(item.entries, done=False), "cancelled")
+                        result = not_done(item, ItemStatus.CANCELLED)
                     else:
-                        result = _ItemResult(Outcome(item.entries, done=False, error=_short(exc)), "failed", _short(exc))
-                    log.warning("push.item_failed", id=item.id, error=_short(exc))
+                        result = not_done(item, ItemStatus.FAILED, _short(exc))
                 except Exception as exc:  # a bug must fail one entry, never the run or the daemon
                     log.exception("push.item_crashed", id=item.id)
-                    result = _ItemResult(Outcome(item.entries, done=False, error=f"internal error: {exc!r}"),
-                                         "failed", f"internal error: {exc!r}")
+                    result = not_done(item, ItemStatus.FAILED, f"internal error: {exc!r}")
                 run.results.append(result)
 
         await asyncio.gather(*(worker(item) for item in items))
         report = PushReport()
-        for result in run.results:
-            kind = result.kind
-            if kind in ("created", "updated", "deleted", "unchanged"):
-                setattr(report, kind, getattr(report, kind) + 1)
-            elif kind == "conflict":
-                report.conflicts += 1
-            elif kind == "skipped":
-                report.skipped_private += 1
-            elif kind == "dropped":
-                report.dropped += 1
-            elif kind == "failed":
-                report.errors += 1
-                report.error_messages.append(f"{result.outcome.entries[-1].id}: {result.message}")
+        counts = Counter(result.status for result in run.results)
+        report.created, report.updated = counts[ItemStatus.CREATED], counts[ItemStatus.UPDATED]
+        report.deleted, report.unchanged = counts[ItemStatus.DELETED], counts[ItemStatus.UNCHANGED]
+        report.conflicts, report.skipped_private = counts[ItemStatus.CONFLICT], counts[ItemStatus.SKIPPED]
+        report.dropped, report.errors = counts[ItemStatus.DROPPED], counts[ItemStatus.FAILED]
+        report.error_messages = [f"{r.outcome.entries[-1].id}: {r.message}" for r in run.results
+                                 if r.status is ItemStatus.FAILED]
         report.attempted = len(run.results) - report.skipped_private - report.dropped - report.conflicts
         if run.fatal is not None:
             # A run-level stop (401, network down) leaves the queue byte-for-byte as it was; what
@@ -258,7 +271,7 @@ class Syncer:
             # repeats it.
             raise _Stop(run.fatal)
         if not self._dry:
-            outcomes = [r.outcome for r in run.results if r.kind != "cancelled"]
+            outcomes = [r.outcome for r in run.results if r.status is not ItemStatus.CANCELLED]
             if any(o.done or o.error for o in outcomes):
                 self.queue.apply(outcomes)
         return report
@@ -272,15 +285,15 @@ class Syncer:
         log.debug("push.plan", id=item.id, step=plan.step.value, reason=plan.reason)
         step = plan.step
         if step is PushStep.SKIP_PRIVATE:
-            return _ItemResult(done, "skipped")
+            return _ItemResult(done, ItemStatus.SKIPPED)
         if step is PushStep.DROP_GONE:
-            return _ItemResult(done, "dropped")
+            return _ItemResult(done, ItemStatus.DROPPED)
         if step is PushStep.DROP_UNMAPPED:
             found = await self._resolve_intent(cloud, intent) if intent else None
             if found is None:
                 if intent and not self._dry:
                     self.state.clear_intent(item.id)
-                return _ItemResult(done, "dropped")
+                return _ItemResult(done, ItemStatus.DROPPED)
             mapping = Mapping(item.id, found.id, found.hash, found.text)
         if step in (PushStep.DELETE_CLOUD, PushStep.DROP_UNMAPPED):
             assert mapping is not None
@@ -298,9 +311,9 @@ class Syncer:
                     self.state.save_mapping(mapping)
         if step is PushStep.CREATE_CLOUD:
             if self._dry:
-                return _ItemResult(done, "created")
+                return _ItemResult(done, ItemStatus.CREATED)
             await self._create_cloud(cloud, local, plan.level)
-            return _ItemResult(done, "created")
+            return _ItemResult(done, ItemStatus.CREATED)
         assert mapping is not None
         if cloud_copy is None:
             cloud_copy = await cloud.get(mapping.cloud_id)
@@ -310,16 +323,16 @@ class Syncer:
             if not self._dry:
                 await cloud.update(mapping.cloud_id, local.text, self._cloud_metadata(local, plan.level))
                 self.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
-            return _ItemResult(done, "updated")
+            return _ItemResult(done, ItemStatus.UPDATED)
         if cloud_step is CloudStep.REFRESH_BASE:
             if not self._dry:
                 self.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
-            return _ItemResult(done, "unchanged")
+            return _ItemResult(done, ItemStatus.UNCHANGED)
         if cloud_step in (CloudStep.NOTHING, CloudStep.CLOUD_DELETED):
-            return _ItemResult(done, "unchanged")
+            return _ItemResult(done, ItemStatus.UNCHANGED)
         reason = "edited locally, deleted in the cloud" if cloud_copy is None else "edited on both sides"
         known = self._record_conflict(mapping, local.text, cloud_copy.text if cloud_copy else None, reason)
-        return _ItemResult(done, "unchanged" if known else "conflict")
+        return _ItemResult(done, ItemStatus.UNCHANGED if known else ItemStatus.CONFLICT)
 
     async def _push_delete(self, cloud: CloudClient, item: WorkItem, mapping: Mapping) -> _ItemResult:
         done = Outcome(item.entries, done=True)
@@ -329,13 +342,13 @@ class Syncer:
         if step is DeleteStep.CONFLICT:
             assert current is not None
             known = self._record_conflict(mapping, None, current.text, "deleted locally, edited in the cloud")
-            return _ItemResult(done, "unchanged" if known else "conflict")
+            return _ItemResult(done, ItemStatus.UNCHANGED if known else ItemStatus.CONFLICT)
         if not self._dry:
             if step is DeleteStep.DELETE_CLOUD:
                 await cloud.delete(mapping.cloud_id)
             self.state.delete_mapping(item.id)
             self.state.clear_intent(item.id)
-        return _ItemResult(done, "deleted")
+        return _ItemResult(done, ItemStatus.DELETED)
 
     def _record_conflict(self, mapping: Mapping, local_text: str | None, cloud_text: str | None,
                          reason: str) -> bool:
