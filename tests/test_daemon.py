@@ -282,3 +282,30 @@ def test_failed_entries_are_retried_by_the_backoff_timer(root: Path, emu: Emulat
         wait_for(lambda: "retry-timer: flaky" in emu.cloud_texts(), timeout=20)
         wait_for(lambda: read_queue(root)["sync_errors"] == [] and read_queue(root)["pending"] == [])
     assert cloud_count(emu, "retry-timer") == 1
+
+
+def test_claude_hook_to_cloud_end_to_end(root: Path, emu: Emulators) -> None:
+    """PostToolUse of add_memories → `memsyncctl hook post-tool-use` → the daemon pushes it, no sync command."""
+    memory = emu.local_add("hook: remember the staging password rotation", level=2)
+    event = {"hook_event_name": "PostToolUse", "tool_name": "mcp__openmemory__add_memories",
+             "tool_input": {"text": "remember the staging password rotation"},
+             "tool_response": [{"type": "text", "text": json.dumps(
+                 {"results": [{"id": memory, "memory": "remember the staging password rotation", "event": "ADD"}]})}]}
+    with running_daemon(root) as daemon:
+        hook = daemon.ctl("hook", "post-tool-use", stdin=json.dumps(event))
+        assert hook.returncode == 0, hook.stderr
+        wait_for(lambda: "hook: remember the staging password rotation" in emu.cloud_texts())
+
+
+def test_reconcile_job_mirrors_cloud_deletions(root: Path, emu: Emulators) -> None:
+    """With a short reconcile interval, a memory deleted in the cloud disappears locally by itself."""
+    make_root(root, emu, reconcile_interval_seconds=0.5, max_delete_fraction=1.0)
+    keep, gone = emu.local_add("reconcile: keep", level=1), emu.local_add("reconcile: gone", level=1)
+    for memory in (keep, gone):
+        ctl(root, "enqueue", memory)
+    assert ctl(root, "sync").returncode == 0
+    (cloud,) = [m for m in emu.cloud_memories() if m["memory"] == "reconcile: gone"]
+    emu.cloud_delete(cloud["id"])
+    with running_daemon(root):
+        wait_for(lambda: emu.local_get(gone)["state"] == "deleted")
+    assert emu.local_get(keep)["state"] == "active"
