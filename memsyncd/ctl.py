@@ -181,6 +181,8 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
 
 
 async def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
+    if not args.id.strip():
+        raise UsageError("the memory id is empty; give the OpenMemory id of the memory to sync.")
     if args.level is not None and args.level < 0:
         raise UsageError("--level must be 0 or more (0 = local-only).")
     entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",

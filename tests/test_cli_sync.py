@@ -299,3 +299,15 @@ def test_transient_faults_are_retried_without_duplicates(tmp_path: Path, emu: Em
     assert sorted(t for t in emu.cloud_texts() if t.startswith(tag)) == [f"{tag} {i}" for i in range(3)]
     assert any(r.get("fault") for r in emu.requests())  # the fault really happened
     assert read_queue(root)["pending"] == [] and read_queue(root)["sync_errors"] == []
+
+
+@pytest.mark.parametrize(("args", "needle"), [(("enqueue", ""), "memory id is empty"),
+                                              (("enqueue", "m1", "--level", "-1"), "--level"),
+                                              (("conflicts", "resolve", "999", "--keep", "local"), "no open conflict"),
+                                              (("sync", "--push", "--pull"), "not allowed with"),
+                                              (("conflicts", "resolve", "1"), "required")])
+def test_bad_arguments_exit_2_and_write_nothing(root: Path, args: tuple[str, ...], needle: str) -> None:
+    """Usage errors name the problem, exit 2, and leave the queue alone."""
+    result = ctl(root, *args)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
+    assert not queue_path(root).exists()
