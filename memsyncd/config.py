@@ -97,6 +97,7 @@ class SyncSettings(BaseModel):
     max_delete_fraction: float = Field(default=0.1, ge=0, le=1)
     request_timeout_seconds: float = Field(default=30, gt=0, le=600)
     max_retry_after_seconds: float = Field(default=60, ge=0, le=600)
+    event_wait_seconds: float = Field(default=5, ge=0, le=300)
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,7 @@ Hierarchy::
     │   ├── AuthError                 401 / 403 from mem0                      (exit 4)
     │   ├── RateLimitedError          429 (carries retry_after)               (retryable)
     │   ├── ServerError               5xx and timeouts                         (retryable)
+    │   ├── CloudProcessingError      queued add not finished yet (entry waits, no error)
     │   ├── NotFoundError             404 for one item
     │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
     └── ConflictError                 a conflict changed under its resolution  (exit 1)
@@ -187,6 +188,12 @@ class ServerError(RemoteError):
     retryable = True
 
 
+class CloudProcessingError(RemoteError):
+    """Raised when mem0 accepted an add but is still processing it (queued add, event PENDING)."""
+
+    title = "mem0 is still processing"
+
+
 class NotFoundError(RemoteError):
     """Raised when the item does not exist on the server (404)."""
 
@@ -212,6 +219,7 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
         MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError, QueueBusyError,
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
+        CloudProcessingError,
         NotFoundError, RemoteRejectedError, ConflictError,
     )
 }

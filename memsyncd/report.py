@@ -36,6 +36,7 @@ class PushReport:
     errors: int = 0
     skipped_private: int = 0
     dropped: int = 0
+    waiting: int = 0  # accepted by mem0, still processing (queued add): finishes on the next sync
     error_messages: list[str] = field(default_factory=list)
 
     @property
@@ -188,6 +189,8 @@ def render_sync(report: SyncReport) -> str:
             lines.append(f"PULL: {pull.synced} memories synced from cloud")
             found = pull.conflicts + (push.conflicts if push else 0)  # new conflicts found by this run
             lines.append(f"New: {pull.new} | Updated: {pull.updated} | Conflicts: {found}")
+    if push and push.waiting:
+        lines.append(f"Waiting: {push.waiting} accepted by mem0, still processing (finished on the next sync)")
     if push and push.skipped_private:
         lines.append(f"Skipped: {push.skipped_private} local-only (level 0)")
     if push and push.conflicts and not pull:

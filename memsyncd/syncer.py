@@ -38,6 +38,7 @@ from memsyncd.engine.decide import (
     plan_resolution,
 )
 from memsyncd.errors import (
+    CloudProcessingError,
     ConflictError,
     MemsyncError,
     RemoteError,
@@ -69,7 +70,6 @@ T = TypeVar("T")
 
 PULL_OVERLAP = timedelta(seconds=60)
 INTENT_SKEW = timedelta(minutes=5)
-EVENT_WAIT_SECONDS = 5.0
 META_CURSOR = "pull_cursor"
 META_RECONCILE = "last_reconcile"
 
@@ -93,6 +93,7 @@ class ItemStatus(enum.Enum):
     SKIPPED = "skipped"  # level 0: never leaves the machine
     DROPPED = "dropped"  # nothing to do any more (gone locally, never synced)
     FAILED = "failed"  # stays queued with a sync_errors row
+    WAITING = "waiting"  # mem0 is still processing a queued add: stays queued, not an error
     CANCELLED = "cancelled"  # not attempted: the run stopped (401, network down, shutdown)
 
 
@@ -243,6 +244,9 @@ class Syncer:
                     return
                 try:
                     result = await self._push_item(cloud, item)
+                except CloudProcessingError as exc:
+                    log.info("push.item_waiting", id=item.id, reason=_short(exc))
+                    result = not_done(item, ItemStatus.WAITING)
                 except RemoteError as exc:
                     log.warning("push.item_failed", id=item.id, error=_short(exc))
                     if exc.stops_run:
@@ -262,9 +266,11 @@ class Syncer:
         report.deleted, report.unchanged = counts[ItemStatus.DELETED], counts[ItemStatus.UNCHANGED]
         report.conflicts, report.skipped_private = counts[ItemStatus.CONFLICT], counts[ItemStatus.SKIPPED]
         report.dropped, report.errors = counts[ItemStatus.DROPPED], counts[ItemStatus.FAILED]
+        report.waiting = counts[ItemStatus.WAITING]
         report.error_messages = [f"{r.outcome.entries[-1].id}: {r.message}" for r in run.results
                                  if r.status is ItemStatus.FAILED]
-        report.attempted = len(run.results) - report.skipped_private - report.dropped - report.conflicts
+        report.attempted = (len(run.results) - report.skipped_private - report.dropped - report.conflicts
+                            - report.waiting)
         if run.fatal is not None:
             # A run-level stop (401, network down) leaves the queue byte-for-byte as it was; what
             # did reach the cloud is recorded in the state DB, so the next run neither loses nor
@@ -382,7 +388,8 @@ class Syncer:
         self.state.record_intent(local.id, local.hash, result.event_id)
         cloud_id = await self._wait_event(cloud, result.event_id)
         if cloud_id is None:
-            raise ServerError("mem0 is still processing the add; it will be checked on the next sync")
+            raise CloudProcessingError("mem0 accepted the add and is still processing it; the next sync "
+                                       "picks up its id")
         return self._adopt_created(local, cloud_id, level)
 
     def _adopt_created(self, local: LocalMemory, cloud_id: str, level: int) -> str:
@@ -392,7 +399,7 @@ class Syncer:
 
     async def _wait_event(self, cloud: CloudClient, event_id: str) -> str | None:
         """Poll a queued add briefly; None when it is still pending after the bound."""
-        deadline = time.monotonic() + EVENT_WAIT_SECONDS
+        deadline = time.monotonic() + self.settings.sync.event_wait_seconds
         delay = 0.05
         while True:
             event = await cloud.event(event_id)
@@ -414,7 +421,7 @@ class Syncer:
             if event.status == "SUCCEEDED" and event.cloud_id:
                 return await cloud.get(event.cloud_id)
             if event.status in ("PENDING", "PROCESSING"):
-                raise ServerError("mem0 is still processing an earlier add of this memory")
+                raise CloudProcessingError("mem0 is still processing an earlier add of this memory")
         since = parse_ts(intent.started_at) - INTENT_SKEW
         return await cloud.find_by_local_id(intent.local_id, since)
 

@@ -282,10 +282,10 @@ def test_key_never_appears_in_output_or_files(root: Path, emu: Emulators) -> Non
     ],
     ids=["429-retry-after", "timeout", "connection-reset", "transient-500"],
 )
-def test_transient_faults_are_retried_without_duplicates(tmp_path: Path, emu: Emulators, fault: dict[str, object],
+def test_transient_faults_are_retried_without_duplicates(root: Path, emu: Emulators, fault: dict[str, object],
                                                          extra: dict[str, object]) -> None:
     """429 (honouring Retry-After), timeouts, resets and transient 5xx: retried in the run, one memory each."""
-    root = make_root(tmp_path, emu, **extra)
+    make_root(root, emu, **extra)
     tag = f"transient-{fault['fault']}"
     ids = [emu.local_add(f"{tag} {i}", level=1) for i in range(3)]
     for memory_id in ids:
@@ -311,3 +311,24 @@ def test_bad_arguments_exit_2_and_write_nothing(root: Path, args: tuple[str, ...
     result = ctl(root, *args)
     assert result.returncode == 2 and needle in result.stderr, result.stderr
     assert not queue_path(root).exists()
+
+
+def test_slow_queued_add_waits_without_error_and_finishes_once(root: Path, emu: Emulators) -> None:
+    """mem0 still processing after event_wait_seconds: exit 0, entry kept (no error row), finished next sync."""
+    from harness import wait_for
+
+    make_root(root, emu, event_wait_seconds=0.2)
+    emu.add_mode("queued", delay_ms=1500)
+    memory = emu.local_add("slow-queue: processed later", level=1)
+    ctl(root, "enqueue", memory)
+    first = ctl(root, "sync", "--push")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Waiting: 1 accepted by mem0" in first.stdout
+    queue = read_queue(root)
+    assert [e["id"] for e in queue["pending"]] == [memory] and queue["sync_errors"] == []
+    wait_for(lambda: "slow-queue: processed later" in emu.cloud_texts())
+    second = ctl(root, "sync")
+    assert second.returncode == 0 and "Waiting" not in second.stdout
+    assert read_queue(root)["pending"] == []
+    assert emu.cloud_texts().count("slow-queue: processed later") == 1
+    assert "PULL: 0 memories synced from cloud" in second.stdout  # adopted via the intent, not pulled back
