@@ -42,18 +42,17 @@ from memsyncd.errors import (
     ConflictError,
     MemsyncError,
     RemoteError,
-    ServerError,
     SyncUnavailableError,
     UsageError,
 )
-from memsyncd.http_edge import RetryPolicy, retry_context
+from memsyncd.exactly_once import ExactlyOnce, cloud_metadata
+from memsyncd.http_edge import RetryPolicy
 from memsyncd.local import LocalClient
 from memsyncd.models import (
     CloudMemory,
     Conflict,
     LocalMemory,
     Mapping,
-    PushIntent,
     SyncMode,
     WorkItem,
     content_hash,
@@ -69,7 +68,6 @@ log = structlog.get_logger("memsyncd.sync")
 T = TypeVar("T")
 
 PULL_OVERLAP = timedelta(seconds=60)
-INTENT_SKEW = timedelta(minutes=5)
 META_CURSOR = "pull_cursor"
 META_RECONCILE = "last_reconcile"
 
@@ -175,6 +173,9 @@ class Syncer:
         if self.cloud is not None:
             await self.cloud.aclose()
         self.state.close()
+
+    def _once(self, cloud: CloudClient) -> ExactlyOnce:
+        return ExactlyOnce(cloud, self.state, self.settings.sync.event_wait_seconds)
 
     def _require_cloud(self) -> CloudClient:
         if self.cloud is None:
@@ -295,7 +296,7 @@ class Syncer:
         if step is PushStep.DROP_GONE:
             return _ItemResult(done, ItemStatus.DROPPED)
         if step is PushStep.DROP_UNMAPPED:
-            found = await self._resolve_intent(cloud, intent) if intent else None
+            found = await self._once(cloud).find_landed(intent) if intent else None
             if found is None:
                 if intent and not self._dry:
                     self.state.clear_intent(item.id)
@@ -308,7 +309,7 @@ class Syncer:
         cloud_copy: CloudMemory | None = None
         if step is PushStep.RESOLVE_INTENT:
             assert intent is not None
-            cloud_copy = await self._resolve_intent(cloud, intent)
+            cloud_copy = await self._once(cloud).find_landed(intent)
             if cloud_copy is None:
                 step = PushStep.CREATE_CLOUD
             else:
@@ -318,7 +319,7 @@ class Syncer:
         if step is PushStep.CREATE_CLOUD:
             if self._dry:
                 return _ItemResult(done, ItemStatus.CREATED)
-            await self._create_cloud(cloud, local, plan.level)
+            await self._once(cloud).create(local, plan.level)
             return _ItemResult(done, ItemStatus.CREATED)
         assert mapping is not None
         if cloud_copy is None:
@@ -327,7 +328,7 @@ class Syncer:
         log.debug("push.mapped", id=item.id, step=cloud_step.value)
         if cloud_step is CloudStep.UPDATE_CLOUD:
             if not self._dry:
-                await cloud.update(mapping.cloud_id, local.text, self._cloud_metadata(local, plan.level))
+                await cloud.update(mapping.cloud_id, local.text, cloud_metadata(local, plan.level, self.state.device_id))
                 self.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
             return _ItemResult(done, ItemStatus.UPDATED)
         if cloud_step is CloudStep.REFRESH_BASE:
@@ -367,63 +368,6 @@ class Syncer:
                                        cloud_text, reason)
             log.info("conflict.recorded", local_id=mapping.local_id, cloud_id=mapping.cloud_id, reason=reason)
         return False
-
-    def _cloud_metadata(self, local: LocalMemory, level: int) -> dict[str, Any]:
-        return {"memsync_local_id": local.id, "memsync_device": self.state.device_id, "level": level,
-                "content_hash": local.hash}
-
-    async def _create_cloud(self, cloud: CloudClient, local: LocalMemory, level: int) -> str:
-        """Create exactly once: intent first; before any retry, look for an earlier landing."""
-        intent = self.state.record_intent(local.id, local.hash)
-        async for attempt in retry_context(cloud.policy):
-            with attempt:
-                if attempt.num > 1:  # the last add may have landed even though it failed for us
-                    found = await self._resolve_intent(cloud, intent)
-                    if found is not None:
-                        return self._adopt_created(local, found.id, level)
-                result = await cloud.add(local.text, self._cloud_metadata(local, level), retry=False)
-        if result.cloud_id is not None:
-            return self._adopt_created(local, result.cloud_id, level)
-        assert result.event_id is not None
-        self.state.record_intent(local.id, local.hash, result.event_id)
-        cloud_id = await self._wait_event(cloud, result.event_id)
-        if cloud_id is None:
-            raise CloudProcessingError("mem0 accepted the add and is still processing it; the next sync "
-                                       "picks up its id")
-        return self._adopt_created(local, cloud_id, level)
-
-    def _adopt_created(self, local: LocalMemory, cloud_id: str, level: int) -> str:
-        self.state.save_mapping(Mapping(local.id, cloud_id, local.hash, local.text, level))
-        log.info("push.created", local_id=local.id, cloud_id=cloud_id)
-        return cloud_id
-
-    async def _wait_event(self, cloud: CloudClient, event_id: str) -> str | None:
-        """Poll a queued add briefly; None when it is still pending after the bound."""
-        deadline = time.monotonic() + self.settings.sync.event_wait_seconds
-        delay = 0.05
-        while True:
-            event = await cloud.event(event_id)
-            if event.status == "SUCCEEDED" and event.cloud_id:
-                return event.cloud_id
-            if event.status == "FAILED":
-                raise ServerError("mem0 failed to process the add (event FAILED); it will be pushed again")
-            if time.monotonic() + delay > deadline:
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    async def _resolve_intent(self, cloud: CloudClient, intent: PushIntent | None) -> CloudMemory | None:
-        """Find the cloud memory an unfinished create made, if it landed."""
-        if intent is None:
-            return None
-        if intent.event_id:
-            event = await cloud.event(intent.event_id)
-            if event.status == "SUCCEEDED" and event.cloud_id:
-                return await cloud.get(event.cloud_id)
-            if event.status in ("PENDING", "PROCESSING"):
-                raise CloudProcessingError("mem0 is still processing an earlier add of this memory")
-        since = parse_ts(intent.started_at) - INTENT_SKEW
-        return await cloud.find_by_local_id(intent.local_id, since)
 
     # --- pull -------------------------------------------------------------------------------
 
@@ -648,7 +592,7 @@ class Syncer:
             # an interrupted earlier attempt may have created the local copy already: reuse it
             created = (await self._unmapped_local_index()).get(content_hash(plan.extra_text)) or \
                 await self.local.create(plan.extra_text, {"level": level})
-            new_cloud = await self._create_cloud(cloud, created, level)
+            new_cloud = await self._once(cloud).create(created, level)
             extra = {"local_id": created.id, "cloud_id": new_cloud}
         self.state.delete_conflict(conflict.id)
         log.info("conflict.resolved", conflict_id=conflict.id, keep=keep.value)
@@ -680,9 +624,9 @@ class Syncer:
         local = LocalMemory(id=local_id, text=text)
         if current is not None:
             if current.text != text:
-                await cloud.update(cloud_id, text, self._cloud_metadata(local, level))
+                await cloud.update(cloud_id, text, cloud_metadata(local, level, self.state.device_id))
             return cloud_id
-        return await self._create_cloud(cloud, local, level)
+        return await self._once(cloud).create(local, level)
 
     # --- status -----------------------------------------------------------------------------
 

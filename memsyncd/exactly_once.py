@@ -1,0 +1,105 @@
+"""Exactly-once creation of cloud memories: a durable intent first, a look before every retry.
+
+A create is the one cloud write that is not idempotent. The protocol (SPEC 4, Exactly
+once): record a push intent (fsynced) before sending the add; before any retry, and
+after a crash, resolve the intent — through the queued add's event if there is one,
+else by listing cloud memories whose metadata carries the ``memsync_local_id`` —
+before creating again. Queued adds are followed to their cloud id for a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from memsyncd.cloud import CloudClient
+from memsyncd.errors import CloudProcessingError, ServerError
+from memsyncd.http_edge import retry_context
+from memsyncd.models import CloudMemory, LocalMemory, Mapping, PushIntent, parse_ts
+from memsyncd.state import StateStore
+
+log = structlog.get_logger("memsyncd.sync")
+
+INTENT_SKEW = timedelta(minutes=5)
+
+
+def cloud_metadata(local: LocalMemory, level: int, device_id: str) -> dict[str, Any]:
+    """The metadata memsyncd stores with every cloud memory it writes."""
+    return {"memsync_local_id": local.id, "memsync_device": device_id, "level": level,
+            "content_hash": local.hash}
+
+
+class ExactlyOnce:
+    """Creates cloud memories for local ones without ever creating the same one twice."""
+
+    def __init__(self, cloud: CloudClient, state: StateStore, event_wait_seconds: float) -> None:
+        self.cloud = cloud
+        self.state = state
+        self.event_wait_seconds = event_wait_seconds
+
+    async def create(self, local: LocalMemory, level: int) -> str:
+        """Create ``local`` in the cloud (or find the copy an earlier attempt made); map it; return the cloud id.
+
+        Raises:
+            CloudProcessingError: mem0 accepted the add but is still processing it.
+            RemoteError: the add failed for good.
+        """
+        intent = self.state.record_intent(local.id, local.hash)
+        metadata = cloud_metadata(local, level, self.state.device_id)
+        async for attempt in retry_context(self.cloud.policy):
+            with attempt:
+                if attempt.num > 1:  # the last add may have landed even though it failed for us
+                    found = await self.find_landed(intent)
+                    if found is not None:
+                        return self._map(local, found.id, level)
+                result = await self.cloud.add(local.text, metadata, retry=False)
+        if result.cloud_id is not None:
+            return self._map(local, result.cloud_id, level)
+        assert result.event_id is not None
+        self.state.record_intent(local.id, local.hash, result.event_id)
+        cloud_id = await self._follow_event(result.event_id)
+        if cloud_id is None:
+            raise CloudProcessingError("mem0 accepted the add and is still processing it; the next sync "
+                                       "picks up its id")
+        return self._map(local, cloud_id, level)
+
+    async def find_landed(self, intent: PushIntent | None) -> CloudMemory | None:
+        """The cloud memory an unfinished create made, if it landed.
+
+        Raises:
+            CloudProcessingError: its queued add is still being processed.
+        """
+        if intent is None:
+            return None
+        if intent.event_id:
+            event = await self.cloud.event(intent.event_id)
+            if event.status == "SUCCEEDED" and event.cloud_id:
+                return await self.cloud.get(event.cloud_id)
+            if event.status in ("PENDING", "PROCESSING"):
+                raise CloudProcessingError("mem0 is still processing an earlier add of this memory")
+        since = parse_ts(intent.started_at) - INTENT_SKEW
+        return await self.cloud.find_by_local_id(intent.local_id, since)
+
+    def _map(self, local: LocalMemory, cloud_id: str, level: int) -> str:
+        self.state.save_mapping(Mapping(local.id, cloud_id, local.hash, local.text, level))
+        log.info("push.created", local_id=local.id, cloud_id=cloud_id)
+        return cloud_id
+
+    async def _follow_event(self, event_id: str) -> str | None:
+        """Poll a queued add for up to ``event_wait_seconds``; None when it is still pending then."""
+        deadline = time.monotonic() + self.event_wait_seconds
+        delay = 0.05
+        while True:
+            event = await self.cloud.event(event_id)
+            if event.status == "SUCCEEDED" and event.cloud_id:
+                return event.cloud_id
+            if event.status == "FAILED":
+                raise ServerError("mem0 failed to process the add (event FAILED); it will be pushed again")
+            if time.monotonic() + delay > deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
