@@ -211,8 +211,11 @@ def test_kill_9_mid_push_neither_loses_nor_duplicates(root: Path, emu: Emulators
 def test_idle_daemon_makes_no_requests_and_uses_little_cpu(root: Path, emu: Emulators) -> None:
     """5 s idle: zero requests to either server, and CPU ticks far below one core-second."""
     with running_daemon(root) as daemon:
-        wait_for(lambda: daemon.health() and not daemon.health()["busy"])  # type: ignore[index]
-        time.sleep(0.5)  # let the start-up push (empty queue) finish its bookkeeping
+        def start_up_run_finished() -> bool:
+            health = daemon.health()
+            return bool(health and health["runs_started"] >= 1 and not health["busy"])
+
+        wait_for(start_up_run_finished)  # the start-up push (empty queue) probes OpenMemory once
         emu.clear_requests()
         emu.clear_requests("openmemory")
 

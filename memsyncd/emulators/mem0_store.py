@@ -98,20 +98,15 @@ class MemoryRecord:
             session_alias: also report ``run_id`` as ``session_id`` (the list,
                 get and update endpoints do; search does not).
         """
-        out: dict[str, Any] = {
-            "id": self.id,
-            "memory": self.memory,
-            "user_id": self.user_id,
-            "agent_id": self.agent_id,
-            "app_id": self.app_id,
-            "run_id": self.run_id,
-            "metadata": _copy(self.metadata),
-            "categories": list(self.categories),
-            "created_at": iso_aware(self.created_at),
-            "updated_at": iso_aware(self.updated_at),
-            "expiration_date": self.expiration_date,
-            "hash": md5_hex(self.memory),
-        }
+        out = self.view()
+        out.update(
+            metadata=_copy(self.metadata),
+            categories=list(self.categories),
+            created_at=iso_aware(self.created_at),
+            updated_at=iso_aware(self.updated_at),
+            expiration_date=self.expiration_date,
+            hash=md5_hex(self.memory),
+        )
         if session_alias:
             out["session_id"] = self.run_id
         return out
