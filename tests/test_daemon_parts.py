@@ -87,11 +87,14 @@ def test_debouncer_fires_once_after_a_burst() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
-        debouncer = Debouncer(loop, 0.05, lambda: (calls.append(loop.time()), done.set()))
+        debouncer = Debouncer(loop, 0.2, lambda: (calls.append(loop.time()), done.set()))
+        first = loop.time()
         for _ in range(20):
             debouncer.trigger()
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0)  # let the loop run between triggers, as watchdog events arrive
+        last = loop.time()
         await asyncio.wait_for(done.wait(), 5)
+        assert calls[0] - last >= 0.2 - 0.01 and last - first < 0.2  # fired once, delay after the last
 
     asyncio.run(scenario())
     assert len(calls) == 1
