@@ -139,8 +139,13 @@ class StateStore:
         return int(self._db.execute("SELECT COUNT(*) FROM mappings").fetchone()[0])
 
     def save_mapping(self, mapping: Mapping) -> None:
-        """Store a pair and its new merge base; clears the pair's push intent."""
+        """Store a pair and its new merge base; clears the pair's push intent and open conflict.
+
+        A new base is only ever written when both sides hold it, so a conflict recorded
+        for the pair before is settled by definition.
+        """
         with self._tx():
+            self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (mapping.local_id,))
             self._db.execute("DELETE FROM mappings WHERE cloud_id = ? AND local_id != ?",
                              (mapping.cloud_id, mapping.local_id))
             self._db.execute(
@@ -153,8 +158,10 @@ class StateStore:
             self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (mapping.local_id,))
 
     def delete_mapping(self, local_id: str) -> None:
-        """Forget a pair."""
-        self._db.execute("DELETE FROM mappings WHERE local_id = ?", (local_id,))
+        """Forget a pair (gone on both sides), and with it any conflict it had."""
+        with self._tx():
+            self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (local_id,))
+            self._db.execute("DELETE FROM mappings WHERE local_id = ?", (local_id,))
 
     # --- push intents -----------------------------------------------------------------------
 
