@@ -40,6 +40,8 @@ class RetryPolicy:
 
 def error_detail(response: httpx.Response) -> str:
     """The server's own words from a JSON ``detail``/``error`` body, else a short text excerpt."""
+    if response.headers.get("content-type", "").startswith("text/html"):
+        return response.reason_phrase or "HTML error page"
     try:
         body = response.json()
     except ValueError:

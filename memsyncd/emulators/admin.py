@@ -92,12 +92,13 @@ class EmulatorAdmin:
         return {"Authorization": f"Token {self.api_key}"}
 
     def cloud_add(self, text: str, **metadata: Any) -> str:
-        """Create a cloud memory verbatim (immediate add mode); returns its id."""
+        """Create a cloud memory verbatim; returns its id (immediate add mode) or its event id (queued)."""
         r = self.http.post(f"{self.mem0}/v3/memories/add/", headers=self.auth,
                            json={"messages": [{"role": "user", "content": text}], "user_id": self.user,
                                  "infer": False, "metadata": metadata})
         r.raise_for_status()
-        return str(r.json()["results"][0]["id"])
+        first = r.json()["results"][0]
+        return str(first.get("id") or first["event_id"])
 
     def cloud_edit(self, memory_id: str, text: str) -> None:
         """Replace a cloud memory's text."""
@@ -113,6 +114,12 @@ class EmulatorAdmin:
         r = self.http.get(f"{self.mem0}/_admin/state")
         r.raise_for_status()
         return [m for m in r.json()["memories"] if not m.get("deleted")]
+
+    def cloud_events_settled(self) -> bool:
+        """True when no queued add is still pending or processing."""
+        r = self.http.get(f"{self.mem0}/_admin/state")
+        r.raise_for_status()
+        return all(e.get("status") not in ("PENDING", "PROCESSING") for e in r.json().get("events", []))
 
     def cloud_texts(self) -> list[str]:
         """Sorted texts of all live cloud memories."""

@@ -156,13 +156,14 @@ class FaultInjector:
         with self._lock:
             spec = self._spec
             latency = spec.latency_ms / 1000.0
-            if spec.fault is not None and (spec.match is None or spec.match in target or spec.match in body):
+            matches = spec.match is None or spec.match in target or spec.match in body
+            if spec.fault is not None and matches:
                 if spec.count is not None:
                     if spec.count == 1:  # the last one: the fault is used up
                         self._spec = replace(spec, fault=None, count=None, match=None)
                     else:
                         self._spec = replace(spec, count=spec.count - 1)
                 return Decision(latency, spec.fault, spec.retry_after)
-            if spec.fail_rate > 0 and self._rng.random() < spec.fail_rate:
+            if spec.fail_rate > 0 and matches and self._rng.random() < spec.fail_rate:
                 return Decision(latency, "500", spec.retry_after)
             return Decision(latency, None, spec.retry_after)
