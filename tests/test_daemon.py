@@ -281,7 +281,7 @@ def test_failed_entries_are_retried_by_the_backoff_timer(root: Path, emu: Emulat
     with running_daemon(root) as daemon:
         daemon.ctl("enqueue", memory)
         wait_for(lambda: read_queue(root)["sync_errors"], timeout=20)
-        assert "retry.scheduled" in daemon.log()
+        wait_for(lambda: "retry.scheduled" in daemon.log())  # logged right after the queue write
         wait_for(lambda: "retry-timer: flaky" in emu.cloud_texts(), timeout=20)
         wait_for(lambda: read_queue(root)["sync_errors"] == [] and read_queue(root)["pending"] == [])
     assert cloud_count(emu, "retry-timer") == 1
