@@ -278,8 +278,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 
-def report_error(error: MemsyncError) -> int:
-    """Print an error the way the seed does and return its exit code."""
+def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
+    """Print an error the way the seed does (or as one JSON object) and return its exit code."""
+    if as_json:
+        _print_json({"exit_code": error.exit_code, "error": error.to_dict()})
+        return error.exit_code
     if isinstance(error, SyncUnavailableError):
         sys.stdout.write(render_unavailable())
         return EXIT_UNAVAILABLE
@@ -297,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_dispatch(args))
     except MemsyncError as error:
-        return report_error(error)
+        return report_error(error, as_json=getattr(args, "json", False))
     except KeyboardInterrupt:
         return 130
 

@@ -33,6 +33,9 @@ def test_not_configured_is_unavailable_and_sends_nothing(tmp_path: Path, emu: Em
             assert "1. Set MEM0_API_KEY environment variable" in result.stdout
     assert emu.requests() == [] and emu.requests("openmemory") == []
     assert not (no_key / ".claude/memory/memsync.db").exists()  # nothing written either
+    as_json = ctl(no_key, "sync", "--json", key=None)
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["error"]["type"] == "SyncUnavailableError"
 
 
 def test_push_levels_never_leak_level_0(root: Path, emu: Emulators) -> None:
