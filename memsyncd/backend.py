@@ -110,15 +110,11 @@ class InProcessBackend:
 async def open_backend(paths: Paths, *, socket_path: str | None = None,
                        allow_daemon: bool = True) -> AsyncIterator[Backend]:
     """The daemon's client when a daemon answers for this root, else the in-process engine."""
-    if allow_daemon:
-        from memsyncd.control_client import connect_daemon
+    from memsyncd.control_client import daemon_client
 
-        client = await connect_daemon(paths, socket_path)
+    async with daemon_client(paths, socket_path, allowed=allow_daemon) as client:
         if client is not None:
-            try:
-                yield client
-            finally:
-                await client.aclose()
+            yield client
             return
     backend = InProcessBackend(paths)
     try:

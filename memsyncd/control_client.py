@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,18 @@ class DaemonClient:
 
     async def metrics(self) -> str:
         return str(await self._call("GET", "/v1/metrics"))
+
+
+@contextlib.asynccontextmanager
+async def daemon_client(paths: Paths, socket_path: str | None = None, *,
+                        allowed: bool = True) -> AsyncIterator[DaemonClient | None]:
+    """The daemon's client while one answers for ``paths.root`` (closed on exit), else None."""
+    client = await connect_daemon(paths, socket_path) if allowed else None
+    try:
+        yield client
+    finally:
+        if client is not None:
+            await client.aclose()
 
 
 async def connect_daemon(paths: Paths, socket_path: str | None = None) -> DaemonClient | None:

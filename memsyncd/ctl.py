@@ -18,7 +18,7 @@ from memsyncd import __version__
 from memsyncd.backend import Backend, open_backend
 from memsyncd.config import Paths, resolve_root
 from memsyncd.control import conflict_to_json
-from memsyncd.control_client import connect_daemon
+from memsyncd.control_client import daemon_client
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import (
     EXIT_OK,
@@ -187,14 +187,11 @@ async def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
         raise UsageError("--level must be 0 or more (0 = local-only).")
     entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",
                        timestamp=format_ts(utc_now()), content_hash=args.content_hash, level=args.level)
-    client = None if args.no_daemon else await connect_daemon(paths, args.socket)
-    if client is not None:
-        try:
+    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
+        if client is not None:
             await client.enqueue(entry)
-        finally:
-            await client.aclose()
-    else:
-        QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
+        else:
+            QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
     if args.json:
         _print_json({"queued": args.id, "action": entry.action, "queue_path": str(paths.queue)})
     else:
@@ -225,17 +222,14 @@ def _queue(paths: Paths, args: argparse.Namespace) -> int:
 
 
 async def _daemon_only(paths: Paths, args: argparse.Namespace) -> int:
-    client = None if args.no_daemon else await connect_daemon(paths, args.socket)
-    if client is None:
-        raise DaemonNotRunningError(f"'{args.command}' needs the daemon of {paths.root}; start it with "
-                                    "'memsyncd run' or 'systemctl --user start memsyncd'.")
-    try:
+    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
+        if client is None:
+            raise DaemonNotRunningError(f"'{args.command}' needs the daemon of {paths.root}; start it with "
+                                        "'memsyncd run' or 'systemctl --user start memsyncd'.")
         if args.command == "metrics":
             sys.stdout.write(await client.metrics())
             return EXIT_OK
         health = await (client.pause() if args.command == "pause" else client.resume())
-    finally:
-        await client.aclose()
     if args.json:
         _print_json(health)
     else:
@@ -287,7 +281,7 @@ def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
         sys.stdout.write(render_unavailable())
         return EXIT_UNAVAILABLE
     if isinstance(error, QueueUnreadableError):
-        sys.stdout.write(render_fatal(error, error.path))
+        sys.stdout.write(render_fatal(error))
         return error.exit_code
     sys.stderr.write(f"memsyncctl: {error.title}: {error.message}\n" if error.message else f"memsyncctl: {error.title}\n")
     return error.exit_code
