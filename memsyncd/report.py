@@ -134,7 +134,7 @@ class SyncReport:
         return report
 
 
-def render_fatal(error: MemsyncError, queue_path: str) -> str:
+def render_fatal(error: MemsyncError) -> str:
     """The seed's error blocks for run-level failures."""
     if isinstance(error, AuthError):
         return f"SYNC ERROR: mem0 API returned {error.status or 401}\nCheck MEM0_API_KEY environment variable.\n"
@@ -168,7 +168,7 @@ def render_unavailable() -> str:
 def render_sync(report: SyncReport) -> str:
     """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
     if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE):
-        return render_fatal(report.fatal, report.queue_path)
+        return render_fatal(report.fatal)
     lines: list[str] = []
     push, pull = report.push, report.pull
     prefix = "DRY RUN (nothing written)\n" if report.dry_run else ""
@@ -203,7 +203,7 @@ def render_sync(report: SyncReport) -> str:
         lines.append(f"Conflicts pending: {report.conflicts_open} (resolve with /memory/conflict or "
                      "'memsyncctl conflicts list')")
     if report.fatal is not None:
-        lines.append(render_fatal(report.fatal, report.queue_path).rstrip("\n"))
+        lines.append(render_fatal(report.fatal).rstrip("\n"))
     return prefix + "\n".join(lines) + "\n"
 
 

@@ -384,11 +384,13 @@ class Syncer:
             stamps = [m.updated_at for m in page if m.updated_at is not None]
             if stamps and (newest is None or max(stamps) > newest):
                 newest = max(stamps)
-            changed = [m for m in page if not self._is_echo(m)]
-            observed = await self._limited([self._observe_pull(m, device) for m in changed])
+            mapped = [(m, self.state.mapping_for_cloud(m.id)) for m in page]
+            # our own echo, or nothing new: the cloud still has the merge base
+            changed = [(m, mp) for m, mp in mapped if mp is None or m.hash != mp.base_hash]
+            observed = await self._limited([self._observe_pull(m, mp, device) for m, mp in changed])
             plans: list[_PullPlan] = []
             claimed: set[str] = set()
-            for memory, seen in zip(changed, observed, strict=True):
+            for (memory, _), seen in zip(changed, observed, strict=True):
                 if isinstance(seen, BaseException):
                     self._pull_failed(report, memory, seen)
                     continue
@@ -411,12 +413,7 @@ class Syncer:
             self.state.set_meta(META_CURSOR, newest.isoformat())
         return report
 
-    def _is_echo(self, memory: CloudMemory) -> bool:
-        mapping = self.state.mapping_for_cloud(memory.id)
-        return mapping is not None and memory.hash == mapping.base_hash
-
-    async def _observe_pull(self, memory: CloudMemory, device: str) -> _PullPlan:
-        mapping = self.state.mapping_for_cloud(memory.id)
+    async def _observe_pull(self, memory: CloudMemory, mapping: Mapping | None, device: str) -> _PullPlan:
         if mapping is not None:
             return _PullPlan(memory, mapping, local=await self.local.get(mapping.local_id))
         return _PullPlan(memory, None, adoptable=await self._adoptable(memory, device))
