@@ -13,7 +13,9 @@ import stamina
 os.environ.setdefault("MEM0_TELEMETRY", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Emulators, make_root, running_emulators  # noqa: E402
+from harness import INPROC_KEY, INPROC_USER, Emulators, make_root, running_emulators  # noqa: E402
+
+from memsyncd.emulators.runner import RunningEmulators  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +40,10 @@ def root(tmp_path: Path, emu: Emulators) -> Path:
         emu.fault(service, fault=None, latency_ms=0)
     emu.add_mode("immediate")
     return make_root(tmp_path, emu)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[RunningEmulators]:
+    """Both emulators in-process (a thread), for tests that drive the Syncer directly."""
+    with RunningEmulators(api_key=INPROC_KEY, user=INPROC_USER) as emulators:
+        yield emulators

@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 
+from memsyncd.config import Settings
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.emulators.runner import RunningEmulators
 
 API_KEY = "m0-test-key-0123456789abcdefghij"
 USER = "alice"
@@ -189,3 +191,23 @@ def running_daemon(root: Path, **kwargs: Any) -> Iterator[DaemonProc]:
         yield daemon
     finally:
         daemon.stop()
+
+
+# --- in-process emulators (tests that drive the Syncer directly) -------------------------------
+
+INPROC_KEY = "m0-inprocess-key"
+INPROC_USER = "bob"
+
+
+def fresh_admin(servers: RunningEmulators) -> EmulatorAdmin:
+    """An admin client for in-process emulators whose data was just wiped."""
+    admin = EmulatorAdmin(servers.openmemory_url, servers.mem0_url, INPROC_KEY, INPROC_USER)
+    for url in (servers.mem0_url, servers.openmemory_url):
+        admin.http.post(f"{url}/_admin/reset").raise_for_status()
+    return admin
+
+
+def emulator_settings(servers: RunningEmulators, **sync: Any) -> Settings:
+    """Settings pointing a Syncer at in-process emulators."""
+    return Settings(local={"url": servers.openmemory_url, "user_id": INPROC_USER},
+                    cloud={"enabled": True, "url": servers.mem0_url, "user_id": INPROC_USER}, sync=sync)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from harness import base_env
+
 from memsyncd.main import main
 
 

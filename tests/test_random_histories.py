@@ -13,28 +13,19 @@ import asyncio
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import INPROC_KEY, emulator_settings, fresh_admin
 
-from memsyncd.config import Paths, Settings
-from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.config import Paths
+from memsyncd.emulators.admin import wait_until
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import ConflictError, RemoteError
 from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.syncer import Syncer
-
-KEY = "m0-history-key"
-USER = "carol"
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[RunningEmulators]:
-    with RunningEmulators(api_key=KEY, user=USER) as emu:
-        yield emu
 
 
 class History:
@@ -42,13 +33,9 @@ class History:
 
     def __init__(self, root: Path, servers: RunningEmulators, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.admin = EmulatorAdmin(servers.openmemory_url, servers.mem0_url, KEY, USER)
-        for url in (servers.mem0_url, servers.openmemory_url):
-            self.admin.http.post(f"{url}/_admin/reset").raise_for_status()
-        settings = Settings(local={"url": servers.openmemory_url, "user_id": USER},
-                            cloud={"enabled": True, "url": servers.mem0_url, "user_id": USER},
-                            sync={"default_level": 0, "max_delete_fraction": 1.0, "concurrency": 4})
-        self.syncer = Syncer(settings, Paths(root), KEY)
+        self.admin = fresh_admin(servers)
+        settings = emulator_settings(servers, default_level=0, max_delete_fraction=1.0, concurrency=4)
+        self.syncer = Syncer(settings, Paths(root), INPROC_KEY)
         self.counter = 0
         self.private: set[str] = set()
         self.local_ids: list[str] = []

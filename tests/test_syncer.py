@@ -8,37 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import INPROC_KEY, emulator_settings, fresh_admin
 
-from memsyncd.config import Paths, Settings
+from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.syncer import Syncer
 
-KEY = "m0-inprocess-key"
-USER = "bob"
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[RunningEmulators]:
-    with RunningEmulators(api_key=KEY, user=USER) as emu:
-        yield emu
-
 
 @pytest.fixture()
 def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = EmulatorAdmin(servers.openmemory_url, servers.mem0_url, KEY, USER)
-    client.http.post(f"{servers.mem0_url}/_admin/reset").raise_for_status()
-    client.http.post(f"{servers.openmemory_url}/_admin/reset").raise_for_status()
+    client = fresh_admin(servers)
     yield client
     client.close()
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators, **sync: Any) -> Syncer:
-    settings = Settings(local={"url": servers.openmemory_url, "user_id": USER},
-                        cloud={"enabled": True, "url": servers.mem0_url, "user_id": USER},
-                        sync={"default_level": 1, **sync})
-    return Syncer(settings, Paths(tmp_path), KEY)
+    settings = emulator_settings(servers, default_level=1, **sync)
+    return Syncer(settings, Paths(tmp_path), INPROC_KEY)
 
 
 _RUNNER: asyncio.Runner | None = None
