@@ -449,6 +449,45 @@ def test_fault_timeout_holds_the_request_until_the_client_gives_up(emu: RunningE
     assert api.get("/v1/ping/").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("fault", "status", "looks_like"),
+    [
+        ("403", 403, '"detail": "You do not have permission'),
+        ("404", 404, '"error": "Memory not found!"'),
+        ("422", 422, '"error": "Unprocessable request'),
+        ("502", 502, "<title>502 Bad Gateway</title>"),
+        ("503", 503, "<title>503 Service Temporarily Unavailable</title>"),
+        ("malformed-200", 200, '{"results": [{"id": "'),
+        ("unexpected-shape-200", 200, '{"message": "OK"}'),
+    ],
+)
+def test_status_and_broken_body_faults(emu: RunningEmulators, api: httpx.Client, fault: str, status: int,
+                                       looks_like: str) -> None:
+    """Each HTTP fault answers with its status and a body in the style of whoever would send it."""
+    emu.set_fault("mem0", fault, count=1)
+    r = api.post("/v3/memories/add/", json={"messages": [{"role": "user", "content": "x"}], "user_id": "u1"})
+    assert (r.status_code, r.text.startswith(looks_like) or looks_like in r.text) == (status, True), r.text
+    if fault == "malformed-200":
+        with pytest.raises(ValueError):
+            r.json()
+    assert api.get("/v1/ping/").status_code == 200  # count=1: used up
+    assert emu.mem0.memories() == []  # answered before the route: nothing was stored
+
+
+def test_request_log_pages_by_seq(emu: RunningEmulators, api: httpx.Client, admin: httpx.Client) -> None:
+    """Entries are numbered; ``since`` returns only newer ones; numbers go on after a clear."""
+    for _ in range(3):
+        api.get("/v1/ping/")
+    log = admin.get("/_admin/requests").json()
+    seqs = [e["seq"] for e in log]
+    assert len(seqs) >= 3 and seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert [e["seq"] for e in admin.get("/_admin/requests", params={"since": seqs[-2]}).json()] == [seqs[-1]]
+    admin.delete("/_admin/requests")
+    api.get("/v1/ping/")
+    assert [e["seq"] for e in admin.get("/_admin/requests").json()] == [seqs[-1] + 1]
+    assert admin.get("/_admin/requests", params={"since": "-1"}).status_code == 400
+
+
 def test_latency_is_added(emu: RunningEmulators, api: httpx.Client, admin: httpx.Client) -> None:
     """latency_ms delays API requests (admin routes are never delayed)."""
     emu.set_fault("mem0", latency_ms=150)
@@ -472,7 +511,7 @@ def test_fail_rate_is_reproducible_with_a_seed(emu: RunningEmulators, api: httpx
 
 @pytest.mark.parametrize(
     "body",
-    [{"fault": "404"}, {"fault": "500", "count": 0}, {"fail_rate": 2}, {"latency_ms": -1}, {"bogus": 1}, [1]],
+    [{"fault": "418"}, {"fault": "500", "count": 0}, {"fail_rate": 2}, {"latency_ms": -1}, {"bogus": 1}, [1]],
 )
 def test_admin_fault_validation(emu: RunningEmulators, api: httpx.Client, admin: httpx.Client, body: Any) -> None:
     """Malformed fault specs are refused with 400 and leave the current spec alone."""

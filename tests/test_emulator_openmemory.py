@@ -337,6 +337,21 @@ def test_faults_apply_to_openmemory_too(emu: RunningEmulators, api: httpx.Client
     assert statuses == [500, 200, None]
 
 
+@pytest.mark.parametrize(("fault", "status"), [("403", 403), ("404", 404), ("422", 422), ("502", 502), ("503", 503),
+                                               ("malformed-200", 200), ("unexpected-shape-200", 200)])
+def test_status_and_broken_body_faults_on_openmemory(emu: RunningEmulators, api: httpx.Client, fault: str,
+                                                     status: int) -> None:
+    """The new fault kinds answer OpenMemory requests too, in FastAPI's or a proxy's style."""
+    emu.set_fault("openmemory", fault, count=1)
+    r = api.get("/api/v1/stats/", params={"user_id": USER})
+    assert r.status_code == status
+    if fault == "422":
+        assert r.json()["detail"][0]["msg"] == "Field required"
+    if fault == "unexpected-shape-200":
+        assert r.json() == {"message": "OK"}
+    assert api.get("/api/v1/stats/", params={"user_id": USER}).json() != {"message": "OK"}
+
+
 def test_admin_state_users_and_reset(emu: RunningEmulators, api: httpx.Client) -> None:
     """Admin can add users (as MCP would), show all state, and reset to a fresh server."""
     assert api.post("/_admin/users", json={"user_id": "bob"}).status_code == 200

@@ -130,9 +130,9 @@ class EmulatorAdmin:
     def _base(self, service: str) -> str:
         return self.mem0 if service == "mem0" else self.openmemory
 
-    def requests(self, service: str = "mem0") -> list[dict[str, Any]]:
-        """The emulator's request log."""
-        r = self.http.get(f"{self._base(service)}/_admin/requests")
+    def requests(self, service: str = "mem0", since: int = 0) -> list[dict[str, Any]]:
+        """The emulator's request log (entries after request number ``since``)."""
+        r = self.http.get(f"{self._base(service)}/_admin/requests", params={"since": since} if since else None)
         r.raise_for_status()
         body = r.json()
         return list(body["requests"] if isinstance(body, dict) else body)

@@ -6,9 +6,13 @@ whole, so ``{"fault": null}`` clears everything. The :class:`FaultInjector`
 turns a spec into one :class:`Decision` per request:
 
 * ``latency_ms`` delays every API request;
-* ``fault`` (``"401" | "429" | "500" | "timeout" | "reset"``) hits the
-  requests whose path, query or body contains ``match`` (all requests when
-  ``match`` is unset), for the next ``count`` of them (forever when unset);
+* ``fault`` (one of :data:`FAULT_KINDS`: an HTTP error status ``"401"``,
+  ``"403"``, ``"404"``, ``"422"``, ``"429"``, ``"500"``, ``"502"``, ``"503"``;
+  ``"timeout"`` (no answer) or ``"reset"`` (connection dropped); a 200 whose body
+  is truncated JSON, ``"malformed-200"``, or well-formed JSON of the wrong shape,
+  ``"unexpected-shape-200"``) hits the requests whose path, query or body
+  contains ``match`` (all requests when ``match`` is unset), for the next
+  ``count`` of them (forever when unset);
 * otherwise ``fail_rate`` turns that fraction of requests into 500s, drawn
   from a seedable RNG so runs are reproducible.
 
@@ -25,7 +29,10 @@ from typing import Any
 
 __all__ = ["FAULT_KINDS", "Decision", "FaultInjector", "FaultSpec", "FaultSpecError"]
 
-FAULT_KINDS: tuple[str, ...] = ("401", "429", "500", "timeout", "reset")
+FAULT_KINDS: tuple[str, ...] = (
+    "401", "403", "404", "422", "429", "500", "502", "503", "timeout", "reset", "malformed-200",
+    "unexpected-shape-200",
+)
 _SPEC_KEYS = frozenset({"fault", "count", "match", "retry_after", "latency_ms", "fail_rate", "seed"})
 
 

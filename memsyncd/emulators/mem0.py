@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 from memsyncd.emulators.faults import FaultInjector
 from memsyncd.emulators.mem0_filters import ENTITY_FIELDS, FilterError, compile_filters, has_entity_scope
 from memsyncd.emulators.mem0_store import QUEUED_MESSAGE, Mem0Store, MemoryRecord
-from memsyncd.emulators.service import EmulatorService, Reply, json_object
+from memsyncd.emulators.service import EmulatorService, Reply, json_object, shared_fault_response
 from memsyncd.http_server import Request, Response
 
 __all__ = ["Mem0Emulator"]
@@ -142,8 +142,17 @@ class Mem0Emulator(EmulatorService):
         return _detail(f'Method "{request.method}" not allowed.', 405, [("allow", ", ".join(allowed))])
 
     def fault_response(self, fault: str, retry_after: int) -> Response:
+        shared = shared_fault_response(fault)
+        if shared is not None:
+            return shared
         if fault == "401":
             return _detail(INVALID_KEY, 401, [("www-authenticate", "Token")])
+        if fault == "403":
+            return _detail("You do not have permission to perform this action.", 403)
+        if fault == "404":
+            return _error(MEMORY_NOT_FOUND, 404)
+        if fault == "422":
+            return _error("Unprocessable request: the memory could not be processed.", 422)
         if fault == "429":
             unit = "second" if retry_after == 1 else "seconds"
             return _detail(

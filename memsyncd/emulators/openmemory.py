@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from memsyncd.emulators.fastapi_compat import json_body, redirect_slashes, validate_model, validate_value
 from memsyncd.emulators.faults import FaultInjector
 from memsyncd.emulators.openmemory_store import OMMemory, OMUser, OpenMemoryStore
-from memsyncd.emulators.service import EmulatorService, Reply, json_object
+from memsyncd.emulators.service import EmulatorService, Reply, json_object, shared_fault_response
 from memsyncd.http_server import Request, Response
 
 __all__ = ["OpenMemoryEmulator"]
@@ -194,6 +194,16 @@ class OpenMemoryEmulator(EmulatorService):
         return Response.json({"detail": "Method Not Allowed"}, status=405, headers=[("allow", ", ".join(allowed))])
 
     def fault_response(self, fault: str, retry_after: int) -> Response:
+        shared = shared_fault_response(fault)
+        if shared is not None:
+            return shared
+        if fault == "403":
+            return Response.json({"detail": "Forbidden"}, status=403)
+        if fault == "404":
+            return Response.json({"detail": "Memory not found"}, status=404)
+        if fault == "422":
+            return Response.json({"detail": [{"type": "missing", "loc": ["body", "user_id"], "msg": "Field required",
+                                              "input": None}]}, status=422)
         if fault == "401":
             return Response.json({"detail": "Not authenticated"}, status=401, headers=[("www-authenticate", "Bearer")])
         if fault == "429":

@@ -24,12 +24,18 @@ from memsyncd.emulators.faults import FaultInjector, FaultSpec, FaultSpecError
 from memsyncd.emulators.routing import Found, MethodNotAllowed, Router
 from memsyncd.http_server import BadRequest, Request, ResetConnection, Response
 
-__all__ = ["EmulatorService", "Reply", "RequestLog", "RouteHandler", "json_object"]
+__all__ = ["EmulatorService", "Reply", "RequestLog", "RouteHandler", "json_object", "shared_fault_response"]
 
 RouteHandler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 REDACTED = "<redacted>"
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key"})
+_PROXY_PAGES = {
+    502: "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+         "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+    503: "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>"
+         "503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+}
 
 
 class Reply(Exception):
@@ -41,15 +47,22 @@ class Reply(Exception):
 
 
 class RequestLog:
-    """A bounded, thread-safe log of the API requests an emulator received."""
+    """A bounded, thread-safe log of the API requests an emulator received.
+
+    Every entry carries ``seq``, numbered from 1 and never reused (not even after
+    :meth:`clear`), so a reader can page through the log with ``since`` and tell
+    from a gap in the numbers that the bound evicted entries it had not read yet.
+    """
 
     def __init__(self, limit: int = 10_000) -> None:
         self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
         self._lock = threading.Lock()
+        self._seq = 0
 
     def record(self, request: Request) -> dict[str, Any]:
         """Append an entry for ``request`` (status filled in later) and return it."""
         entry: dict[str, Any] = {
+            "seq": 0,
             "method": request.method,
             "path": request.path,
             "query": dict(request.query),
@@ -59,13 +72,15 @@ class RequestLog:
             "fault": None,
         }
         with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
             self._entries.append(entry)
         return entry
 
-    def entries(self) -> list[dict[str, Any]]:
-        """A copy of all entries, oldest first."""
+    def entries(self, since: int = 0) -> list[dict[str, Any]]:
+        """A copy of the entries whose ``seq`` is above ``since`` (all by default), oldest first."""
         with self._lock:
-            return [dict(e) for e in self._entries]
+            return [dict(e) for e in self._entries if e["seq"] > since]
 
     def clear(self) -> None:
         """Forget every entry."""
@@ -106,7 +121,7 @@ class EmulatorService(ABC):
 
     @abstractmethod
     def fault_response(self, fault: str, retry_after: int) -> Response:
-        """Response for an injected ``"401"``, ``"429"`` or ``"500"`` fault."""
+        """Response for an injected HTTP-status fault (any of ``FAULT_KINDS`` but timeout/reset)."""
 
     @abstractmethod
     def snapshot(self) -> dict[str, Any]:
@@ -180,7 +195,10 @@ class EmulatorService(ABC):
     # -- shared admin routes ------------------------------------------------------
 
     async def _admin_requests(self, request: Request, params: dict[str, str]) -> Response:
-        return Response.json(self.log.entries())
+        since = request.query.get("since", "0")
+        if not since.isdigit():
+            raise BadRequest("since must be a non-negative integer (a request seq)")
+        return Response.json(self.log.entries(int(since)))
 
     async def _admin_clear_requests(self, request: Request, params: dict[str, str]) -> Response:
         self.log.clear()
@@ -199,6 +217,21 @@ class EmulatorService(ABC):
     async def _admin_reset(self, request: Request, params: dict[str, str]) -> Response:
         self.reset_data()
         return Response.json({"reset": True})
+
+
+def shared_fault_response(fault: str) -> Response | None:
+    """The injected faults both emulators answer alike: a proxy's 502/503 page and the two broken 200s.
+
+    ``"malformed-200"`` is a 200 whose JSON body is cut off; ``"unexpected-shape-200"`` is
+    well-formed JSON that is not what the route returns (a gateway or captive portal's answer).
+    """
+    if fault in ("502", "503"):
+        return Response.text(_PROXY_PAGES[int(fault)], int(fault), content_type="text/html")
+    if fault == "malformed-200":
+        return Response(200, b'{"results": [{"id": "', [("content-type", "application/json")])
+    if fault == "unexpected-shape-200":
+        return Response.json({"message": "OK"})
+    return None
 
 
 def json_object(request: Request) -> dict[str, Any]:
