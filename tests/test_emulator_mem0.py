@@ -459,6 +459,7 @@ def test_fault_timeout_holds_the_request_until_the_client_gives_up(emu: RunningE
         ("503", 503, "<title>503 Service Temporarily Unavailable</title>"),
         ("malformed-200", 200, '{"results": [{"id": "'),
         ("unexpected-shape-200", 200, '{"message": "OK"}'),
+        ("400-echo", 400, f"authorization: Token {KEY}"),
     ],
 )
 def test_status_and_broken_body_faults(emu: RunningEmulators, api: httpx.Client, fault: str, status: int,

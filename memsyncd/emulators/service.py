@@ -165,6 +165,9 @@ class EmulatorService(ABC):
             if decision.fault == "timeout":
                 await request.wait_disconnected()
                 raise ResetConnection()
+            if decision.fault == "400-echo":  # a leaky gateway: the key comes back in the error body
+                headers = ", ".join(f"{k}: {v}" for k, v in request.headers.items())
+                return Response.json({"detail": f"Bad request {request.method} {request.target} ({headers})"}, 400)
             return self.fault_response(decision.fault, decision.retry_after)
         match = self.router.match(request.method, request.path)
         if not isinstance(match, (Found, MethodNotAllowed)):

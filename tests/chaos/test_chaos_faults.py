@@ -1,0 +1,301 @@
+"""Chaos: the fault matrix — every injected fault × every command (sync, push, pull, status, the daemon).
+
+Each case queues two level ≥ 1 memories and one level-0 memory, puts one memory in the cloud, turns
+the fault on, runs one command and checks: the SPEC 5 exit code, a message a person can read, no
+traceback, no key (output, queue file, state DB, daemon log), the queue not emptied by the failure.
+Then the fault clears, a full sync runs, and nothing may be lost or duplicated, and no level-0 byte
+may have reached the cloud.
+
+The one-shot commands run in-process (``memsyncctl``'s ``main``, output captured) in the default run
+and as real subprocesses under ``MEMSYNC_CHAOS_FULL=1``; the daemon column always uses ``memsyncd run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from chaos_checks import (
+    FULL,
+    Private,
+    TrafficWatch,
+    Transcript,
+    assert_no_key,
+    assert_no_level0_in_traffic,
+    assert_no_loss_no_dup,
+    assert_no_traceback,
+    cloud_memories,
+    local_memories,
+    scan_root,
+    with_prefix,
+)
+from harness import API_KEY, DaemonProc, Emulators, ctl, make_root, queue_path, read_queue, start_daemon, wait_for
+
+from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.queue_store import QueueStore
+
+pytestmark = pytest.mark.timeout(600 if FULL else 120)
+
+MEM0_ITEM_FAULTS = ("404", "422", "429", "500", "502", "503", "timeout", "reset", "malformed-200",
+                    "unexpected-shape-200", "400-echo")
+FAULTS = ("401", "403", *MEM0_ITEM_FAULTS, "refused", "openmemory-500", "openmemory-timeout",
+          "openmemory-malformed-200", "openmemory-outage")
+COMMANDS = ("sync", "sync --push", "sync --pull", "status", "daemon")
+# Each daemon case costs a real run (and URL faults a restart): the default run takes one fault of each kind.
+DAEMON_FAULTS = FAULTS if FULL else ("401", "500", "reset", "malformed-200", "unexpected-shape-200", "400-echo",
+                                     "refused", "openmemory-outage")
+FAST = {"attempts_per_run": 2, "max_retry_after_seconds": 1}
+QUICK_TIMEOUT = {"request_timeout_seconds": 0.3}  # only while a timeout fault is on: a loaded machine is slow
+
+# Known bugs of issue 8 (fixed on other branches): the cases they break today.
+ECHO = "issue 8.4: a key echoed in an error body reaches sync_errors and the output, fixed on branch engine"
+PULL_FAILS_SILENTLY = ("issue 8.5: a full sync whose pull fails prints nothing of the push that ran (the report "
+                       "is lost), fixed on branch engine")
+NEW_SHAPE = ("NEW: a 200 list answer without 'results' is read as an empty page (cloud.py pages()), so a pull "
+             "under it succeeds silently (exit 0)")
+KNOWN: dict[tuple[str, str], str] = {
+    **{("400-echo", c): ECHO for c in ("sync", "sync --push", "sync --pull", "daemon")},
+    **{(f, c): PULL_FAILS_SILENTLY for f in MEM0_ITEM_FAULTS if f not in ("unexpected-shape-200", "400-echo")
+       for c in ("sync", "daemon")},
+    ("unexpected-shape-200", "sync --pull"): NEW_SHAPE,
+}
+
+
+def expected_codes(fault: str, command: str) -> set[int]:
+    """SPEC 5: 4 rejected key, 5 network/local server down, 1 partial; status reports and exits 0."""
+    if command == "status":
+        return {0}
+    if fault in ("401", "403"):
+        return {4}
+    if fault in ("refused", "openmemory-outage"):
+        return {5}
+    if fault.startswith("openmemory-"):
+        return {1, 5}  # OpenMemory answering errors: a partial run (1) or "local server down" (5)
+    return {1}
+
+
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on: connection refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def apply_fault(emu: Emulators, root: Path, fault: str) -> bool:
+    """Turn ``fault`` on; True when it is a config change (a running daemon must restart to see it)."""
+    if fault.endswith("timeout"):
+        make_root(root, emu, **FAST, **QUICK_TIMEOUT)
+        emu.fault("openmemory" if fault.startswith("openmemory-") else "mem0", fault="timeout")
+        return True
+    if fault in ("refused", "openmemory-outage"):
+        path = root / ".claude/memory/config.json"
+        config = json.loads(path.read_text())
+        config["cloud" if fault == "refused" else "local"]["url"] = closed_port_url()
+        path.write_text(json.dumps(config))
+        return True
+    if fault.startswith("openmemory-"):
+        emu.fault("openmemory", fault=fault.removeprefix("openmemory-"))
+    else:
+        emu.fault("mem0", fault=fault)
+    return False
+
+
+def clear_fault(emu: Emulators, root: Path) -> None:
+    for service in ("mem0", "openmemory"):
+        emu.fault(service, fault=None)
+    make_root(root, emu, **FAST)
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    stripped = {k: v for k, v in os.environ.items() if k.startswith("MEMSYNC_")}
+    for k in stripped:
+        del os.environ[k]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.environ.update(stripped)
+
+
+def one_shot(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``memsyncctl --no-daemon ARGS``: in-process (default) or a subprocess (``MEMSYNC_CHAOS_FULL``)."""
+    argv = ["--root", str(root), "--no-daemon", *args]
+    if FULL:
+        return ctl(root, "--no-daemon", *args)
+    from memsyncd.ctl import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _env(MEM0_API_KEY=API_KEY, MEM0_TELEMETRY="false"), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        try:
+            code: Any = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:  # noqa: BLE001 - a subprocess would have printed this traceback
+            err.write(traceback.format_exc())
+            code = 70
+    structlog.reset_defaults()
+    return subprocess.CompletedProcess(argv, int(code or 0), out.getvalue(), err.getvalue())
+
+
+def human_text(result: subprocess.CompletedProcess[str]) -> str:
+    """What a person reads: stdout and the stderr lines that are not JSON log records."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    return result.stdout + "\n".join(lines)
+
+
+@dataclass
+class Case:
+    """The memories of one case."""
+
+    prefix: str
+    queued: list[str]
+    private: list[Private]
+    cloud_id: str
+
+
+def seed_case(emu: Emulators, root: Path, prefix: str) -> Case:
+    queued = [emu.local_add(f"{prefix} local {i}", level=1 + i) for i in range(2)]
+    secret = f"{prefix} PRIVATE do not upload"
+    private = emu.local_add(secret, level=0)
+    now = format_ts(utc_now())
+    QueueStore(queue_path(root)).update(
+        lambda doc: doc.pending.extend(QueueEntry(i, "push", now) for i in [*queued, private]))
+    cloud_id = emu.cloud_add(f"{prefix} from the cloud", level=1)
+    return Case(prefix, queued + [private], [Private(private, secret)], cloud_id)
+
+
+def check_failure(case: Case, fault: str, command: str, code: int, text: str, root: Path,
+                  queue_before: bytes) -> None:
+    """The checks right after the faulted command (before anything could clean up after it)."""
+    assert code in expected_codes(fault, command), f"{fault} × {command}: exit {code}\n{text}"
+    assert_no_traceback(text, f"{fault} × {command}")
+    assert_no_key(text, API_KEY, f"{fault} × {command} output")
+    scan_root(root, API_KEY)  # the queue file (sync_errors), the state DB, logs
+    pending = {e["id"] for e in read_queue(root)["pending"]}
+    assert set(case.queued[:2]) <= pending, f"the failure emptied the queue: {pending}"
+    if command == "status" or code in (4, 5):  # status never writes; a run-level stop leaves the file as it was
+        assert queue_path(root).read_bytes() == queue_before
+    if command == "daemon":
+        return
+    if code:
+        assert text.strip(), "a failure printed nothing"
+    if command == "status":
+        assert "SYNC STATUS" in text
+    if code == 4:
+        assert f"SYNC ERROR: mem0 API returned {fault}" in text
+    if code == 5:
+        assert "SYNC ERROR: Network unreachable" in text and "Pending changes preserved in queue." in text
+    if command in ("sync", "sync --push") and fault in MEM0_ITEM_FAULTS:
+        assert "Pushed: 0 of 2" in text, f"the push's outcome is missing:\n{text}"
+
+
+def check_recovered(case: Case, emu: Emulators, watch: TrafficWatch, code: int, text: str) -> None:
+    assert code == 0, text
+    checked = assert_no_loss_no_dup(with_prefix(local_memories(emu), case.prefix, "content"),
+                                    with_prefix(cloud_memories(emu), case.prefix, "memory"),
+                                    queued=case.queued, pulled=[case.cloud_id])
+    assert (checked.pushed, checked.pulled, checked.private) == (2, 1, 1)
+    assert_no_level0_in_traffic(watch.collect(), case.private)
+
+
+def _cases(commands: tuple[str, ...], faults: tuple[str, ...] = FAULTS) -> list[Any]:
+    return [pytest.param(f, c, id=f"{f}-{c.replace(' --', '-')}",
+                         marks=[pytest.mark.xfail(reason=KNOWN[(f, c)], strict=False)] if (f, c) in KNOWN else [])
+            for f in faults for c in commands]
+
+
+@pytest.mark.parametrize(("fault", "command"), _cases(COMMANDS[:4]))
+def test_one_shot_command_under_fault(clean_root: Path, emu: Emulators, fault: str, command: str) -> None:
+    """memsyncctl --no-daemon <command> under <fault>, then recovery."""
+    root = make_root(clean_root, emu, **FAST)
+    case = seed_case(emu, root, f"{fault}/{command}")
+    watch = TrafficWatch(emu)
+    apply_fault(emu, root, fault)
+    queue_before = queue_path(root).read_bytes()
+    result = one_shot(root, *command.split())
+    try:
+        check_failure(case, fault, command, result.returncode, human_text(result) + result.stderr, root,
+                      queue_before)
+    finally:
+        clear_fault(emu, root)
+    after = one_shot(root, "sync")
+    check_recovered(case, emu, watch, after.returncode, after.stdout + after.stderr)
+    assert not read_queue(root)["pending"] and not read_queue(root)["sync_errors"]
+
+
+@pytest.fixture(scope="module")
+def daemon_root(tmp_path_factory: pytest.TempPathFactory, emu: Emulators) -> Iterator[tuple[Path, list[DaemonProc]]]:
+    """One root with a paused daemon, shared by the daemon column (its background triggers stay off)."""
+    root = make_root(tmp_path_factory.mktemp("faults-daemon"), emu, **FAST)
+    daemons = [start_daemon(root)]
+    daemons[0].api("POST", "/v1/pause")
+    yield root, daemons
+    daemons[-1].stop()
+
+
+def _paused_daemon(root: Path) -> DaemonProc:
+    daemon = start_daemon(root)
+    daemon.api("POST", "/v1/pause")
+    return daemon
+
+
+@pytest.mark.parametrize(("fault", "command"), _cases(COMMANDS[4:], DAEMON_FAULTS))
+def test_daemon_sync_under_fault(daemon_root: tuple[Path, list[DaemonProc]], emu: Emulators, fault: str,
+                                 command: str) -> None:
+    """POST /v1/sync {"mode": "full"} to a running daemon under <fault>: the report's exit code, the daemon
+    alive and answering, no traceback or key in its log; then recovery through the daemon."""
+    root, daemons = daemon_root
+    for service in ("mem0", "openmemory"):
+        emu.fault(service, fault=None, latency_ms=0)
+    emu.add_mode("immediate")
+    case = seed_case(emu, root, f"daemon {fault}")
+    watch = TrafficWatch(emu)
+    restart = apply_fault(emu, root, fault)
+    if restart:  # a URL fault: the daemon reads its config at start
+        daemons[-1].stop()
+        daemons.append(_paused_daemon(root))
+    daemon = daemons[-1]
+    log_start = len(daemon.log())
+    queue_before = queue_path(root).read_bytes()
+    response = daemon.api("POST", "/v1/sync", json={"mode": "full"})
+    try:
+        assert response.status_code == 200, response.text
+        report = response.json()
+        transcript = Transcript()
+        transcript.add_text("daemon log", daemon.log()[log_start:])
+        transcript.check(API_KEY)
+        text = json.dumps(report)
+        check_failure(case, fault, "daemon", report["exit_code"], "", root, queue_before)
+        assert_no_key(text, API_KEY, "the daemon's report")
+        assert report["error"] or report["push"], text
+        if fault in MEM0_ITEM_FAULTS:
+            assert report["push"] and report["push"]["errors"] == 2, f"the push's outcome is missing: {text}"
+        assert daemon.health() is not None and daemon.proc.poll() is None
+    finally:  # recover even when a check failed, so the next case starts from a drained queue
+        clear_fault(emu, root)
+        if restart:
+            daemons[-1].stop()
+            daemons.append(_paused_daemon(root))
+        recovery = daemons[-1].api("POST", "/v1/sync", json={"mode": "full"}).json()
+    check_recovered(case, emu, watch, recovery["exit_code"], json.dumps(recovery))
+    wait_for(lambda: not read_queue(root)["pending"] and not read_queue(root)["sync_errors"])

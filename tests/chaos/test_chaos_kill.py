@@ -1,0 +1,145 @@
+"""Chaos: kill -9 at random moments while the daemon pushes, and while a one-shot client or the daemon pulls.
+
+Default run: 5 kills over 200 memories each way. ``MEMSYNC_CHAOS_FULL=1``: 30 push kills over 1,000
+memories and 10 pull kills over 1,000. Kill instants come from a seeded RNG (``MEMSYNC_CHAOS_SEED``,
+default 8): a progress threshold drawn at random, then a random instant within one request's latency,
+so kills land before, inside and after the add that a durable push intent guards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from chaos_checks import (
+    FULL,
+    TrafficWatch,
+    Transcript,
+    assert_no_level0_in_traffic,
+    assert_no_loss_no_dup,
+    cloud_memories,
+    count_cloud,
+    count_local,
+    local_memories,
+    scan_root,
+    seed_local,
+    with_prefix,
+)
+from harness import API_KEY, Emulators, base_env, ctl, queue_path, read_queue, start_daemon, wait_for
+
+from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.queue_store import QueueStore
+
+SEED = int(os.environ.get("MEMSYNC_CHAOS_SEED", "8"))
+PUSH_MEMORIES, PUSH_KILLS = (1000, 30) if FULL else (200, 5)
+PULL_MEMORIES, PULL_KILLS = (1000, 10) if FULL else (200, 5)
+LATENCY_MS = 25
+
+pytestmark = pytest.mark.timeout(900 if FULL else 120)
+
+
+def _drained(root: Path) -> bool:
+    doc = read_queue(root)
+    return not doc["pending"] and not doc["sync_errors"]
+
+
+def test_kill_9_during_push_loses_and_duplicates_nothing(clean_root: Path, emu: Emulators) -> None:
+    """SIGKILL the pushing daemon at random moments, restart it each time; at the end every level ≥ 1
+    memory is in the cloud exactly once, no level-0 byte was sent, no traceback, no key anywhere."""
+    root, rng, prefix = clean_root, random.Random(SEED), "killpush"
+    seeded = seed_local(emu, prefix, PUSH_MEMORIES)
+    watch = TrafficWatch(emu)
+    now = format_ts(utc_now())
+    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now)
+                                                                       for i in seeded.queued))
+    emu.fault(latency_ms=LATENCY_MS)
+    thresholds = sorted(rng.sample(range(1, PUSH_MEMORIES), PUSH_KILLS))
+    progress: list[int] = []
+    for threshold in thresholds:
+        daemon = start_daemon(root)
+        try:
+            wait_for(lambda t=threshold: count_cloud(emu, prefix) >= t, timeout=120)  # type: ignore[misc]
+            time.sleep(rng.uniform(0, LATENCY_MS / 1000))  # the kill instant: anywhere inside a request
+        finally:
+            daemon.stop(signal.SIGKILL)
+        assert daemon.proc.returncode == -signal.SIGKILL
+        progress.append(count_cloud(emu, prefix))
+        watch.collect()
+    assert len(progress) == PUSH_KILLS and progress[-1] < PUSH_MEMORIES, progress  # every kill hit a push
+    emu.fault(latency_ms=0)
+    daemon = start_daemon(root)
+    try:
+        wait_for(lambda: _drained(root), timeout=300 if FULL else 60)
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    checked = assert_no_loss_no_dup(with_prefix(local_memories(emu), prefix, "content"),
+                                    with_prefix(cloud_memories(emu), prefix, "memory"), queued=seeded.queued)
+    assert checked.pushed == PUSH_MEMORIES and checked.private == len(seeded.private)
+    assert_no_level0_in_traffic(watch.collect(), seeded.private)
+    assert scan_root(root, API_KEY) >= PUSH_KILLS + 3  # every daemon log, the queue, the DB
+
+
+def _pull_one_shot(root: Path, out: Path) -> subprocess.Popen[bytes]:
+    with open(out, "wb") as sink:
+        return subprocess.Popen([sys.executable, "-m", "memsyncd.ctl", "--root", str(root), "--no-daemon", "sync",
+                                 "--pull"], stdout=sink, stderr=sink, env=base_env(MEM0_API_KEY=API_KEY))
+
+
+def _pull_via_daemon(root: Path, socket: Path, out: Path) -> subprocess.Popen[bytes]:
+    with open(out, "wb") as sink:
+        return subprocess.Popen([sys.executable, "-m", "memsyncd.ctl", "--root", str(root), "--socket", str(socket),
+                                 "sync", "--pull"], stdout=sink, stderr=sink, env=base_env(MEM0_API_KEY=API_KEY))
+
+
+def test_kill_9_during_pull_loses_and_duplicates_nothing(clean_root: Path, emu: Emulators) -> None:
+    """SIGKILL a pull at random moments — the one-shot ``memsyncctl sync --pull`` and the daemon serving it,
+    in turns; at the end every cloud memory is local exactly once and a full sync echoes nothing back."""
+    root, rng, prefix = clean_root, random.Random(SEED + 1), "killpull"
+    cloud_ids = [emu.cloud_add(f"{prefix} {i:05d}", level=1 + i % 2) for i in range(PULL_MEMORIES)]
+    watch = TrafficWatch(emu)
+    transcript = Transcript()
+    emu.fault("openmemory", latency_ms=LATENCY_MS)
+    thresholds = sorted(rng.sample(range(1, PULL_MEMORIES), PULL_KILLS))
+    progress: list[int] = []
+    for n, threshold in enumerate(thresholds):
+        out = root / f"pull-{n}.out"
+        daemon = start_daemon(root) if n % 2 else None
+        client = _pull_via_daemon(root, daemon.socket, out) if daemon else _pull_one_shot(root, out)
+        victim = daemon.proc if daemon else client
+        try:
+            wait_for(lambda t=threshold: count_local(emu, prefix) >= t or victim.poll() is not None,  # type: ignore[misc]
+                     timeout=120)
+            time.sleep(rng.uniform(0, LATENCY_MS / 1000))
+            assert victim.poll() is None, f"the pull ended before kill {n}: {out.read_text()[-2000:]}"
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(15)
+            client.wait(30)  # a client whose daemon died must end too, with a message (checked below)
+        finally:
+            for proc in (client, daemon.proc if daemon else None):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+        if daemon:
+            assert client.returncode not in (0, None), out.read_text()
+            assert out.read_text().strip(), "the client of a killed daemon printed nothing"
+        progress.append(count_local(emu, prefix))
+        watch.collect()
+    assert progress[-1] < PULL_MEMORIES, progress
+    emu.fault("openmemory", latency_ms=0)
+    final = transcript.add("sync --pull", ctl(root, "sync", "--pull", timeout=300))
+    assert final.returncode == 0, final.stdout + final.stderr
+    full = transcript.add("sync", ctl(root, "sync", timeout=300))
+    assert full.returncode == 0 and "PUSH: 0 memories synced to cloud" in full.stdout, full.stdout + full.stderr
+    checked = assert_no_loss_no_dup(with_prefix(local_memories(emu), prefix, "content"),
+                                    with_prefix(cloud_memories(emu), prefix, "memory"), queued=(), pulled=cloud_ids)
+    assert checked.pulled == PULL_MEMORIES
+    assert [r for r in watch.collect() if r["method"] != "GET" and "/v3/memories/add/" in r["path"]] == []
+    transcript.check(API_KEY)
+    scan_root(root, API_KEY)
