@@ -8,18 +8,22 @@ under a root; they never trust memsyncd's own account of what it did.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
+import traceback
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import Emulators
+import structlog
+from harness import API_KEY, Emulators, ctl
 
 FULL = os.environ.get("MEMSYNC_CHAOS_FULL", "") not in ("", "0")
 """``MEMSYNC_CHAOS_FULL=1``: the long variants (30 push kills over 1,000 memories, 10 pull kills, 50 MB queue…)."""
@@ -286,3 +290,51 @@ def count_local(emu: Emulators, prefix: str) -> int:
 def with_prefix(memories: Sequence[dict[str, Any]], prefix: str, text_key: str) -> list[dict[str, Any]]:
     """The memories of one scenario."""
     return [m for m in memories if str(m[text_key]).startswith(prefix)]
+
+
+# --- running memsyncctl ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    stripped = {k: v for k, v in os.environ.items() if k.startswith("MEMSYNC_")}
+    for k in stripped:
+        del os.environ[k]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.environ.update(stripped)
+
+
+def one_shot(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``memsyncctl --no-daemon ARGS``: in-process (default) or a subprocess (``MEMSYNC_CHAOS_FULL``)."""
+    argv = ["--root", str(root), "--no-daemon", *args]
+    if FULL:
+        return ctl(root, "--no-daemon", *args)
+    from memsyncd.ctl import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _env(MEM0_API_KEY=API_KEY, MEM0_TELEMETRY="false"), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        try:
+            code: Any = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:  # noqa: BLE001 - a subprocess would have printed this traceback
+            err.write(traceback.format_exc())
+            code = 70
+    structlog.reset_defaults()
+    return subprocess.CompletedProcess(argv, int(code or 0), out.getvalue(), err.getvalue())
+
+
+def human_text(result: subprocess.CompletedProcess[str]) -> str:
+    """What a person reads: stdout and the stderr lines that are not JSON log records."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    return result.stdout + "\n".join(lines)

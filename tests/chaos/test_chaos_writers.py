@@ -37,8 +37,11 @@ from harness import API_KEY, Emulators, ctl, queue_path, read_queue, start_daemo
 
 from memsyncd.models import format_ts, utc_now
 
-IDS_PER_WRITER = 50 if FULL else 20
-HOOK_IDS_PER_EVENT = 1 if FULL else 5
+# ids written through each path: one memsyncctl process per id costs ~0.5 s of CPU, so the default run
+# keeps the process-per-id paths short; MEMSYNC_CHAOS_FULL=1 writes 50 ids through every path.
+IDS = {"daemon": 8, "no-daemon": 8, "hook": 12, "flock": 50} if not FULL else dict.fromkeys(
+    ("daemon", "no-daemon", "hook", "flock"), 50)
+HOOK_IDS_PER_EVENT = 1 if FULL else 4
 STALL_SECONDS = 3.0  # one write of the raw writer stalls this long holding the lock (slow disk, stopped process)
 
 pytestmark = pytest.mark.timeout(600 if FULL else 120)
@@ -90,8 +93,11 @@ def hook_event(ids: list[str]) -> str:
 def test_four_writers_through_every_path_while_the_daemon_pushes(clean_root: Path, emu: Emulators) -> None:
     """Every id written by any of the four paths is pushed exactly once; the queue drains."""
     root, rng, prefix = clean_root, random.Random(4), "writers"
-    ids = [emu.local_add(f"{prefix} {i:04d}", level=1) for i in range(4 * IDS_PER_WRITER)]
-    groups = [ids[k * IDS_PER_WRITER:(k + 1) * IDS_PER_WRITER] for k in range(4)]
+    ids = [emu.local_add(f"{prefix} {i:04d}", level=1) for i in range(sum(IDS.values()))]
+    groups, start = [], 0
+    for count in IDS.values():
+        groups.append(ids[start:start + count])
+        start += count
     watch = TrafficWatch(emu)
     transcript = Transcript()
     emu.fault(latency_ms=10)
@@ -125,7 +131,7 @@ def test_four_writers_through_every_path_while_the_daemon_pushes(clean_root: Pat
             record(f"hook {chunk}", ctl(root, "hook", "post-tool-use", stdin=hook_event(chunk)))
 
     def raw() -> None:
-        flock_writer(root, groups[3], rng, stall_at=IDS_PER_WRITER // 3, stall_after=others_busy)
+        flock_writer(root, groups[3], rng, stall_at=len(groups[3]) // 3, stall_after=others_busy)
 
     errors: list[BaseException] = []
 
@@ -151,7 +157,7 @@ def test_four_writers_through_every_path_while_the_daemon_pushes(clean_root: Pat
     transcript.add_text("daemon log", daemon.log())
     checked = assert_no_loss_no_dup(with_prefix(local_memories(emu), prefix, "content"),
                                     with_prefix(cloud_memories(emu), prefix, "memory"), queued=ids)
-    assert checked.pushed == 4 * IDS_PER_WRITER
+    assert checked.pushed == sum(IDS.values())
     assert_no_level0_in_traffic(watch.collect(), [])
     transcript.check(API_KEY)
     scan_root(root, API_KEY)
