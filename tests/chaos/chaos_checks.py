@@ -90,10 +90,11 @@ def assert_no_loss_no_dup(local: Sequence[dict[str, Any]], cloud: Sequence[dict[
             cloud_by_local_id.setdefault(owner, []).append(memory)
     checked = Checked()
     for local_id in dict.fromkeys(queued):
-        memory = by_local.get(local_id)
-        if memory is None:
+        found = by_local.get(local_id)
+        if found is None:
             problems.append(f"queued local memory {local_id} is gone locally")
             continue
+        memory = found
         level = _level(memory)
         level = default_level if level is None else level
         copies = cloud_by_local_id.get(local_id, [])

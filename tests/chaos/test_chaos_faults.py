@@ -51,8 +51,8 @@ COMMANDS = ("sync", "sync --push", "sync --pull", "status", "daemon")
 # Each daemon case costs a real run (and URL faults a restart): the default run takes one fault of each kind.
 DAEMON_FAULTS = FAULTS if FULL else ("401", "500", "reset", "malformed-200", "unexpected-shape-200", "400-echo",
                                      "refused", "openmemory-outage")
-FAST = {"attempts_per_run": 2, "max_retry_after_seconds": 1}
-QUICK_TIMEOUT = {"request_timeout_seconds": 0.3}  # only while a timeout fault is on: a loaded machine is slow
+FAST: dict[str, Any] = {"attempts_per_run": 2, "max_retry_after_seconds": 1}
+QUICK_TIMEOUT: dict[str, Any] = {"request_timeout_seconds": 0.3}  # only under timeout faults: a loaded machine is slow
 
 # Known bugs of issue 8 (fixed on other branches): the cases they break today.
 ECHO = "issue 8.4: a key echoed in an error body reaches sync_errors and the output, fixed on branch engine"

@@ -193,8 +193,8 @@ def test_huge_queue_is_handled_and_its_unknown_keys_kept(clean_root: Path, emu: 
     stamp = format_ts(utc_now())
     entry = {"action": "push", "timestamp": stamp, "note": "x" * 200}
     per_id = max(1, HUGE_MB * 1_000_000 // 2 // (len(ids) * 300))
-    doc = {"pending": [{"id": i, **entry} for _ in range(per_id) for i in ids], "last_sync": None, "sync_errors": [],
-           "vendor_notes": "y" * (HUGE_MB * 1_000_000 // 2)}
+    pending = [{"id": i, **entry} for _ in range(per_id) for i in ids]
+    doc = {"pending": pending, "last_sync": None, "sync_errors": [], "vendor_notes": "y" * (HUGE_MB * 1_000_000 // 2)}
     queue_path(root).parent.mkdir(parents=True, exist_ok=True)
     queue_path(root).write_text(json.dumps(doc))
     size = queue_path(root).stat().st_size
@@ -213,7 +213,7 @@ def test_huge_queue_is_handled_and_its_unknown_keys_kept(clean_root: Path, emu: 
     assert [e["id"] for e in after["pending"]] == []  # one-more-id is unknown locally: dropped
     assert_no_loss_no_dup(with_prefix(local_memories(emu), prefix, "content"),
                           with_prefix(cloud_memories(emu), prefix, "memory"), queued=ids)
-    print(f"huge queue: {size / 1e6:.1f} MB, {len(doc['pending'])} entries, seconds: {timings}")
+    print(f"huge queue: {size / 1e6:.1f} MB, {len(pending)} entries, seconds: {timings}")
 
 
 # --- a damaged state DB -----------------------------------------------------------------------------

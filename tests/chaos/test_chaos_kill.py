@@ -59,19 +59,20 @@ def test_kill_9_during_push_loses_and_duplicates_nothing(clean_root: Path, emu: 
     QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now)
                                                                        for i in seeded.queued))
     emu.fault(latency_ms=LATENCY_MS)
-    thresholds = sorted(rng.sample(range(1, PUSH_MEMORIES), PUSH_KILLS))
+    thresholds = sorted(rng.sample(range(1, PUSH_MEMORIES * 9 // 10), PUSH_KILLS))
     progress: list[int] = []
     for threshold in thresholds:
         daemon = start_daemon(root)
         try:
-            wait_for(lambda t=threshold: count_cloud(emu, prefix) >= t, timeout=120)  # type: ignore[misc]
+            wait_for(lambda t=threshold: count_cloud(emu, prefix) >= t, timeout=120)
             time.sleep(rng.uniform(0, LATENCY_MS / 1000))  # the kill instant: anywhere inside a request
         finally:
             daemon.stop(signal.SIGKILL)
         assert daemon.proc.returncode == -signal.SIGKILL
         progress.append(count_cloud(emu, prefix))
         watch.collect()
-    assert len(progress) == PUSH_KILLS and progress[-1] < PUSH_MEMORIES, progress  # every kill hit a push
+    # every kill but perhaps the last (a loaded machine may notice its threshold late) hit a running push
+    assert len(progress) == PUSH_KILLS and sum(p < PUSH_MEMORIES for p in progress) >= PUSH_KILLS - 1, progress
     emu.fault(latency_ms=0)
     daemon = start_daemon(root)
     try:
@@ -82,8 +83,11 @@ def test_kill_9_during_push_loses_and_duplicates_nothing(clean_root: Path, emu: 
     checked = assert_no_loss_no_dup(with_prefix(local_memories(emu), prefix, "content"),
                                     with_prefix(cloud_memories(emu), prefix, "memory"), queued=seeded.queued)
     assert checked.pushed == PUSH_MEMORIES and checked.private == len(seeded.private)
-    assert_no_level0_in_traffic(watch.collect(), seeded.private)
-    assert scan_root(root, API_KEY) >= PUSH_KILLS + 3  # every daemon log, the queue, the DB
+    requests = assert_no_level0_in_traffic(watch.collect(), seeded.private)
+    files = scan_root(root, API_KEY)
+    assert files >= PUSH_KILLS + 3  # every daemon log, the queue, the DB
+    print(f"push chaos: {PUSH_KILLS} kills survived at cloud counts {progress}; {checked.pushed} pushed exactly "
+          f"once, {checked.private} level-0 kept local; {requests} mem0 requests and {files} files checked")
 
 
 def _pull_one_shot(root: Path, out: Path) -> subprocess.Popen[bytes]:
@@ -106,7 +110,7 @@ def test_kill_9_during_pull_loses_and_duplicates_nothing(clean_root: Path, emu: 
     watch = TrafficWatch(emu)
     transcript = Transcript()
     emu.fault("openmemory", latency_ms=LATENCY_MS)
-    thresholds = sorted(rng.sample(range(1, PULL_MEMORIES), PULL_KILLS))
+    thresholds = sorted(rng.sample(range(1, PULL_MEMORIES * 9 // 10), PULL_KILLS))
     progress: list[int] = []
     for n, threshold in enumerate(thresholds):
         out = root / f"pull-{n}.out"
@@ -114,7 +118,7 @@ def test_kill_9_during_pull_loses_and_duplicates_nothing(clean_root: Path, emu: 
         client = _pull_via_daemon(root, daemon.socket, out) if daemon else _pull_one_shot(root, out)
         victim = daemon.proc if daemon else client
         try:
-            wait_for(lambda t=threshold, v=victim: count_local(emu, prefix) >= t or v.poll() is not None,  # type: ignore[misc]
+            wait_for(lambda t=threshold, v=victim: count_local(emu, prefix) >= t or v.poll() is not None,
                      timeout=120)
             time.sleep(rng.uniform(0, LATENCY_MS / 1000))
             assert victim.poll() is None, f"the pull ended before kill {n}: {out.read_text()[-2000:]}"
@@ -141,8 +145,10 @@ def test_kill_9_during_pull_loses_and_duplicates_nothing(clean_root: Path, emu: 
                                     with_prefix(cloud_memories(emu), prefix, "memory"), queued=(), pulled=cloud_ids)
     assert checked.pulled == PULL_MEMORIES
     assert [r for r in watch.collect() if r["method"] != "GET" and "/v3/memories/add/" in r["path"]] == []
-    transcript.check(API_KEY)
-    scan_root(root, API_KEY)
+    outputs = transcript.check(API_KEY)
+    files = scan_root(root, API_KEY)
+    print(f"pull chaos: {PULL_KILLS} kills survived at local counts {progress}; {checked.pulled} pulled exactly "
+          f"once; {outputs} outputs and {files} files checked")
 
 
 @pytest.mark.xfail(reason="issue 8.7: the queue shrinks only at the end of a push run (a kill loses the progress "
