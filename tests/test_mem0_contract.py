@@ -235,7 +235,7 @@ def test_emulate_refuses_non_loopback_hosts(host: str, capsys: pytest.CaptureFix
 
 def test_emulate_usage_errors_and_help(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Bad flags exit 2; --help exits 0 and says the default key is for tests only."""
-    assert emulate_main(["--fault", "404"]) == 2
+    assert emulate_main(["--fault", "418"]) == 2
     assert emulate_main(["--fail-rate", "1.5"]) == 2
     bad_state = tmp_path / "state.json"
     bad_state.write_text("{not json")
