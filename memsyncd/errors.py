@@ -9,6 +9,7 @@ Hierarchy::
     ├── QueueUnreadableError          sync queue file corrupt or wrong type    (exit 6)
     ├── QueueBusyError                unlocked writers kept replacing it       (exit 1)
     ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
+    ├── RegistryUnreadableError       roots.json unreadable                    (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
     │   └── AlreadyRunningError
@@ -111,6 +112,17 @@ class StateUnreadableError(MemsyncError):
 
     title = "sync state is unreadable"
     exit_code = EXIT_UNREADABLE
+
+
+class RegistryUnreadableError(MemsyncError):
+    """Raised when the roots registry (``roots.json``) cannot be parsed; it is left untouched."""
+
+    title = "roots registry is unreadable"
+    exit_code = EXIT_UNREADABLE
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"({path}: {reason}). The file was left untouched; fix it, or move it aside and "
+                         "register the roots again with 'memsyncctl roots add DIR'.")
 
 
 class DaemonError(MemsyncError):
@@ -220,6 +232,7 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         CloudProcessingError,
+        RegistryUnreadableError,
         NotFoundError, RemoteRejectedError, ConflictError,
     )
 }
