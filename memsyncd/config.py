@@ -1,8 +1,11 @@
 """Settings: root resolution, config.json + MEMSYNC_ environment overrides, the mem0 key source.
 
 Loaded with pydantic-settings. The API key is never part of the settings model that
-gets printed or dumped: it lives in a ``SecretStr`` read only from ``MEM0_API_KEY`` or
-``$CREDENTIALS_DIRECTORY/mem0_api_key``.
+gets printed or dumped: it lives in a ``SecretStr`` read only from, in this order,
+``MEM0_API_KEY``, ``$CREDENTIALS_DIRECTORY/mem0_api_key`` (systemd ``LoadCredential=``)
+and the key file ``$XDG_CONFIG_HOME/memsyncd/mem0_api_key`` (default
+``~/.config/memsyncd/mem0_api_key``, mode 0600, written by ``memsyncctl init``; the
+same file the systemd unit loads as its credential).
 """
 
 from __future__ import annotations
@@ -188,6 +191,15 @@ def load_settings(paths: Paths) -> Settings:
             ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{paths.config}: expected a JSON object at the top level, got {type(data).__name__}.")
+    return settings_from_dict(data, paths.config)
+
+
+def settings_from_dict(data: dict[str, Any], source: Path) -> Settings:
+    """Validate a config document (plus the ``MEMSYNC_*`` overrides) the way :func:`load_settings` does.
+
+    Raises:
+        ConfigError: naming ``source`` (or the environment variable), the key and what was expected.
+    """
     try:
         return Settings(**data)
     except ValidationError as exc:
@@ -195,21 +207,52 @@ def load_settings(paths: Paths) -> Settings:
         loc = tuple(first.get("loc", ()))
         key = ".".join(str(part) for part in loc) or "(top level)"
         env = _env_name(loc)
-        where = f"environment variable {env}" if env in os.environ else str(paths.config)
+        where = f"environment variable {env}" if env in os.environ else str(source)
         raise ConfigError(
             f"{where}: key '{key}' is invalid: {first.get('msg')} (got {first.get('input')!r}). "
             "Fix it and retry; nothing was written."
         ) from None
 
 
-def load_api_key() -> SecretStr | None:
-    """The mem0 key from ``MEM0_API_KEY`` or the systemd credential; None when neither is set."""
+def config_home() -> Path:
+    """``$XDG_CONFIG_HOME``, else ``~/.config``."""
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+
+
+def key_file_path() -> Path:
+    """Where ``memsyncctl init`` stores the mem0 key: ``$XDG_CONFIG_HOME/memsyncd/mem0_api_key``."""
+    return config_home() / "memsyncd" / KEY_CREDENTIAL
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def find_api_key() -> tuple[SecretStr | None, str]:
+    """The mem0 key and where it came from (a description for ``doctor``; never the key itself).
+
+    Sources, first non-empty wins: ``MEM0_API_KEY``, ``$CREDENTIALS_DIRECTORY/mem0_api_key``
+    (systemd ``LoadCredential=``), then the key file (:func:`key_file_path`).
+    """
     value = os.environ.get(KEY_ENV, "").strip()
-    if not value:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if cred_dir:
-            try:
-                value = (Path(cred_dir) / KEY_CREDENTIAL).read_text(encoding="utf-8").strip()
-            except OSError:
-                value = ""
-    return SecretStr(value) if value else None
+    if value:
+        return SecretStr(value), f"the {KEY_ENV} environment variable"
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        value = _read_key_file(Path(cred_dir) / KEY_CREDENTIAL)
+        if value:
+            return SecretStr(value), f"$CREDENTIALS_DIRECTORY/{KEY_CREDENTIAL}"
+    path = key_file_path()
+    value = _read_key_file(path)
+    if value:
+        return SecretStr(value), str(path)
+    return None, ""
+
+
+def load_api_key() -> SecretStr | None:
+    """The mem0 key from ``MEM0_API_KEY``, the systemd credential or the key file; None when none is set."""
+    return find_api_key()[0]

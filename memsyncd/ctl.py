@@ -92,9 +92,42 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--project", help="project directory (default: your home, i.e. ~/.claude)")
     integrate.add_argument("--force", action="store_true", help="overwrite command files that differ")
 
-    svc = sub.add_parser("service", help="install/uninstall/status of the systemd user unit or launchd agent")
+    svc = sub.add_parser("service", help="install/uninstall/status of the systemd user unit or launchd agent",
+                         description="Exit 0 when done (status: installed and running), 1 when the service is "
+                                     "not installed or not running, 5 when no service manager can be reached "
+                                     "(then run 'memsyncd run' from your login session, or "
+                                     "'loginctl enable-linger $USER').")
     svc.add_argument("action", choices=["install", "uninstall", "status"])
     svc.add_argument("--no-start", action="store_true", help="only write/remove the file; do not call systemctl")
+
+    init = sub.add_parser("init", help="write config.json and the mem0 key file, then check both servers")
+    init.add_argument("--local-url", help="OpenMemory URL (default http://localhost:8765)")
+    init.add_argument("--user-id", help="OpenMemory user id (default: $USER)")
+    init.add_argument("--cloud-url", help="mem0 API URL (default https://api.mem0.ai)")
+    init.add_argument("--cloud-user-id", help="mem0 user id (default: the OpenMemory user id)")
+    init.add_argument("--app-id", help="mem0 app id to sync (optional)")
+    init.add_argument("--agent-id", help="mem0 agent id to sync (optional)")
+    init.add_argument("--default-level", type=int,
+                      help="level of memories that carry none: 0 = local-only until marked (default), 1 = sync")
+    init.add_argument("--no-cloud", action="store_true", help="local only: do not enable cloud sync")
+    init.add_argument("--key-stdin", action="store_true",
+                      help="read the mem0 key from stdin (it is never taken as an argument)")
+    init.add_argument("--force", action="store_true", help="replace an existing config.json")
+    init.add_argument("--strict", action="store_true",
+                      help="write nothing unless both servers answer and accept (exit 2, 4 or 5 otherwise)")
+    init.add_argument("--no-input", action="store_true", help="never ask; use the flags and the defaults")
+
+    doctor = sub.add_parser("doctor", help="check the whole setup; each failure with the command that fixes it")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+
+    forget = sub.add_parser("forget-cloud-copies",
+                            help="delete the cloud copies of memories now marked level 0 (lists them, asks first)")
+    forget.add_argument("--yes", action="store_true", help="delete without asking")
+    forget.add_argument("--dry-run", action="store_true", help="only list them")
+    forget.add_argument("--json", action="store_true", help="print one JSON object (needs --yes or --dry-run)")
+
+    completion = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
 
     conflicts = sub.add_parser("conflicts", help="list, show and resolve conflicts")
     conflicts_sub = conflicts.add_subparsers(dest="conflicts_command", required=True, parser_class=_Parser)
@@ -257,9 +290,29 @@ async def _dispatch(args: argparse.Namespace) -> int:
             sys.stdout.write(f"Up to date: {path}\n")
         return EXIT_OK
     if args.command == "service":
-        for line in service(args.action, home=Path.home(), start=not args.no_start):
+        outcome = service(args.action, home=Path.home(), start=not args.no_start)
+        for line in outcome.lines:
             sys.stdout.write(line + "\n")
+        if outcome.error is not None:
+            raise outcome.error
         return EXIT_OK
+    if args.command == "completion":
+        from memsyncd.cli.completion import completion_script
+
+        sys.stdout.write(completion_script(build_parser(), args.shell))
+        return EXIT_OK
+    if args.command == "init":
+        from memsyncd.cli.init import run_init
+
+        return await run_init(paths, args)
+    if args.command == "doctor":
+        from memsyncd.cli.doctor import run_doctor
+
+        return await run_doctor(paths, args)
+    if args.command == "forget-cloud-copies":
+        from memsyncd.cli.forget import run_forget
+
+        return await run_forget(paths, args)
     if args.command in ("pause", "resume", "metrics"):
         return await _daemon_only(paths, args)
     if args.command == "queue":

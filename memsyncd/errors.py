@@ -22,7 +22,9 @@ Hierarchy::
     │   ├── CloudProcessingError      queued add not finished yet (entry waits, no error)
     │   ├── NotFoundError             404 for one item
     │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
-    └── ConflictError                 a conflict changed under its resolution  (exit 1)
+    ├── ConflictError                 a conflict changed under its resolution  (exit 1)
+    ├── ServiceNotActiveError         the user service is not installed/running (exit 1)
+    └── ServiceManagerError           systemctl/launchctl missing or unreachable (exit 5)
 
 Per-item errors (``ServerError``, ``RateLimitedError``, ``NotFoundError``,
 ``RemoteRejectedError``) fail one queue entry; run-level errors
@@ -223,6 +225,23 @@ class ConflictError(MemsyncError):
 
     title = "Conflict changed"
     exit_code = EXIT_PARTIAL
+
+
+class ServiceNotActiveError(MemsyncError):
+    """Raised when the memsyncd user service is not installed, or its manager failed to start it."""
+
+    title = "memsyncd service is not running"
+    exit_code = EXIT_PARTIAL
+
+
+class ServiceManagerError(MemsyncError):
+    """Raised when the user's service manager (systemd --user, launchd) is missing or cannot be reached.
+
+    Exit 5, like any local server that is down: the file may be written, but nothing runs it.
+    """
+
+    title = "service manager unreachable"
+    exit_code = EXIT_NETWORK
 
 
 _REGISTRY: dict[str, type[MemsyncError]] = {

@@ -64,15 +64,16 @@ class LocalClient:
                                  policy=self.policy, auth_statuses=(), **kwargs)
         return json_body(response, SERVICE)
 
-    async def probe(self) -> None:
-        """Check that the server answers and knows our user."""
+    async def probe(self) -> dict[str, Any]:
+        """Check that the server answers and knows our user; returns its stats (``total_memories``, ...)."""
         try:
-            await self._call("GET", "/api/v1/stats/", params={"user_id": self.user_id})
+            body = await self._call("GET", "/api/v1/stats/", params={"user_id": self.user_id})
         except NotFoundError:
             raise ConfigError(
                 f"OpenMemory at {self._http.base_url} has no user '{self.user_id}'. Set local.user_id in "
                 "config.json (or MEMSYNC_LOCAL__USER_ID) to the user the server was started for (its $USER)."
             ) from None
+        return body if isinstance(body, dict) else {}
 
     async def get(self, memory_id: str) -> LocalMemory | None:
         """One memory, or None when OpenMemory does not know it (soft-deleted ones come back with state)."""

@@ -105,7 +105,7 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
     unit = tmp_path / "memsyncd.service"
-    unit.write_text(render_unit(str(exe)))
+    unit.write_text(render_unit(str(exe), tmp_path / "config" / "memsyncd" / "mem0_api_key"))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "memsyncd.service" not in result.stderr, result.stderr
@@ -123,9 +123,9 @@ def test_service_install_and_uninstall_without_starting(tmp_path: Path, monkeypa
     """--no-start writes the unit with our executable; uninstall removes it."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.setattr("platform.system", lambda: "Linux")
-    lines = service("install", home=tmp_path, start=False, executable=sys.executable)
+    outcome = service("install", home=tmp_path, start=False, executable=sys.executable)
     unit = tmp_path / "cfg/systemd/user/memsyncd.service"
     assert unit.exists() and f"ExecStart={sys.executable} run" in unit.read_text()
-    assert any("mem0_api_key" in line for line in lines)
+    assert outcome.error is None and any("mem0_api_key" in line for line in outcome.lines)
     service("uninstall", home=tmp_path, start=False)
     assert not unit.exists()
