@@ -24,7 +24,7 @@ from harness import (
     wait_for,
 )
 
-from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.models import QueueEntry, format_ts, parse_ts, utc_now
 from memsyncd.queue_store import QueueStore, atomic_write, dump_queue
 
 
@@ -78,6 +78,11 @@ def test_status_over_the_socket_matches_one_shot(root: Path, emu: Emulators) -> 
         raw = daemon.api("GET", "/v1/status")
     assert raw.status_code == 200 and raw.json()["daemon"]["pid"] == daemon.proc.pid
     assert via_daemon.pop("daemon")["paused"] is True and one_shot.pop("daemon") is None
+    # the daemon's "to pull" figure is from its start-up count, with its age and the pull interval
+    assert via_daemon.pop("pull_interval_seconds") == 300
+    assert parse_ts(via_daemon.pop("to_pull_as_of")) <= utc_now()
+    for key in ("pull_interval_seconds", "to_pull_as_of"):
+        one_shot.pop(key, None)
     assert via_daemon == one_shot and one_shot["pending_push"] == 1
     assert text.startswith("SYNC STATUS\n") and "Daemon:   pid" in text and "paused" in text
 
