@@ -96,8 +96,8 @@ class EngineThread:
         except asyncio.CancelledError:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(cancel_job)
-            # wait until the engine side has really stopped (its finally blocks ran), bounded
-            await asyncio.wait({waiter}, timeout=self.cancel_grace)
+            if not self._closed:  # wait until the engine side has really stopped (its finally blocks ran)
+                await asyncio.wait({waiter}, timeout=self.cancel_grace)
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved: an error while cancelling is not "never retrieved"
             raise

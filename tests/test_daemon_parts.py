@@ -495,3 +495,43 @@ def test_console_logging_on_a_tty_like_stream(monkeypatch: pytest.MonkeyPatch) -
     register_secret("m0-another-secret")
     structlog.get_logger("t").info("hello", key="m0-another-secret")
     assert "hello" in stream.getvalue() and "m0-another-secret" not in stream.getvalue()
+
+
+def test_watch_filter_wakes_the_loop_only_for_entries_no_run_has_seen(tmp_path: Path) -> None:
+    """The daemon's own queue writes (entries in flight, entries that failed) never trigger a push."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from memsyncd.config import Paths, Settings
+    from memsyncd.models import format_ts, utc_now
+    from memsyncd.queue_store import QueueStore
+    from memsyncd.root_service import RootService
+    from memsyncd.syncer import Syncer
+
+    class RecordingLoop:
+        def __init__(self) -> None:
+            self.calls: list[Callable[[], object]] = []
+
+        def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+            self.calls.append(callback)
+
+    paths = Paths(tmp_path)
+    syncer = Syncer(Settings(), paths, None)
+    service = RootService(paths, syncer, AsyncIOScheduler())
+    loop = RecordingLoop()
+    service._loop = loop  # type: ignore[assignment]
+    service._debouncer = Debouncer(FakeTimerLoop(), 0.2, lambda: None)
+    store = QueueStore(paths.queue)
+    first = QueueEntry("m1", "push", format_ts(utc_now()))
+    store.enqueue(first)
+    service._queue_changed()
+    assert len(loop.calls) == 1  # new work
+    service._in_flight_keys = frozenset({first.key})
+    service._queue_changed()
+    assert len(loop.calls) == 1  # a run is processing it: its own write of the queue wakes nobody
+    service._in_flight_keys, service._failed_keys = frozenset(), frozenset({first.key})
+    service._queue_changed()
+    assert len(loop.calls) == 1  # failed: the retry timer owns it
+    store.enqueue(QueueEntry("m2", "push", format_ts(utc_now())))
+    service._queue_changed()
+    assert len(loop.calls) == 2  # a new entry next to a failed one
+    syncer.state.close()
