@@ -117,6 +117,8 @@ class EngineThread:
         thread and dies with the process; SQLite's WAL keeps the state consistent).
         """
         if self._closed or not self._thread.is_alive():
+            if not self._closed and self._thread.ident is None:  # never started: nothing runs on the loop
+                self._loop.close()
             self._closed = True
             return True
 

@@ -534,4 +534,34 @@ def test_watch_filter_wakes_the_loop_only_for_entries_no_run_has_seen(tmp_path: 
     store.enqueue(QueueEntry("m2", "push", format_ts(utc_now())))
     service._queue_changed()
     assert len(loop.calls) == 2  # a new entry next to a failed one
+    assert asyncio.run(service.engine.stop(1))  # never started: closes its loop
     syncer.state.close()
+
+
+def test_local_probe_is_skipped_right_after_a_successful_request() -> None:
+    """A run's probe costs a request only when OpenMemory has not answered in the last few seconds."""
+    import httpx
+
+    from memsyncd.local import PROBE_FRESH_SECONDS, LocalClient
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/api/v1/stats/":
+            return httpx.Response(200, json={"total_memories": 0, "total_apps": 0})
+        return httpx.Response(200, json={"id": "m1", "text": "t", "state": "active", "metadata_": {}})
+
+    async def scenario() -> None:
+        client = LocalClient("http://127.0.0.1:1", "u", transport=httpx.MockTransport(handler))
+        await client.get("m1")
+        await client.probe()  # the user was never checked: probes even right after a request
+        await client.probe()  # answered just now and the user is known: skipped
+        await client.get("m1")
+        assert client._last_ok is not None
+        client._last_ok -= PROBE_FRESH_SECONDS + 0.1  # as if OpenMemory had been quiet for a while
+        await client.probe()  # probes again
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert seen == ["/api/v1/memories/m1", "/api/v1/stats/", "/api/v1/memories/m1", "/api/v1/stats/"]
