@@ -117,8 +117,9 @@ def bench_setup(**sync: Any) -> Iterator[tuple[RunningEmulators, EmulatorAdmin, 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET"))}
         env["MEM0_API_KEY"] = KEY
         with open(root / "daemon.log", "wb") as log:
+            level = os.environ.get("BENCH_DAEMON_LOG_LEVEL", "warning")
             proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",
-                                     str(socket_path), "--log-format", "json", "--log-level", "warning"],
+                                     str(socket_path), "--log-format", "json", "--log-level", level],
                                     stdout=log, stderr=log, env=env)
         client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://memsyncd",
                               timeout=30)
