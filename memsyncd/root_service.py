@@ -111,7 +111,7 @@ class RootService:
         self._pull_error: MemsyncError | None = None
         self._reader: StateStore | None = None
         self._reader_lock = threading.Lock()
-        self._queue_writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="memsyncd-queue-writer")
+        self._queue_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memsyncd-queue-writer")
 
     def _job(self, name: str) -> str:
         return f"{self.id}:{name}"
@@ -392,13 +392,21 @@ class RootService:
     async def enqueue(self, entry: QueueEntry) -> None:
         """Append to the queue on a worker thread; ``QueueBusyError`` when another process holds the lock.
 
-        The watchdog event of this write starts the push.
+        The watchdog event of this write starts the push. A write already waiting on the lock when
+        the bound passes may still land (its lock wait is bounded too); the client's fallback then
+        adds a second entry for the same id, which coalesces with it (one push).
         """
-        loop = asyncio.get_running_loop()
+        abandoned = threading.Event()
+
+        def write() -> None:
+            if not abandoned.is_set():  # still waiting for a worker when we gave up: the client writes it
+                self._api_queue.enqueue(entry)
+
+        written = asyncio.get_running_loop().run_in_executor(self._queue_writer, write)
         try:
-            await asyncio.wait_for(loop.run_in_executor(self._queue_writer, self._api_queue.enqueue, entry),
-                                   QUEUE_WRITE_BOUND_SECONDS)
+            await asyncio.wait_for(asyncio.shield(written), QUEUE_WRITE_BOUND_SECONDS)
         except TimeoutError:  # the lock wait (filelock.Timeout is a TimeoutError) or the bound above
+            abandoned.set()
             raise QueueBusyError(
                 f"another process holds the sync queue lock ({self.paths.queue_lock}); the daemon did not "
                 f"queue {entry.id} within {QUEUE_LOCK_WAIT_SECONDS:g} s. Retry, or write the queue directly "
