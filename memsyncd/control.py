@@ -4,13 +4,20 @@ Routes (v1): ``GET /v1/health``, ``GET /v1/status``, ``POST /v1/sync``,
 ``GET /v1/conflicts``, ``GET /v1/conflicts/{id}``, ``POST /v1/conflicts/{id}/resolve``,
 ``POST /v1/queue``, ``POST /v1/pause``, ``POST /v1/resume``, ``GET /v1/metrics``.
 Errors are ``{"error": {"type", "title", "message"}}`` with a 4xx/5xx status; the
-client rebuilds them from the fixed registry in :mod:`memsyncd.errors`.
+client rebuilds them from the fixed registry in :mod:`memsyncd.errors`. A body that is not
+JSON (including nesting too deep to decode) is a 400; an unexpected exception in a route is a
+500 with a short JSON error, its traceback only in the daemon's log (secrets redacted there).
+``POST /v1/queue`` answers 503 ``QueueBusyError`` when another process holds the queue lock
+for longer than a couple of seconds (the client then writes the queue itself).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Protocol
+
+import structlog
 
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import (
@@ -19,12 +26,16 @@ from memsyncd.errors import (
     EXIT_UNAVAILABLE,
     EXIT_UNREADABLE,
     ConflictError,
+    DaemonError,
     MemsyncError,
+    QueueBusyError,
     UsageError,
 )
 from memsyncd.http_server import BadRequest, Request, Response
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.report import StatusReport, SyncReport
+
+log = structlog.get_logger("memsyncd.control")
 
 API_VERSION = "v1"
 _CONFLICT = re.compile(r"^/v1/conflicts/(\d+)$")
@@ -39,11 +50,11 @@ class DaemonApi(Protocol):
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
-    def enqueue(self, entry: QueueEntry) -> None: ...
+    async def enqueue(self, entry: QueueEntry) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def health(self) -> dict[str, Any]: ...
-    def metrics_text(self) -> str: ...
+    async def metrics_text(self) -> str: ...
 
 
 def conflict_to_json(conflict: Conflict) -> dict[str, Any]:
@@ -62,6 +73,8 @@ def conflict_from_json(data: dict[str, Any]) -> Conflict:
 def _status_for(error: MemsyncError) -> int:
     if isinstance(error, ConflictError):
         return 409
+    if isinstance(error, QueueBusyError):
+        return 503
     if isinstance(error, UsageError):
         return 404 if "no open conflict" in error.message else 400
     return {EXIT_UNAVAILABLE: 503, EXIT_AUTH: 502, EXIT_NETWORK: 502, EXIT_UNREADABLE: 500}.get(error.exit_code, 500)
@@ -98,16 +111,22 @@ class ControlApi:
             return _bad(exc.detail, exc.status)
         except MemsyncError as exc:
             return error_response(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: a short answer here, the traceback in the log only
+            log.exception("control.request_failed", method=request.method, path=request.path,
+                          error_type=type(exc).__name__)
+            return error_response(DaemonError(
+                f"the daemon failed on {request.method} {request.path} ({type(exc).__name__}); details are in "
+                "its log. Retry, and report it if it happens again.", title="memsyncd internal error"), 500)
 
     async def _route(self, request: Request) -> Response:
         method, path = request.method, request.path.rstrip("/") or "/"
-        get_routes = {
-            "/v1/health": lambda: Response.json(self.daemon.health()),
-            "/v1/metrics": lambda: Response.text(self.daemon.metrics_text(),
-                                                 content_type="text/plain; version=0.0.4; charset=utf-8"),
-        }
-        if method == "GET" and path in get_routes:
-            return get_routes[path]()
+        if method == "GET" and path == "/v1/health":
+            return Response.json(self.daemon.health())
+        if method == "GET" and path == "/v1/metrics":
+            return Response.text(await self.daemon.metrics_text(),
+                                 content_type="text/plain; version=0.0.4; charset=utf-8")
         if method == "GET" and path == "/v1/status":
             return Response.json((await self.daemon.status()).to_json())
         if method == "GET" and path == "/v1/conflicts":
@@ -115,7 +134,7 @@ class ControlApi:
         if method == "POST" and path == "/v1/sync":
             return await self._sync(request)
         if method == "POST" and path == "/v1/queue":
-            return self._enqueue(request)
+            return await self._enqueue(request)
         if method == "POST" and path in ("/v1/pause", "/v1/resume"):
             (self.daemon.pause if path.endswith("pause") else self.daemon.resume)()
             return Response.json(self.daemon.health())
@@ -143,7 +162,7 @@ class ControlApi:
         report = await self.daemon.sync(mode, dry_run=dry_run)
         return Response.json(report.to_json())
 
-    def _enqueue(self, request: Request) -> Response:
+    async def _enqueue(self, request: Request) -> Response:
         body = _object(request)
         memory_id, action = body.get("id"), body.get("action", "push")
         level, digest = body.get("level"), body.get("content_hash")
@@ -156,7 +175,7 @@ class ControlApi:
         if digest is not None and not isinstance(digest, str):
             return _bad('"content_hash" must be a string')
         entry = QueueEntry(memory_id, action, format_ts(utc_now()), digest, level)
-        self.daemon.enqueue(entry)
+        await self.daemon.enqueue(entry)
         return Response.json({"queued": memory_id, "action": action}, status=202)
 
     async def _resolve(self, conflict_id: int, request: Request) -> Response:

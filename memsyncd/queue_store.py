@@ -187,14 +187,16 @@ class ApplyResult:
 class QueueStore:
     """The queue file of one root."""
 
-    def __init__(self, path: Path, lock_path: Path | None = None) -> None:
+    def __init__(self, path: Path, lock_path: Path | None = None, *,
+                 lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
         self.path = path
         self.lock_path = lock_path or path.with_name(path.name + ".lock")
+        self.lock_timeout = lock_timeout  # then TimeoutError (the daemon's API waits ~2 s, not 30)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_SECONDS):
+        with FileLock(str(self.lock_path), timeout=self.lock_timeout):
             yield
 
     def read(self) -> QueueDoc:

@@ -221,6 +221,8 @@ class StatusReport:
     queue_path: str = ""
     pull_note: str = ""
     daemon: dict[str, Any] | None = None
+    to_pull_as_of: str | None = None  # RFC 3339 Z: when the daemon computed pending_pull
+    pull_interval_seconds: int | None = None  # the daemon's pull interval (its figure's expected age)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""
