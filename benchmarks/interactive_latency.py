@@ -1,0 +1,162 @@
+"""Benchmark: wall time of the interactive memsyncctl commands (thin client), as JSON.
+
+Starts the loopback emulators (in this process) and ``memsyncd run`` on a temporary root, then
+times, in interleaved rounds, each of: ``python -c pass`` (the floor), ``memsyncctl --version``,
+``memsyncctl status`` (daemon up), ``memsyncctl hook post-tool-use`` (a realistic add_memories
+event on stdin) and ``memsyncctl enqueue`` (daemon up). Prints medians, the ratio to
+``python -c pass`` measured in the same run, the goals (hook <= 3x, status <= 2.5x), and the
+requests mem0 received per ``status`` (goal 0: the daemon answers from memory).
+
+memsyncctl runs the way the console script does (``from memsyncd.ctl import main``) with the
+``memsyncd`` found on ``PYTHONPATH``, so the same script measures any checkout. By default the
+children may write bytecode caches to a private ``PYTHONPYCACHEPREFIX`` (as an installed package
+has ``.pyc`` files) even when ``PYTHONDONTWRITEBYTECODE`` is set; ``--no-bytecode`` measures
+without them.
+
+Usage: python benchmarks/interactive_latency.py [--runs N] [--no-bytecode]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.emulators.runner import RunningEmulators
+
+KEY = "bench-key-0123456789"
+USER = "bench"
+CTL = "import sys; from memsyncd.ctl import main; sys.exit(main())"  # what the memsyncctl script runs
+GOALS = {"hook": 3.0, "status": 2.5}
+
+
+def hook_event(memory_id: str) -> str:
+    """A PostToolUse event as Claude Code sends it after ``add_memories`` (MCP content blocks)."""
+    result = {"results": [{"id": memory_id, "memory": "prefers small focused commits", "event": "ADD"}]}
+    return json.dumps({
+        "session_id": "0b8c5f3e-bench", "transcript_path": "/tmp/bench/transcript.jsonl", "cwd": "/tmp/bench",
+        "hook_event_name": "PostToolUse", "tool_name": "mcp__openmemory__add_memories",
+        "tool_input": {"text": "The user prefers small, focused commits."},
+        "tool_response": [{"type": "text", "text": json.dumps(result)}],
+    })
+
+
+def child_env(cache_dir: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET"))}
+    env["MEM0_API_KEY"] = KEY
+    env["MEM0_TELEMETRY"] = "false"
+    if cache_dir is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+    return env
+
+
+def health(socket_path: Path) -> bool:
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://memsyncd",
+                          timeout=2) as client:
+            return client.get("/v1/health").status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
+
+
+def run_once(argv: list[str], env: dict[str, str], stdin: str | None) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[3:]} exited {done.returncode}: {done.stdout[-500:]} {done.stderr[-500:]}")
+    return elapsed
+
+
+def measure(root: Path, socket_path: Path, admin: EmulatorAdmin, runs: int, env: dict[str, str]) -> dict[str, Any]:
+    ctl = [sys.executable, "-c", CTL]
+    counter = iter(range(10**9))
+    commands: dict[str, Callable[[], tuple[list[str], str | None]]] = {
+        "python -c pass": lambda: ([sys.executable, "-c", "pass"], None),
+        "--version": lambda: ([*ctl, "--version"], None),
+        "status": lambda: ([*ctl, "--root", str(root), "--socket", str(socket_path), "status"], None),
+        "hook": lambda: ([*ctl, "--root", str(root), "hook", "post-tool-use"], hook_event(f"hook-{next(counter)}")),
+        "enqueue": lambda: ([*ctl, "--root", str(root), "--socket", str(socket_path), "enqueue",
+                             f"enq-{next(counter)}", "--level", "0"], None),
+    }
+    for make in commands.values():  # warm-up: bytecode caches, page cache
+        argv, stdin = make()
+        run_once(argv, env, stdin)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):  # interleaved, so load from other processes hits every command alike
+        for name, make in commands.items():
+            argv, stdin = make()
+            times[name].append(run_once(argv, env, stdin))
+    # mem0 requests caused by status alone: once the daemon has drained the queue, nothing else runs
+    queue = root / ".claude/session/sync-queue.json"
+    wait_until(lambda: not json.loads(queue.read_text())["pending"], timeout=60, what="queue drained")
+    admin.clear_requests()
+    status_runs = min(runs, 10)
+    for _ in range(status_runs):
+        run_once(commands["status"]()[0], env, None)
+    status_requests = len(admin.requests())
+    floor = statistics.median(times["python -c pass"])
+    results: dict[str, Any] = {}
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        entry: dict[str, Any] = {"median_ms": round(median * 1000, 1), "ratio": round(median / floor, 2)}
+        if name in GOALS:
+            entry["goal_ratio"] = GOALS[name]
+            entry["meets_goal"] = median / floor <= GOALS[name]
+        results[name] = entry
+    return {"times": results, "mem0_requests_per_status": round(status_requests / status_runs, 2),
+            "mem0_requests_per_status_goal": 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per command (default 30)")
+    parser.add_argument("--no-bytecode", action="store_true", help="do not let the children cache bytecode")
+    args = parser.parse_args()
+    with RunningEmulators(api_key=KEY, user=USER) as emu, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        config = {"local": {"url": emu.openmemory_url, "user_id": USER},
+                  "cloud": {"enabled": True, "url": emu.mem0_url, "user_id": USER},
+                  "sync": {"default_level": 0, "pull_interval_seconds": 3600, "reconcile_interval_seconds": 36000}}
+        (root / ".claude/memory").mkdir(parents=True)
+        (root / ".claude/memory/config.json").write_text(json.dumps(config))
+        env = child_env(None if args.no_bytecode else Path(tmp) / "pycache")
+        socket_path = Path(tmp) / "d.sock"
+        admin = EmulatorAdmin(emu.openmemory_url, emu.mem0_url, KEY, USER)
+        for i in range(20):
+            admin.cloud_add(f"bench cloud memory {i}")
+        with open(Path(tmp) / "daemon.log", "wb") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",
+                                       str(socket_path), "--log-level", "warning"], stdout=log, stderr=log, env=env)
+        try:
+            wait_until(lambda: health(socket_path) or daemon.poll() is not None, timeout=30, what="daemon health")
+            if daemon.poll() is not None:
+                raise RuntimeError((Path(tmp) / "daemon.log").read_text()[-2000:])
+            first = subprocess.run([sys.executable, "-c", CTL, "--root", str(root), "--socket", str(socket_path),
+                                    "sync"], capture_output=True, text=True, env=env, timeout=120, check=False)
+            if first.returncode != 0:
+                raise RuntimeError(f"first sync failed: {first.stdout} {first.stderr}")
+            report = measure(root, socket_path, admin, args.runs, env)
+        finally:
+            daemon.terminate()
+            daemon.wait(15)
+            admin.close()
+    report.update({"runs": args.runs, "bytecode_cache": not args.no_bytecode, "python": sys.version.split()[0],
+                   "memsyncd": str(Path(__import__("memsyncd").__file__).parent)})
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

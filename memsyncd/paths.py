@@ -1,0 +1,48 @@
+"""Where a root's files live, and which root a command is for (stdlib only, so the thin client can use it)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_RELPATH = Path(".claude/memory/config.json")
+QUEUE_RELPATH = Path(".claude/session/sync-queue.json")
+STATE_RELPATH = Path(".claude/memory/memsync.db")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file memsyncd touches under one root."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_RELPATH
+
+    @property
+    def queue(self) -> Path:
+        return self.root / QUEUE_RELPATH
+
+    @property
+    def queue_lock(self) -> Path:
+        return self.queue.with_name(self.queue.name + ".lock")
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_RELPATH
+
+
+def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env_root = os.environ.get("MEMSYNC_ROOT")
+    if env_root:
+        return Path(env_root).expanduser().resolve()
+    here = (cwd or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_RELPATH).is_file():
+            return candidate
+    return Path.home().resolve()
