@@ -23,6 +23,7 @@ from harness import API_KEY, PROC_TIMEOUT, Emulators, base_env, ctl, queue_path,
 
 from memsyncd import ctl as ctl_module
 from memsyncd.cli import commands, fast
+from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import project_error_for
 from memsyncd.cli.render import render_status
 from memsyncd.errors import EXIT_UNREADABLE, DaemonError, FileAccessError, StateUnreadableError
@@ -206,6 +207,47 @@ def short_dir() -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="mst-") as name:
         yield Path(name)
+
+
+@pytest.mark.parametrize(("reply", "status", "body"), [
+    (http_reply(200, {"ok": True}), 200, {"ok": True}),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+     b"5\r\n{\"a\":\r\n2;ext=1\r\n1}\r\n0\r\n\r\n", 200, {"a": 1}),
+    (b"HTTP/1.0 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"error\": {}}", 404, {"error": {}}),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: 6\r\n\r\nup 1\n\n",
+     200, "up 1\n\n"),
+])
+def test_call_daemon_reads_every_framing(short_dir: Path, reply: bytes, status: int, body: Any) -> None:
+    """Content-Length, chunked and close-delimited answers; JSON or text bodies."""
+    with FakeDaemon(short_dir / "d.sock", reply=reply) as fake:
+        answer = call_daemon(fake.path, "POST", "/v1/queue", body={"id": "x"}, timeout=10)
+    assert (answer.status, answer.body) == (status, body)
+    request_line, sent = fake.requests[0]
+    assert request_line == "POST /v1/queue HTTP/1.1" and json.loads(sent) == {"id": "x"}
+
+
+@pytest.mark.parametrize("reply", [
+    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"cut\": ",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!",
+    b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n{}",
+    b"",
+])
+def test_call_daemon_reports_unusable_answers_as_silence(short_dir: Path, reply: bytes) -> None:
+    """Not HTTP, cut short, not JSON, or closed at once: DaemonSilent (the caller falls back), never a crash."""
+    with FakeDaemon(short_dir / "d.sock", reply=reply) as fake, pytest.raises(DaemonSilent):
+        call_daemon(fake.path, "GET", "/v1/status", timeout=10)
+
+
+def test_call_daemon_without_a_listener_is_no_daemon(short_dir: Path) -> None:
+    """Absent socket, or a stale socket file nobody listens on: NoDaemon."""
+    with pytest.raises(NoDaemon):
+        call_daemon(short_dir / "absent.sock", "GET", "/v1/status", timeout=1)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(short_dir / "stale.sock"))
+    stale.close()  # the file stays, nothing listens
+    with pytest.raises(NoDaemon):
+        call_daemon(short_dir / "stale.sock", "GET", "/v1/status", timeout=1)
 
 
 def test_enqueue_falls_back_to_the_file_when_the_daemon_never_answers(tmp_path: Path, short_dir: Path) -> None:

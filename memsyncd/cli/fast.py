@@ -62,8 +62,8 @@ def status_command(args: argparse.Namespace) -> int | None:
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
-    from memsyncd.models import utc_now
     from memsyncd.report import StatusReport
+    from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
     socket_path = _socket(args, paths)

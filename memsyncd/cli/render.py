@@ -19,7 +19,7 @@ from memsyncd.errors import (
     NetworkUnreachableError,
     QueueUnreadableError,
 )
-from memsyncd.models import parse_ts
+from memsyncd.timestamps import parse_ts
 
 if TYPE_CHECKING:
     from memsyncd.report import StatusReport, SyncReport
