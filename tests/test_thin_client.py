@@ -40,7 +40,8 @@ FORBIDDEN = ("httpx", "pydantic", "pydantic_core", "pydantic_settings", "structl
 # memsyncd's own modules that are stdlib-only by design.
 STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", "memsyncd.cli.hook",
                "memsyncd.cli.render", "memsyncd.cli.output", "memsyncd.cli.daemon_http", "memsyncd.errors",
-               "memsyncd.models", "memsyncd.paths", "memsyncd.queue_store", "memsyncd.report", "memsyncd.runtime"}
+               "memsyncd.models", "memsyncd.paths", "memsyncd.queue_store", "memsyncd.report", "memsyncd.runtime",
+               "memsyncd.timestamps"}
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"
          "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules))))\n"
