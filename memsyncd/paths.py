@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from memsyncd.errors import UsageError
+
 CONFIG_RELPATH = Path(".claude/memory/config.json")
 QUEUE_RELPATH = Path(".claude/session/sync-queue.json")
 STATE_RELPATH = Path(".claude/memory/memsync.db")
@@ -35,14 +37,24 @@ class Paths:
 
 
 def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home."""
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    env_root = os.environ.get("MEMSYNC_ROOT")
-    if env_root:
-        return Path(env_root).expanduser().resolve()
-    here = (cwd or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_RELPATH).is_file():
-            return candidate
-    return Path.home().resolve()
+    """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home.
+
+    Raises:
+        UsageError: the current directory was deleted, or there is no home directory to fall back to.
+    """
+    try:
+        if explicit:
+            return Path(explicit).expanduser().resolve()
+        env_root = os.environ.get("MEMSYNC_ROOT")
+        if env_root:
+            return Path(env_root).expanduser().resolve()
+        here = (cwd or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / CONFIG_RELPATH).is_file():
+                return candidate
+        return Path.home().resolve()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists; cd to your project, or pass --root DIR "
+                         "(or set MEMSYNC_ROOT).") from None
+    except RuntimeError as exc:  # expanduser()/home() without HOME or a passwd entry
+        raise UsageError(f"cannot find your home directory ({exc}); pass --root DIR or set MEMSYNC_ROOT.") from None

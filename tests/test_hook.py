@@ -123,3 +123,19 @@ def test_hook_argument_errors_are_still_usage_errors(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "memsyncd.ctl", "--root", str(tmp_path), "hook", "pre-tool-use"],
                           input=b"{}", capture_output=True, timeout=PROC_TIMEOUT, env=base_env())
     assert done.returncode == 2 and b"invalid choice" in done.stderr
+
+
+def test_deleted_working_directory_is_a_note_for_the_hook_and_a_usage_error_elsewhere(tmp_path: Path) -> None:
+    """No root can be found (cwd deleted, no --root): the hook still exits 0; other commands exit 2. One line each."""
+    def in_deleted_cwd(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        gone = tmp_path / f"gone-{args[0]}"
+        gone.mkdir()
+        script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m memsyncd.ctl "$@"'
+        return subprocess.run(["sh", "-c", script, "sh", *args], input=stdin, capture_output=True,
+                              timeout=PROC_TIMEOUT, env=base_env())
+
+    hook = in_deleted_cwd("hook", "post-tool-use", stdin=json.dumps(ADD_EVENT).encode())
+    status = in_deleted_cwd("status")
+    assert hook.returncode == 0 and b"the current directory no longer exists" in hook.stderr
+    assert status.returncode == 2 and status.stderr.startswith(b"memsyncctl: Invalid usage: the current directory")
+    assert hook.stderr.count(b"\n") == status.stderr.count(b"\n") == 1

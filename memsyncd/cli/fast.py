@@ -149,9 +149,8 @@ def hook_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         paths = _paths(args)
-    except (OSError, RuntimeError) as exc:  # cwd deleted, no home directory
-        _note(f"memsyncctl hook: cannot find the root to queue into ({exc}); pass --root or set MEMSYNC_ROOT. "
-             "Nothing was queued.")
+    except UsageError as exc:  # cwd deleted, no home directory
+        _note(f"memsyncctl hook: cannot find the root to queue into: {exc.message} Nothing was queued.")
         return EXIT_OK
     result = run_post_tool_use_hook(stdin_text, QueueStore(paths.queue, paths.queue_lock))
     if result.note:
