@@ -3,9 +3,11 @@
 Starts the loopback emulators (in this process) and ``memsyncd run`` on a temporary root, then
 times, in interleaved rounds, each of: ``python -c pass`` (the floor), ``memsyncctl --version``,
 ``memsyncctl status`` (daemon up), ``memsyncctl hook post-tool-use`` (a realistic add_memories
-event on stdin) and ``memsyncctl enqueue`` (daemon up). Prints medians, the ratio to
-``python -c pass`` measured in the same run, the goals (hook <= 3x, status <= 2.5x), and the
-requests mem0 received per ``status`` (goal 0: the daemon answers from memory).
+event on stdin) and ``memsyncctl enqueue`` (daemon up). ``status`` and ``enqueue`` are also timed
+against a canned daemon (a thread here answering at once), which isolates the client's share
+from the daemon's. Prints medians, the ratio to ``python -c pass`` measured in the same run, the
+goals (hook <= 3x, status <= 2.5x), and the requests mem0 received per ``status`` (goal 0: the
+daemon answers from memory).
 
 memsyncctl runs the way the console script does (``from memsyncd.ctl import main``) with the
 ``memsyncd`` found on ``PYTHONPATH``, so the same script measures any checkout. By default the
@@ -21,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socketserver
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +42,36 @@ from memsyncd.emulators.runner import RunningEmulators
 KEY = "bench-key-0123456789"
 USER = "bench"
 CTL = "import sys; from memsyncd.ctl import main; sys.exit(main())"  # what the memsyncctl script runs
-GOALS = {"hook": 3.0, "status": 2.5}
+GOALS = {"hook": 3.0, "status": 2.5, "status, client only": 2.5}
+CANNED_STATUS = {"local_url": "http://localhost:8765", "cloud_configured": True, "pending_push": 0, "pending_pull": 2,
+                 "conflicts": 0, "last_sync": "2026-01-18T10:00:00Z", "errors": 0, "queue_path": "", "pull_note": "",
+                 "daemon": {"ok": True, "pid": 1, "paused": False, "busy": False, "uptime_seconds": 5.0}}
+
+
+class CannedDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Answers the control API's health, status and queue routes at once, with fixed bodies."""
+
+    daemon_threads = True
+
+
+class _CannedHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        request_line = self.rfile.readline()
+        length = 0
+        while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        self.rfile.read(length)
+        if request_line.startswith(b"POST /v1/queue"):
+            status, body = "202 Accepted", {"queued": "x", "action": "push"}
+        elif request_line.startswith(b"GET /v1/status"):
+            status, body = "200 OK", CANNED_STATUS
+        else:
+            status, body = "200 OK", CANNED_STATUS["daemon"]
+        payload = json.dumps(body).encode()
+        self.wfile.write(f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}"
+                         "\r\n\r\n".encode() + payload)
 
 
 def hook_event(memory_id: str) -> str:
@@ -80,7 +113,8 @@ def run_once(argv: list[str], env: dict[str, str], stdin: str | None) -> float:
     return elapsed
 
 
-def measure(root: Path, socket_path: Path, admin: EmulatorAdmin, runs: int, env: dict[str, str]) -> dict[str, Any]:
+def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, runs: int,
+            env: dict[str, str]) -> dict[str, Any]:
     ctl = [sys.executable, "-c", CTL]
     counter = iter(range(10**9))
     commands: dict[str, Callable[[], tuple[list[str], str | None]]] = {
@@ -90,6 +124,8 @@ def measure(root: Path, socket_path: Path, admin: EmulatorAdmin, runs: int, env:
         "hook": lambda: ([*ctl, "--root", str(root), "hook", "post-tool-use"], hook_event(f"hook-{next(counter)}")),
         "enqueue": lambda: ([*ctl, "--root", str(root), "--socket", str(socket_path), "enqueue",
                              f"enq-{next(counter)}", "--level", "0"], None),
+        "status, client only": lambda: ([*ctl, "--root", str(root), "--socket", str(canned), "status"], None),
+        "enqueue, client only": lambda: ([*ctl, "--root", str(root), "--socket", str(canned), "enqueue", "x"], None),
     }
     for make in commands.values():  # warm-up: bytecode caches, page cache
         argv, stdin = make()
@@ -148,7 +184,13 @@ def main() -> None:
                                     "sync"], capture_output=True, text=True, env=env, timeout=120, check=False)
             if first.returncode != 0:
                 raise RuntimeError(f"first sync failed: {first.stdout} {first.stderr}")
-            report = measure(root, socket_path, admin, args.runs, env)
+            canned = CannedDaemon(str(Path(tmp) / "canned.sock"), _CannedHandler)
+            threading.Thread(target=canned.serve_forever, daemon=True).start()
+            try:
+                report = measure(root, socket_path, Path(tmp) / "canned.sock", admin, args.runs, env)
+            finally:
+                canned.shutdown()
+                canned.server_close()
         finally:
             daemon.terminate()
             daemon.wait(15)

@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from memsyncd.errors import DaemonError, MemsyncError, error_from_dict
 
@@ -45,8 +44,7 @@ class _Malformed(ValueError):
     """Internal: the bytes received are not an HTTP/1.x answer."""
 
 
-@dataclass
-class DaemonAnswer:
+class DaemonAnswer(NamedTuple):
     """One HTTP answer: status and decoded body (JSON value, or text for ``text/plain``)."""
 
     status: int

@@ -62,7 +62,6 @@ def status_command(args: argparse.Namespace) -> int | None:
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
-    from memsyncd.report import StatusReport
     from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
@@ -76,9 +75,9 @@ def status_command(args: argparse.Namespace) -> int | None:
         _note(f"{PROG}: the daemon gave no usable answer ({exc}); computing the status here instead.")
         args.no_daemon = True
         return None
-    status = StatusReport.from_json(answer.object())
+    status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
     if args.json:
-        print_json(status.to_json())
+        print_json(status)
     else:
         sys.stdout.write(render_status(status, utc_now()))
     return EXIT_OK

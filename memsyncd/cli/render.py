@@ -5,6 +5,7 @@ Stdlib only: the thin client renders a daemon's answer without loading the engin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -112,30 +113,40 @@ def relative_time(moment: datetime, now: datetime) -> str:
     return "just now"
 
 
-def _pull_age(status: StatusReport, now: datetime) -> str:
+def _pull_age(status: Mapping[str, Any], now: datetime) -> str:
     """' (as of 12 minutes ago)' when the pull figure is older than one pull interval, else ''."""
-    if status.to_pull_as_of is None or status.pending_pull is None:
+    as_of, interval = status.get("to_pull_as_of"), status.get("pull_interval_seconds")
+    if not isinstance(as_of, str) or status.get("pending_pull") is None:
         return ""
     try:
-        as_of = parse_ts(status.to_pull_as_of)
+        moment = parse_ts(as_of)
     except ValueError:
         return ""
-    age = (now - as_of).total_seconds()
-    if age <= (status.pull_interval_seconds or 0):
+    if (now - moment).total_seconds() <= (interval if isinstance(interval, int | float) else 0):
         return ""
-    return f" (as of {relative_time(as_of, now)})"
+    return f" (as of {relative_time(moment, now)})"
 
 
-def render_status(status: StatusReport, now: datetime) -> str:
-    """The seed's SYNC STATUS block, with a daemon line when one runs."""
-    parts = urlsplit(status.local_url)
-    local = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or status.local_url)
-    pull = str(status.pending_pull) if status.pending_pull is not None else "?"
-    if status.last_sync:
+def render_status(status: StatusReport | Mapping[str, Any], now: datetime) -> str:
+    """The seed's SYNC STATUS block, with a daemon line when one runs.
+
+    Args:
+        status: the report, or its wire form (the JSON object of ``GET /v1/status``), which the thin
+            client renders as received, without loading the data classes.
+        now: the time to measure "5 minutes ago" from.
+    """
+    data = status if isinstance(status, Mapping) else status.to_json()
+    local_url = str(data.get("local_url") or "")
+    parts = urlsplit(local_url)
+    local = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or local_url)
+    pending_pull = data.get("pending_pull")
+    pull = str(pending_pull) if pending_pull is not None else "?"
+    last_sync = data.get("last_sync")
+    if last_sync:
         try:
-            last = f"{status.last_sync} ({relative_time(parse_ts(status.last_sync), now)})"
+            last = f"{last_sync} ({relative_time(parse_ts(str(last_sync)), now)})"
         except ValueError:
-            last = status.last_sync
+            last = str(last_sync)
     else:
         last = "never"
     lines = [
@@ -143,21 +154,22 @@ def render_status(status: StatusReport, now: datetime) -> str:
         RULE,
         "",
         f"Local:    OpenMemory ({local})",
-        f"Cloud:    mem0 ({'configured' if status.cloud_configured else 'not configured'})",
+        f"Cloud:    mem0 ({'configured' if data.get('cloud_configured') else 'not configured'})",
         "",
-        f"Pending:  {status.pending_push} memories to push",
-        f"          {pull} memories to pull{_pull_age(status, now)}",
-        f"Conflicts: {status.conflicts} unresolved",
+        f"Pending:  {data.get('pending_push', 0)} memories to push",
+        f"          {pull} memories to pull{_pull_age(data, now)}",
+        f"Conflicts: {data.get('conflicts', 0)} unresolved",
         "",
         f"Last sync: {last}",
         RULE,
     ]
-    if status.errors:
-        lines.append(f"Errors: {status.errors} entries failing (see {status.queue_path})")
-    if status.pull_note:
-        lines.append(status.pull_note)
-    if status.daemon:
-        lines.append(render_daemon_line(status.daemon))
+    if data.get("errors"):
+        lines.append(f"Errors: {data['errors']} entries failing (see {data.get('queue_path', '')})")
+    if data.get("pull_note"):
+        lines.append(str(data["pull_note"]))
+    daemon = data.get("daemon")
+    if isinstance(daemon, dict) and daemon:
+        lines.append(render_daemon_line(daemon))
     return "\n".join(lines) + "\n"
 
 
