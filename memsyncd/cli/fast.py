@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
 from memsyncd.errors import EXIT_OK, UsageError
 from memsyncd.paths import Paths, resolve_root
-
-if TYPE_CHECKING:
-    from memsyncd.models import QueueEntry
 
 PROG = "memsyncctl"
 
@@ -88,33 +85,37 @@ def enqueue_command(args: argparse.Namespace) -> int:
 
     A daemon that times out or fails (5xx, reset) may or may not have written the entry; it is
     then written again here. A duplicate entry is harmless (entries of one id are coalesced
-    before a push); a lost one is not.
+    before a push); a lost one is not. The queue's data classes load only when the file is
+    written here.
     """
     if not args.id.strip():
         raise UsageError("the memory id is empty; give the OpenMemory id of the memory to sync.")
     if args.level is not None and args.level < 0:
         raise UsageError("--level must be 0 or more (0 = local-only).")
     from memsyncd.cli.output import print_json
-    from memsyncd.models import QueueEntry, format_ts, utc_now
-    from memsyncd.queue_store import QueueStore
+    from memsyncd.timestamps import format_ts, utc_now
 
     paths = _paths(args)
-    entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",
-                       timestamp=format_ts(utc_now()), content_hash=args.content_hash, level=args.level)
-    if args.no_daemon or not _enqueue_via_daemon(args, paths, entry):
+    action: Literal["push", "delete"] = "delete" if args.delete else "push"
+    timestamp = format_ts(utc_now())
+    payload = {"id": args.id, "action": action, "level": args.level, "content_hash": args.content_hash}
+    if args.no_daemon or not _enqueue_via_daemon(args, paths, payload):
+        from memsyncd.models import QueueEntry
+        from memsyncd.queue_store import QueueStore
+
+        entry = QueueEntry(args.id, action, timestamp, args.content_hash, args.level)
         QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
     if args.json:
-        print_json({"queued": args.id, "action": entry.action, "queue_path": str(paths.queue)})
+        print_json({"queued": args.id, "action": action, "queue_path": str(paths.queue)})
     else:
-        sys.stdout.write(f"Queued {entry.action} of {args.id} in {paths.queue}\n")
+        sys.stdout.write(f"Queued {action} of {args.id} in {paths.queue}\n")
     return EXIT_OK
 
 
-def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, entry: QueueEntry) -> bool:
+def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[str, Any]) -> bool:
     """True when the daemon queued the entry; False when it did not answer or failed (write it here)."""
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 
-    payload = {"id": entry.id, "action": entry.action, "level": entry.level, "content_hash": entry.content_hash}
     socket_path = _socket(args, paths)
     try:
         answer = call_daemon(socket_path, "POST", "/v1/queue", body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
