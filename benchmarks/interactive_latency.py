@@ -10,7 +10,8 @@ goals (hook <= 3x, status <= 2.5x), and the requests mem0 received per ``status`
 daemon answers from memory).
 
 memsyncctl runs the way the console script does (``from memsyncd.ctl import main``) with the
-``memsyncd`` found on ``PYTHONPATH``, so the same script measures any checkout. By default the
+``memsyncd`` found on ``PYTHONPATH`` (children run in the temp directory, never in a checkout),
+so the same script measures any checkout. By default the
 children may write bytecode caches to a private ``PYTHONPYCACHEPREFIX`` (as an installed package
 has ``.pyc`` files) even when ``PYTHONDONTWRITEBYTECODE`` is set; ``--no-bytecode`` measures
 without them.
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--no-bytecode", action="store_true", help="do not let the children cache bytecode")
     args = parser.parse_args()
     with RunningEmulators(api_key=KEY, user=USER) as emu, tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # children run here, never in a checkout: "python -c" puts the cwd first on sys.path
         root = Path(tmp) / "root"
         config = {"local": {"url": emu.openmemory_url, "user_id": USER},
                   "cloud": {"enabled": True, "url": emu.mem0_url, "user_id": USER},
