@@ -5,8 +5,9 @@ times, in interleaved rounds, each of: ``python -c pass`` (the floor), ``memsync
 ``memsyncctl status`` (daemon up), ``memsyncctl hook post-tool-use`` (a realistic add_memories
 event on stdin) and ``memsyncctl enqueue`` (daemon up). ``status`` and ``enqueue`` are also timed
 against a canned daemon (a thread here answering at once), which isolates the client's share
-from the daemon's. Prints medians, the ratio to ``python -c pass`` measured in the same run, the
-goals (hook <= 3x, status <= 2.5x), and the requests mem0 received per ``status`` (goal 0: the
+from the daemon's. Prints medians of wall time and of CPU time (user + system; steadier when other processes load
+the machine), their ratios to ``python -c pass`` measured in the same run, the
+goals (hook <= 3x, status <= 2.5x, on wall time), and the requests mem0 received per ``status`` (goal 0: the
 daemon answers from memory).
 
 memsyncctl runs the way the console script does (``from memsyncd.ctl import main``) with the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socketserver
 import statistics
 import subprocess
@@ -37,6 +39,7 @@ from typing import Any
 
 import httpx
 
+import memsyncd
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.runner import RunningEmulators
 
@@ -44,9 +47,10 @@ KEY = "bench-key-0123456789"
 USER = "bench"
 CTL = "import sys; from memsyncd.ctl import main; sys.exit(main())"  # what the memsyncctl script runs
 GOALS = {"hook": 3.0, "status": 2.5, "status, client only": 2.5}
-CANNED_STATUS = {"local_url": "http://localhost:8765", "cloud_configured": True, "pending_push": 0, "pending_pull": 2,
-                 "conflicts": 0, "last_sync": "2026-01-18T10:00:00Z", "errors": 0, "queue_path": "", "pull_note": "",
-                 "daemon": {"ok": True, "pid": 1, "paused": False, "busy": False, "uptime_seconds": 5.0}}
+CANNED_STATUS: dict[str, Any] = {
+    "local_url": "http://localhost:8765", "cloud_configured": True, "pending_push": 0, "pending_pull": 2,
+    "conflicts": 0, "last_sync": "2026-01-18T10:00:00Z", "errors": 0, "queue_path": "", "pull_note": "",
+    "daemon": {"ok": True, "pid": 1, "paused": False, "busy": False, "uptime_seconds": 5.0}}
 
 
 class CannedDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -64,6 +68,7 @@ class _CannedHandler(socketserver.StreamRequestHandler):
             if name.strip().lower() == b"content-length":
                 length = int(value)
         self.rfile.read(length)
+        body: dict[str, Any]
         if request_line.startswith(b"POST /v1/queue"):
             status, body = "202 Accepted", {"queued": "x", "action": "push"}
         elif request_line.startswith(b"GET /v1/status"):
@@ -105,13 +110,17 @@ def health(socket_path: Path) -> bool:
         return False
 
 
-def run_once(argv: list[str], env: dict[str, str], stdin: str | None) -> float:
+def run_once(argv: list[str], env: dict[str, str], stdin: str | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+system) of one run of ``argv``."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False)
     elapsed = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[3:]} exited {done.returncode}: {done.stdout[-500:]} {done.stderr[-500:]}")
-    return elapsed
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return elapsed, cpu
 
 
 def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, runs: int,
@@ -132,10 +141,13 @@ def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, r
         argv, stdin = make()
         run_once(argv, env, stdin)
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu_times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):  # interleaved, so load from other processes hits every command alike
         for name, make in commands.items():
             argv, stdin = make()
-            times[name].append(run_once(argv, env, stdin))
+            wall, cpu = run_once(argv, env, stdin)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     # mem0 requests caused by status alone: once the daemon has drained the queue, nothing else runs
     queue = root / ".claude/session/sync-queue.json"
     wait_until(lambda: not json.loads(queue.read_text())["pending"], timeout=60, what="queue drained")
@@ -145,10 +157,13 @@ def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, r
         run_once(commands["status"]()[0], env, None)
     status_requests = len(admin.requests())
     floor = statistics.median(times["python -c pass"])
+    cpu_floor = statistics.median(cpu_times["python -c pass"])
     results: dict[str, Any] = {}
     for name, samples in times.items():
         median = statistics.median(samples)
-        entry: dict[str, Any] = {"median_ms": round(median * 1000, 1), "ratio": round(median / floor, 2)}
+        cpu = statistics.median(cpu_times[name])
+        entry: dict[str, Any] = {"median_ms": round(median * 1000, 1), "ratio": round(median / floor, 2),
+                                 "cpu_median_ms": round(cpu * 1000, 1), "cpu_ratio": round(cpu / cpu_floor, 2)}
         if name in GOALS:
             entry["goal_ratio"] = GOALS[name]
             entry["meets_goal"] = median / floor <= GOALS[name]
@@ -198,7 +213,7 @@ def main() -> None:
             daemon.wait(15)
             admin.close()
     report.update({"runs": args.runs, "bytecode_cache": not args.no_bytecode, "python": sys.version.split()[0],
-                   "memsyncd": str(Path(__import__("memsyncd").__file__).parent)})
+                   "memsyncd": str(Path(memsyncd.__file__ or "?").parent)})
     print(json.dumps(report, indent=2))
 
 

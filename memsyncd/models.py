@@ -7,7 +7,6 @@ engine never sees raw JSON.
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -23,6 +22,8 @@ Action = Literal["push", "delete"]
 
 def content_hash(text: str) -> str:
     """Return the sha256 hex digest of ``text`` encoded as UTF-8 (SPEC 4)."""
+    import hashlib  # here, not at the top: the hook and enqueue import this module but never hash (~5 ms)
+
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
