@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``memsyncctl``: never lets a traceback reach the user."""
-    args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here
+    try:
+        args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here
+    except KeyboardInterrupt:
+        sys.stderr.write("memsyncctl: interrupted\n")
+        return EXIT_INTERRUPTED
     as_json = bool(getattr(args, "json", False))
     try:
         return _run(args)

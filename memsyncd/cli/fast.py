@@ -6,9 +6,10 @@ enqueue straight into the queue file.
 returns None when the command needs the engine (:mod:`memsyncd.cli.commands`). When it already
 found that no daemon answers, it sets ``args.no_daemon`` so the engine does not probe again.
 
-Each command imports what only it needs inside its function (the hook never loads ``http.client``,
-which costs more than the rest of the hook's imports): these paths run on every Claude Code tool
-call, so every millisecond of import is paid each time.
+Each command imports what only it needs inside its function: the hook never loads the socket
+client or the renderer, and status or enqueue answered by the daemon never load ``dataclasses``
+and the queue's data model. The hook runs on every OpenMemory tool call in Claude Code and
+status on every ``/memory/sync --status``, so each millisecond of import is paid each time.
 """
 
 from __future__ import annotations
