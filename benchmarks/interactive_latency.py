@@ -60,24 +60,30 @@ class CannedDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class _CannedHandler(socketserver.StreamRequestHandler):
+    """One connection: answers requests until the client closes it or asks to (keep-alive as h11 does)."""
+
     def handle(self) -> None:
-        request_line = self.rfile.readline()
-        length = 0
-        while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        self.rfile.read(length)
-        body: dict[str, Any]
-        if request_line.startswith(b"POST /v1/queue"):
-            status, body = "202 Accepted", {"queued": "x", "action": "push"}
-        elif request_line.startswith(b"GET /v1/status"):
-            status, body = "200 OK", CANNED_STATUS
-        else:
-            status, body = "200 OK", CANNED_STATUS["daemon"]
-        payload = json.dumps(body).encode()
-        self.wfile.write(f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}"
-                         "\r\n\r\n".encode() + payload)
+        while request_line := self.rfile.readline():
+            length, close = 0, False
+            while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+                close = close or (name.strip().lower() == b"connection" and b"close" in value.lower())
+            self.rfile.read(length)
+            body: dict[str, Any]
+            if request_line.startswith(b"POST /v1/queue"):
+                status, body = "202 Accepted", {"queued": "x", "action": "push"}
+            elif request_line.startswith(b"GET /v1/status"):
+                status, body = "200 OK", CANNED_STATUS
+            else:
+                status, body = "200 OK", CANNED_STATUS["daemon"]
+            payload = json.dumps(body).encode()
+            self.wfile.write(f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+                             f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
+            self.wfile.flush()
+            if close:
+                return
 
 
 def hook_event(memory_id: str) -> str:
