@@ -1,4 +1,4 @@
-"""Settings: root resolution, config.json + MEMSYNC_ environment overrides, the mem0 key source.
+"""Settings: config.json + MEMSYNC_ environment overrides, the mem0 key source.
 
 Loaded with pydantic-settings. The API key is never part of the settings model that
 gets printed or dumped: it lives in a ``SecretStr`` read only from, in this order,
@@ -14,7 +14,6 @@ import getpass
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -23,10 +22,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd.errors import ConfigError
+from memsyncd.paths import CONFIG_RELPATH as CONFIG_RELPATH
+from memsyncd.paths import QUEUE_RELPATH as QUEUE_RELPATH
+from memsyncd.paths import STATE_RELPATH as STATE_RELPATH
+from memsyncd.paths import Paths as Paths  # re-exported: root resolution lives in the stdlib-only paths.py
+from memsyncd.paths import resolve_root as resolve_root
 
-CONFIG_RELPATH = Path(".claude/memory/config.json")
-QUEUE_RELPATH = Path(".claude/session/sync-queue.json")
-STATE_RELPATH = Path(".claude/memory/memsync.db")
 KEY_ENV = "MEM0_API_KEY"
 KEY_CREDENTIAL = "mem0_api_key"
 ENV_PREFIX = "MEMSYNC_"
@@ -128,43 +129,6 @@ class Settings(BaseSettings):
     def cloud_user_id(self) -> str:
         """``cloud.user_id``, defaulting to ``local.user_id``."""
         return self.cloud.user_id or self.local.user_id
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Every file memsyncd touches under one root."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_RELPATH
-
-    @property
-    def queue(self) -> Path:
-        return self.root / QUEUE_RELPATH
-
-    @property
-    def queue_lock(self) -> Path:
-        return self.queue.with_name(self.queue.name + ".lock")
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_RELPATH
-
-
-def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home."""
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    env_root = os.environ.get("MEMSYNC_ROOT")
-    if env_root:
-        return Path(env_root).expanduser().resolve()
-    here = (cwd or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_RELPATH).is_file():
-            return candidate
-    return Path.home().resolve()
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

@@ -62,7 +62,7 @@ class DaemonClient:
         return SyncReport.from_json(body)
 
     async def status(self) -> StatusReport:
-        return StatusReport(**await self._call("GET", "/v1/status", timeout=None))
+        return StatusReport.from_json(await self._object("GET", "/v1/status", timeout=None))
 
     async def conflicts(self) -> list[Conflict]:
         body = await self._call("GET", "/v1/conflicts")

@@ -1,40 +1,26 @@
-"""``memsyncctl``: parse arguments, call a backend, format the answer, map errors to exit codes.
+"""``memsyncctl``: parse arguments, answer from a fast path or run a command, map errors to exit codes.
 
-The backend is the running daemon when one answers on the control socket, else an
-in-process one-shot engine; output and exit codes are the same either way.
+Importing this module loads only the stdlib and memsyncd's stdlib-only modules: ``--version``,
+``--help``, ``status`` (daemon up), ``enqueue`` and ``hook post-tool-use`` never load the
+engine, pydantic, httpx, structlog or asyncio (:mod:`memsyncd.cli.fast`). Other commands, and
+status with no daemon, load :mod:`memsyncd.cli.commands` lazily. Output and exit codes are the
+same either way. The grammar stays here (:func:`build_parser`); handlers live in ``memsyncd.cli``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from memsyncd import __version__
-from memsyncd.backend import Backend, open_backend
-from memsyncd.config import Paths, resolve_root
-from memsyncd.control import conflict_to_json
-from memsyncd.control_client import daemon_client
-from memsyncd.engine.decide import Keep
-from memsyncd.errors import (
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    DaemonNotRunningError,
-    MemsyncError,
-    QueueUnreadableError,
-    SyncUnavailableError,
-    UsageError,
-)
-from memsyncd.integration import integrate_claude, run_post_tool_use_hook, service
-from memsyncd.logs import configure_logging
-from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
-from memsyncd.report import SyncReport, render_fatal, render_status, render_sync, render_unavailable
+from memsyncd.errors import EXIT_USAGE, MemsyncError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,211 +131,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def _excerpt(text: str | None, width: int = 60) -> str:
-    if text is None:
-        return "(deleted)"
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _render_conflict(conflict: Conflict) -> str:
-    return (
-        f"CONFLICT {conflict.id}  ({conflict.reason}, since {conflict.created_at})\n"
-        f"Local id: {conflict.local_id}\nCloud id: {conflict.cloud_id}\n\n"
-        f"--- base\n{conflict.base_text if conflict.base_text is not None else '(none)'}\n"
-        f"--- local\n{conflict.local_text if conflict.local_text is not None else '(deleted)'}\n"
-        f"--- cloud\n{conflict.cloud_text if conflict.cloud_text is not None else '(deleted)'}\n\n"
-        f"Resolve: memsyncctl conflicts resolve {conflict.id} --keep local|cloud|both  (or --text \"merged\")\n"
-    )
-
-
-async def _sync(backend: Backend, args: argparse.Namespace) -> int:
-    if getattr(args, "status", False) or args.command == "status":
-        status = await backend.status()
-        if args.json:
-            _print_json(status.to_json())
-        else:
-            sys.stdout.write(render_status(status, utc_now()))
-        return EXIT_OK
-    mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
-    report: SyncReport = await backend.sync(mode, dry_run=args.dry_run)
-    if args.json:
-        _print_json(report.to_json())
-    else:
-        sys.stdout.write(render_sync(report))
-    return report.exit_code
-
-
-async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
-    if args.conflicts_command == "list":
-        conflicts = await backend.conflicts()
-        if args.json:
-            _print_json([conflict_to_json(c) for c in conflicts])
-        elif not conflicts:
-            sys.stdout.write("No unresolved conflicts.\n")
-        else:
-            sys.stdout.write(f"{len(conflicts)} unresolved conflict(s):\n")
-            for c in conflicts:
-                sys.stdout.write(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
-                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n")
-        return EXIT_OK
-    if args.conflicts_command == "show":
-        conflict = await backend.conflict(args.conflict_id)
-        if args.json:
-            _print_json(conflict_to_json(conflict))
-        else:
-            sys.stdout.write(_render_conflict(conflict))
-        return EXIT_OK
-    keep = Keep(args.keep) if args.keep else Keep.TEXT
-    result = await backend.resolve(args.conflict_id, keep, args.text)
-    if args.json:
-        _print_json(result)
-    else:
-        sys.stdout.write(f"Resolved conflict {args.conflict_id}: kept {keep.value}; both sides now agree.\n")
-    return EXIT_OK
-
-
-async def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
-    if not args.id.strip():
-        raise UsageError("the memory id is empty; give the OpenMemory id of the memory to sync.")
-    if args.level is not None and args.level < 0:
-        raise UsageError("--level must be 0 or more (0 = local-only).")
-    entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",
-                       timestamp=format_ts(utc_now()), content_hash=args.content_hash, level=args.level)
-    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
-        if client is not None:
-            await client.enqueue(entry)
-        else:
-            QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
-    if args.json:
-        _print_json({"queued": args.id, "action": entry.action, "queue_path": str(paths.queue)})
-    else:
-        sys.stdout.write(f"Queued {entry.action} of {args.id} in {paths.queue}\n")
-    return EXIT_OK
-
-
-def _queue(paths: Paths, args: argparse.Namespace) -> int:
-    store = QueueStore(paths.queue, paths.queue_lock)
-    if args.queue_command == "repair":
-        aside, kept, dropped = store.repair()
-        if aside is None:
-            sys.stdout.write(f"The queue is readable; nothing to repair ({paths.queue}).\n")
-        else:
-            sys.stdout.write(f"Moved the unreadable queue to {aside}\nSalvaged {kept} entries "
-                             f"({dropped} invalid entries left in the moved file) into {paths.queue}\n")
-        return EXIT_OK
-    doc = store.read()
-    if args.json:
-        sys.stdout.write(paths.queue.read_text(encoding="utf-8") if paths.queue.exists() else '{"pending": []}\n')
-    else:
-        sys.stdout.write(f"{len(doc.pending)} pending, {len(doc.sync_errors)} failing, last sync "
-                         f"{doc.last_sync or 'never'} ({paths.queue})\n")
-        for e in doc.pending:
-            level = "" if e.level is None else f" level={e.level}"
-            sys.stdout.write(f"  {e.timestamp} {e.action:6} {e.id}{level}\n")
-    return EXIT_OK
-
-
-async def _daemon_only(paths: Paths, args: argparse.Namespace) -> int:
-    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
-        if client is None:
-            raise DaemonNotRunningError(f"'{args.command}' needs the daemon of {paths.root}; start it with "
-                                        "'memsyncd run' or 'systemctl --user start memsyncd'.")
-        if args.command == "metrics":
-            sys.stdout.write(await client.metrics())
-            return EXIT_OK
-        health = await (client.pause() if args.command == "pause" else client.resume())
-    if args.json:
-        _print_json(health)
-    else:
-        sys.stdout.write(f"memsyncd (pid {health['pid']}) is {'paused' if health['paused'] else 'running'}.\n")
-    return EXIT_OK
-
-
-async def _dispatch(args: argparse.Namespace) -> int:
-    paths = Paths(resolve_root(args.root))
-    if args.command == "enqueue":
-        return await _enqueue(paths, args)
-    if args.command == "hook":
-        count, note = run_post_tool_use_hook(sys.stdin.read(), QueueStore(paths.queue, paths.queue_lock))
-        if note:
-            sys.stderr.write(note + "\n")
-        if args.verbose:
-            sys.stderr.write(f"memsyncctl: queued {count} entries in {paths.queue}\n")
-        return EXIT_OK
-    if args.command == "integrate":
-        result = integrate_claude(Path(args.project).expanduser().resolve() if args.project else Path.home(),
-                                  force=args.force)
-        for path in result.written:
-            sys.stdout.write(f"Wrote {path}\n")
-        for path in result.unchanged:
-            sys.stdout.write(f"Up to date: {path}\n")
-        return EXIT_OK
-    if args.command == "service":
-        outcome = service(args.action, home=Path.home(), start=not args.no_start)
-        for line in outcome.lines:
-            sys.stdout.write(line + "\n")
-        if outcome.error is not None:
-            raise outcome.error
-        return EXIT_OK
-    if args.command == "completion":
-        from memsyncd.cli.completion import completion_script
-
-        sys.stdout.write(completion_script(build_parser(), args.shell))
-        return EXIT_OK
-    if args.command == "init":
-        from memsyncd.cli.init import run_init
-
-        return await run_init(paths, args)
-    if args.command == "doctor":
-        from memsyncd.cli.doctor import run_doctor
-
-        return await run_doctor(paths, args)
-    if args.command == "forget-cloud-copies":
-        from memsyncd.cli.forget import run_forget
-
-        return await run_forget(paths, args)
-    if args.command in ("pause", "resume", "metrics"):
-        return await _daemon_only(paths, args)
-    if args.command == "queue":
-        return _queue(paths, args)
-    async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
-        if args.command in ("sync", "status"):
-            return await _sync(backend, args)
-        if args.command == "conflicts":
-            return await _conflicts(backend, args)
-    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
-
-
-def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
-    """Print an error the way the seed does (or as one JSON object) and return its exit code."""
-    if as_json:
-        _print_json({"exit_code": error.exit_code, "error": error.to_dict()})
-        return error.exit_code
-    if isinstance(error, SyncUnavailableError):
-        sys.stdout.write(render_unavailable())
-        return EXIT_UNAVAILABLE
-    if isinstance(error, QueueUnreadableError):
-        sys.stdout.write(render_fatal(error))
-        return error.exit_code
-    sys.stderr.write(f"memsyncctl: {error.title}: {error.message}\n" if error.message else f"memsyncctl: {error.title}\n")
-    return error.exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``memsyncctl``."""
-    args = build_parser().parse_args(argv)
-    configure_logging("debug" if args.verbose else "warning")
+    """Entry point of ``memsyncctl``: never lets a traceback reach the user."""
     try:
-        return asyncio.run(_dispatch(args))
-    except MemsyncError as error:
-        return report_error(error, as_json=getattr(args, "json", False))
+        args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here
     except KeyboardInterrupt:
-        return 130
+        sys.stderr.write("memsyncctl: interrupted\n")
+        return EXIT_INTERRUPTED
+    as_json = bool(getattr(args, "json", False))
+    try:
+        return _run(args)
+    except MemsyncError as error:
+        from memsyncd.cli.output import report_error
+
+        return report_error(error, as_json=as_json)
+    except KeyboardInterrupt:
+        sys.stderr.write("memsyncctl: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (e.g. '| head'): nothing more to say
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:  # noqa: BLE001 - the last resort: one clear line instead of a traceback
+        from memsyncd.cli.output import project_error_for, report_error, report_internal_error
+
+        mapped = project_error_for(exc)
+        if mapped is not None:
+            return report_error(mapped, as_json=as_json)
+        _log_internal_error(args)
+        return report_internal_error(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from memsyncd.cli.fast import run_fast
+
+    code = run_fast(args)
+    if code is not None:
+        return code
+    from memsyncd.cli.commands import run_command
+
+    return run_command(args)
+
+
+def _log_internal_error(args: argparse.Namespace) -> None:
+    """With -v, the traceback goes into the structured log (the report's attachment)."""
+    if not args.verbose:
+        return
+    try:
+        import structlog
+
+        from memsyncd.logs import configure_cli_logging
+
+        configure_cli_logging(verbose=True)
+        structlog.get_logger("memsyncctl").exception("internal_error")
+    except Exception:  # noqa: BLE001 - logging must never replace the one line below
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ Hierarchy::
     ├── QueueBusyError                unlocked writers kept replacing it       (exit 1)
     ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
     ├── RegistryUnreadableError       roots.json unreadable                    (exit 6)
+    ├── FileAccessError               a queue/state/lock file cannot be read or written (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
     │   └── AlreadyRunningError
@@ -125,6 +126,20 @@ class RegistryUnreadableError(MemsyncError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"({path}: {reason}). The file was left untouched; fix it, or move it aside and "
                          "register the roots again with 'memsyncctl roots add DIR'.")
+
+
+class FileAccessError(MemsyncError):
+    """Raised when a file memsyncd needs cannot be created, read or written (permissions, disk full)."""
+
+    title = "cannot access a file"
+    exit_code = EXIT_UNREADABLE
+
+    @classmethod
+    def from_os_error(cls, error: OSError, path: object) -> FileAccessError:
+        """The error for ``error`` on ``path``: names the file, the reason, and that nothing was changed."""
+        reason = error.strerror or type(error).__name__
+        return cls(f"{path}: {reason}. Nothing was changed; check the permissions "
+                   "and free space of that directory, then retry.")
 
 
 class DaemonError(MemsyncError):
@@ -248,6 +263,7 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
     cls.__name__: cls
     for cls in (
         MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError, QueueBusyError,
+        FileAccessError,
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         CloudProcessingError,

@@ -1,4 +1,4 @@
-"""Claude Code and service-manager integration: the PostToolUse hook, slash commands, unit files."""
+"""Claude Code and service-manager integration: slash commands, the hook settings, unit files."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# The hook itself lives in memsyncd.cli.hook (stdlib only, for the thin client); re-exported here.
+from memsyncd.cli.hook import ADD_TOOL as ADD_TOOL
+from memsyncd.cli.hook import DELETE_ALL_TOOL as DELETE_ALL_TOOL
+from memsyncd.cli.hook import DELETE_TOOL as DELETE_TOOL
+from memsyncd.cli.hook import entries_from_hook as entries_from_hook
+from memsyncd.cli.hook import run_post_tool_use_hook as run_post_tool_use_hook
 from memsyncd.errors import MemsyncError, ServiceManagerError, ServiceNotActiveError, UsageError
-from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore, atomic_write
+from memsyncd.queue_store import atomic_write
 
-ADD_TOOL = "mcp__openmemory__add_memories"
-DELETE_TOOL = "mcp__openmemory__delete_memories"
-DELETE_ALL_TOOL = "mcp__openmemory__delete_all_memories"
 HOOK_COMMAND = "memsyncctl hook post-tool-use"
 SERVICE_NAME = "memsyncd.service"
 PLIST_NAME = "io.memsyncd.agent.plist"
@@ -38,74 +40,6 @@ def plugin_file(*parts: str) -> Path:
     merges its ``hooks/hooks.json`` into ``settings.json``.
     """
     return data_file("claude", *parts)
-
-
-# --- PostToolUse hook --------------------------------------------------------------------------
-
-
-def _json_objects(value: Any) -> list[Any]:
-    """Every JSON value found in a hook's tool_response (string, MCP content blocks, or object)."""
-    if isinstance(value, str):
-        try:
-            return _json_objects(json.loads(value))
-        except json.JSONDecodeError:
-            return []
-    if isinstance(value, list):
-        found: list[Any] = []
-        for block in value:
-            if isinstance(block, dict) and block.get("type") == "text":
-                found += _json_objects(block.get("text"))
-            else:
-                found += _json_objects(block)
-        return found
-    if isinstance(value, dict):
-        if "content" in value and "results" not in value:
-            return _json_objects(value["content"])
-        return [value]
-    return []
-
-
-def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
-    """Queue entries for one PostToolUse event of the OpenMemory MCP tools."""
-    tool = payload.get("tool_name")
-    now = format_ts(utc_now())
-    entries: list[QueueEntry] = []
-    if tool == ADD_TOOL:
-        for obj in _json_objects(payload.get("tool_response")):
-            results = obj.get("results") if isinstance(obj, dict) else None
-            for result in results if isinstance(results, list) else []:
-                if not isinstance(result, dict) or not isinstance(result.get("id"), str):
-                    continue
-                event = str(result.get("event", "ADD")).upper()
-                action = "delete" if event == "DELETE" else "push"
-                entries.append(QueueEntry(result["id"], action, now))  # type: ignore[arg-type]
-    elif tool == DELETE_TOOL:
-        ids = (payload.get("tool_input") or {}).get("memory_ids")
-        for memory_id in ids if isinstance(ids, list) else []:
-            if isinstance(memory_id, str) and memory_id:
-                entries.append(QueueEntry(memory_id, "delete", now))
-    return entries
-
-
-def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> tuple[int, str]:
-    """Enqueue what the hook event wrote. Never blocks on the network.
-
-    Returns:
-        (number of entries queued, a note for stderr or "").
-    """
-    try:
-        payload = json.loads(stdin_text) if stdin_text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"hook input on stdin is not JSON ({exc.msg}); expected Claude Code's hook event") from None
-    if not isinstance(payload, dict):
-        raise UsageError("hook input must be a JSON object (Claude Code's hook event)")
-    if payload.get("tool_name") == DELETE_ALL_TOOL:
-        return 0, ("memsyncd: delete_all_memories is not mirrored to the cloud automatically; "
-                   "delete cloud memories explicitly if that was intended.")
-    entries = entries_from_hook(payload)
-    if entries:
-        queue.update(lambda doc: doc.pending.extend(entries))
-    return len(entries), ""
 
 
 # --- Claude Code files ---------------------------------------------------------------------------

@@ -457,7 +457,8 @@ def test_metrics_render_counts_runs() -> None:
 
 def test_report_renders_seed_blocks_exactly() -> None:
     """PUSH/PULL lines and SYNC PARTIAL as the seed spells them."""
-    from memsyncd.report import PullReport, render_sync
+    from memsyncd.cli.render import render_sync
+    from memsyncd.report import PullReport
 
     ok = SyncReport(mode="full", queue_path="/r/q.json", push=PushReport(attempted=3, created=3, skipped_private=2),
                     pull=PullReport(new=1, updated=1))
@@ -476,7 +477,7 @@ def test_status_block_layout() -> None:
     """The seed's SYNC STATUS block with real values."""
     from datetime import datetime
 
-    from memsyncd.report import render_status
+    from memsyncd.cli.render import render_status
 
     text = render_status(StatusReport("http://localhost:8765", True, 3, 1, 2, "2026-01-18T10:00:00Z"),
                          datetime(2026, 1, 18, 12, 0, tzinfo=UTC))

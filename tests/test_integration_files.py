@@ -58,7 +58,7 @@ def test_hook_command_enqueues_and_never_touches_the_network(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert [(e["id"], e["action"]) for e in read_queue(tmp_path)["pending"]] == [("a1", "push"), ("a2", "delete")]
     bad = ctl(tmp_path, "hook", "post-tool-use", stdin="not json", key=None)
-    assert bad.returncode == 2 and "not JSON" in bad.stderr
+    assert bad.returncode == 0 and "not JSON" in bad.stderr  # a hook never exits 2 (blocking in Claude Code)
 
 
 def test_integrate_claude_installs_commands_and_merges_hook(tmp_path: Path) -> None:
