@@ -11,6 +11,7 @@ same file the systemd unit loads as its credential).
 from __future__ import annotations
 
 import getpass
+import hashlib
 import ipaddress
 import json
 import os
@@ -129,6 +130,16 @@ class Settings(BaseSettings):
     def cloud_user_id(self) -> str:
         """``cloud.user_id``, defaulting to ``local.user_id``."""
         return self.cloud.user_id or self.local.user_id
+
+    @property
+    def pair_key(self) -> str:
+        """A short id of the pair of stores this config syncs: the OpenMemory user and the mem0 scope.
+
+        Roots whose configs name the same pair share one run lock, so their syncs never overlap.
+        """
+        parts = [self.local.url.rstrip("/"), self.local.user_id, self.cloud.url.rstrip("/"), self.cloud_user_id,
+                 self.cloud.agent_id, self.cloud.app_id, self.cloud.org_id, self.cloud.project_id]
+        return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

@@ -48,8 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="show what would happen; write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
 
-    status = sub.add_parser("status", help="same as 'sync --status'")
+    status = sub.add_parser("status", help="same as 'sync --status'; --all: every root the daemon serves")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--all", action="store_true", help="one line per registered root (health, counts, last sync)")
+
+    roots = sub.add_parser("roots", help="the projects (roots) the user's daemon serves")
+    roots_sub = roots.add_subparsers(dest="roots_command", required=True, parser_class=_Parser)
+    roots_add = roots_sub.add_parser("add", help="register a root and have the running daemon serve it")
+    roots_add.add_argument("dir", nargs="?", help="project directory holding .claude/ (default: the current root)")
+    roots_remove = roots_sub.add_parser("remove", help="stop serving a root (its files are untouched)")
+    roots_remove.add_argument("dir", nargs="?", help="project directory (default: the current root)")
+    roots_list = roots_sub.add_parser("list", help="the registered roots")
+    roots_list.add_argument("--json", action="store_true")
 
     enqueue = sub.add_parser("enqueue", help="add a local memory id to the sync queue")
     enqueue.add_argument("id", help="OpenMemory memory id")
@@ -162,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "roots":
+        from memsyncd.cli.roots import roots_command
+
+        return roots_command(args)
+    if args.command == "status" and args.all:
+        from memsyncd.cli.roots import status_all_command
+
+        return status_all_command(args)
     from memsyncd.cli.fast import run_fast
 
     code = run_fast(args)

@@ -13,6 +13,7 @@ Hierarchy::
     ├── FileAccessError               a queue/state/lock file cannot be read or written (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
+    │   ├── RootNotServedError        the daemon that answered does not serve this root
     │   └── AlreadyRunningError
     ├── RemoteError                   "their fault": a server said no or could not be reached
     │   ├── NetworkUnreachableError   connection refused, DNS, reset           (exit 5)
@@ -154,6 +155,12 @@ class DaemonNotRunningError(DaemonError):
     title = "memsyncd is not running"
 
 
+class RootNotServedError(DaemonError):
+    """Raised when the daemon that answered does not serve the root a command is for."""
+
+    title = "root not served by the daemon"
+
+
 class AlreadyRunningError(DaemonError):
     """Raised when another daemon already holds this root's lock."""
 
@@ -267,7 +274,7 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         CloudProcessingError,
-        RegistryUnreadableError,
+        RegistryUnreadableError, RootNotServedError,
         NotFoundError, RemoteRejectedError, ConflictError,
     )
 }

@@ -172,7 +172,7 @@ _STATUS_INACTIVE, _STATUS_UNKNOWN_UNIT = 3, 4
 def run_without_manager_help(home: Path) -> str:
     """What to do when there is no user service manager to run memsyncd."""
     user = os.environ.get("USER") or "$USER"
-    return (f"Without a user service manager, run 'memsyncd run --root {home}' from your login session "
+    return (f"Without a user service manager, run 'memsyncd run' from your login session "
             f"(a terminal multiplexer or your desktop's autostart), or make systemd start your user manager "
             f"at boot with 'loginctl enable-linger {user}', log in again and rerun 'memsyncctl service install'.")
 

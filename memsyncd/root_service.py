@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from filelock import Timeout
+from watchdog.observers.api import BaseObserver
 
 from memsyncd.backend import run_lock
 from memsyncd.config import Paths
@@ -84,8 +85,10 @@ class _RunOutcome:
 class RootService:
     """Serves one root: triggers, schedule, one-run-at-a-time lane and the answers of the control API."""
 
-    def __init__(self, paths: Paths, syncer: Syncer, scheduler: AsyncIOScheduler) -> None:
+    def __init__(self, paths: Paths, syncer: Syncer, scheduler: AsyncIOScheduler, *,
+                 observer: BaseObserver | None = None) -> None:
         self.paths = paths
+        self._observer = observer
         self.syncer = syncer
         self.settings = syncer.settings
         self.scheduler = scheduler
@@ -105,7 +108,7 @@ class RootService:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: QueueWatcher | None = None
         self._debouncer: Debouncer | None = None
-        self._run_lock = run_lock(paths)
+        self._run_lock = run_lock(syncer.settings)
         self._to_pull: int | None = None
         self._to_pull_as_of: datetime | None = None
         self._pull_error: MemsyncError | None = None
@@ -123,7 +126,7 @@ class RootService:
         self._loop = asyncio.get_running_loop()
         self.engine.start()
         self._debouncer = Debouncer(self._loop, self.settings.sync.debounce_ms / 1000, self._on_queue_change)
-        self._watcher = QueueWatcher(self.paths.queue, self._queue_changed)
+        self._watcher = QueueWatcher(self.paths.queue, self._queue_changed, observer=self._observer)
         self._watcher.start()
         sync = self.settings.sync
         self.scheduler.add_job(self._scheduled, "interval", seconds=sync.pull_interval_seconds,

@@ -106,7 +106,7 @@ class RootRegistry:
         Raises:
             UsageError: the directory does not exist or has no ``.claude`` directory.
         """
-        root = Path(os.path.abspath(root))
+        root = Path(root).resolve()
         if not root.is_dir():
             raise UsageError(f"{root} is not a directory; give the project directory that holds .claude/.")
         if not is_root(root):
@@ -121,7 +121,7 @@ class RootRegistry:
 
     def remove(self, root: Path) -> bool:
         """Forget ``root``; False if it was not registered. Its files are not touched."""
-        root = Path(os.path.abspath(root))
+        root = Path(root).resolve()
         with self._locked():
             entries = self.roots()
             kept = [e for e in entries if e.path != root]

@@ -10,12 +10,14 @@ starve the push.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 BURST_CEILING_SECONDS = 1.0
 
@@ -98,22 +100,37 @@ class Debouncer:
         self._burst_start = None
 
 
-class QueueWatcher:
-    """An observer on the queue's directory; no polling, the OS wakes it."""
+class FileWatcher:
+    """Watches one file through its directory (writers rename into place); no polling, the OS wakes it.
 
-    def __init__(self, queue_path: Path, on_change: Callable[[], None]) -> None:
-        self.queue_path = queue_path
-        self._observer = Observer()
-        self._handler = _QueueEvents(queue_path.name, on_change)
+    With a shared ``observer`` (the daemon's, one thread for every root) it only adds and removes
+    its watch; without one it runs an observer of its own.
+    """
+
+    def __init__(self, path: Path, on_change: Callable[[], None], *, observer: BaseObserver | None = None) -> None:
+        self.path = path
+        self._own = observer is None
+        self._observer: BaseObserver = observer if observer is not None else Observer()
+        self._handler = _QueueEvents(path.name, on_change)
+        self._watch: ObservedWatch | None = None
 
     def start(self) -> None:
         """Begin watching (creates the directory if needed)."""
-        self.queue_path.parent.mkdir(parents=True, exist_ok=True)
-        self._observer.schedule(self._handler, str(self.queue_path.parent), recursive=False)
-        self._observer.daemon = True
-        self._observer.start()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._watch = self._observer.schedule(self._handler, str(self.path.parent), recursive=False)
+        if self._own:
+            self._observer.daemon = True
+            self._observer.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the observer thread."""
-        self._observer.stop()
-        self._observer.join(timeout)
+        """Stop watching (and the observer thread, when it is our own)."""
+        if self._own:
+            self._observer.stop()
+            self._observer.join(timeout)
+        elif self._watch is not None:
+            with contextlib.suppress(KeyError, ValueError):  # already gone with the observer
+                self._observer.remove_handler_for_watch(self._handler, self._watch)
+        self._watch = None
+
+
+QueueWatcher = FileWatcher  # the queue is the file most watched; the name reads better there

@@ -21,7 +21,7 @@ from memsyncd.control import ControlApi
 from memsyncd.coordinator import FULL, PULL, PUSH, RunCoordinator
 from memsyncd.engine.decide import Keep
 from memsyncd.engine_thread import EngineThread
-from memsyncd.errors import AlreadyRunningError, DaemonError, SyncUnavailableError, UsageError
+from memsyncd.errors import AlreadyRunningError, DaemonError, RootNotServedError, SyncUnavailableError, UsageError
 from memsyncd.http_server import Request
 from memsyncd.logs import configure_logging, register_secret
 from memsyncd.metrics import Metrics
@@ -283,16 +283,35 @@ class FakeDaemon:
     def resume(self) -> None:
         self.calls.append("resume")
 
-    def health(self) -> dict[str, Any]:
+    def health(self, root: str | None = None) -> dict[str, Any]:
         return {"ok": True, "paused": "pause" in self.calls}
 
-    async def metrics_text(self) -> str:
+    async def metrics_text(self, root: str | None = None) -> str:
         return Metrics().render(pending=0, conflicts=0, paused=False, uptime=1)
+
+    # the daemon side of the protocol: one root, served by this same object
+    def service_for(self, root: str | None) -> FakeDaemon:
+        if root not in (None, "/served"):
+            raise RootNotServedError(f"this daemon does not serve {root}")
+        return self
+
+    async def register(self, root: str) -> FakeDaemon:
+        self.calls.append(("register", root))
+        return self
+
+    async def remove_root(self, root: Path) -> bool:
+        self.calls.append(("remove", str(root)))
+        return True
+
+    async def roots_summary(self) -> list[dict[str, Any]]:
+        return [{"root": "/served"}]
 
 
 def call(api: ControlApi, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = Request(method, path, path, {}, {}, raw, os.getuid())
+    bare, _, query = path.partition("?")
+    params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+    request = Request(method, path, bare, params, {}, raw, os.getuid())
     response = asyncio.run(api(request))
     ctype = dict(response.headers).get("content-type", "")
     return response.status, json.loads(response.body) if "json" in ctype else response.body.decode()
@@ -313,6 +332,24 @@ def test_control_api_routes() -> None:
     assert "memsyncd_uptime_seconds 1" in call(api, "GET", "/v1/metrics")[1]
     assert daemon.calls[:4] == [("sync", SyncMode.PULL, True), ("sync", SyncMode.FULL, False),
                                 ("enqueue", "m1", "delete", 2), ("resolve", 1, Keep.BOTH, None)]
+
+
+def test_control_api_names_the_root() -> None:
+    """?root= picks the service; an unserved root is a 404 (the client works in-process); a queue write
+    for an unserved root registers it first; /v1/roots lists, adds and forgets roots."""
+    daemon = FakeDaemon()
+    api = ControlApi(daemon)
+    assert call(api, "GET", "/v1/status?root=/served")[0] == 200
+    code, payload = call(api, "GET", "/v1/status?root=/elsewhere")
+    assert code == 404 and payload["error"]["type"] == "RootNotServedError"
+    assert call(api, "POST", "/v1/queue?root=/elsewhere", {"id": "m1"})[0] == 202
+    assert ("register", "/elsewhere") in daemon.calls and ("enqueue", "m1", "push", None) in daemon.calls
+    assert call(api, "GET", "/v1/roots")[1] == {"roots": [{"root": "/served"}]}
+    assert call(api, "POST", "/v1/roots", {"path": "/p"})[0] == 201
+    assert call(api, "POST", "/v1/roots", {"path": "relative"})[0] == 400
+    assert call(api, "DELETE", "/v1/roots?root=/p")[1] == {"root": "/p", "removed": True}
+    assert call(api, "DELETE", "/v1/roots")[0] == 400
+    assert call(api, "PUT", "/v1/roots")[0] == 405
 
 
 @pytest.mark.parametrize(

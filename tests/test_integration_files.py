@@ -93,8 +93,10 @@ def test_unit_file_has_the_required_settings() -> None:
     unit = data_file("memsyncd.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "LoadCredential=mem0_api_key:",
                  "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=read-only",
-                 "ReadWritePaths=%h/.claude", "PrivateTmp=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
+                 "ReadWritePaths=%h\n", "PrivateTmp=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                 "ExecReload=/bin/kill -HUP $MAINPID"):
         assert line in unit
+    assert "--root" not in unit.split("ExecStart=")[1].splitlines()[0], "the unit serves every registered root"
     assert (Path(__file__).parent.parent / "systemd/memsyncd.service").resolve().read_text() == unit
 
 

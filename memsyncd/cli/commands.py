@@ -191,6 +191,10 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
             sys.stdout.write(line + "\n")
         if outcome.error is not None:
             raise outcome.error
+        if args.action == "install" and paths.config.exists():
+            from memsyncd.cli.roots import register_root
+
+            sys.stdout.write(register_root(paths.root) + "\n")
         return EXIT_OK
     if args.command == "completion":
         from memsyncd.cli.completion import completion_script

@@ -57,6 +57,11 @@ class DaemonAnswer(NamedTuple):
             return error_from_dict(detail)
         return DaemonError(f"the daemon answered HTTP {self.status}: {str(self.body)[:200]}")
 
+    def error_type(self) -> str | None:
+        """The ``type`` of an error answer's error (``RootNotServedError``, ...), None otherwise."""
+        detail = self.body.get("error") if isinstance(self.body, dict) and self.status >= 400 else None
+        return str(detail.get("type")) if isinstance(detail, dict) else None
+
     def object(self) -> dict[str, Any]:
         """The body of a successful answer as a JSON object.
 

@@ -238,7 +238,8 @@ async def check_daemon(ctx: DoctorContext) -> Check:
         return Check("daemon", Status.FAIL, str(exc), "fix the runtime directory named above")
     if client is None:
         return Check("daemon", Status.FAIL, f"no memsyncd answers for {root}: changes are not synced in the background",
-                     f"memsyncctl service install (or run 'memsyncd run --root {root}' in your login session)")
+                     f"memsyncctl roots add {root} && memsyncctl service install "
+                     "(or run 'memsyncd run' in your login session)")
     try:
         health = await client.health()
     except MemsyncError as exc:

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from memsyncd.errors import EXIT_OK, UsageError
 from memsyncd.paths import Paths, resolve_root
+
+if TYPE_CHECKING:
+    from memsyncd.cli.daemon_http import DaemonAnswer
 
 PROG = "memsyncctl"
 
 STATUS_TIMEOUT_SECONDS = 30.0  # the daemon answers from memory; a cloud-checking daemon may take longer
 ENQUEUE_TIMEOUT_SECONDS = 2.0  # then the id goes straight into the queue file: never lost
+REGISTER_TIMEOUT_SECONDS = 1.0  # the hook tells the user's daemon about a new root; Claude waits for the hook
 
 
 def run_fast(args: argparse.Namespace) -> int | None:
@@ -43,10 +46,26 @@ def _paths(args: argparse.Namespace) -> Paths:
     return Paths(resolve_root(args.root))
 
 
-def _socket(args: argparse.Namespace, paths: Paths) -> Path:
-    from memsyncd.runtime import default_socket_path
+def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str, *, timeout: float,
+                body: Any = None) -> DaemonAnswer:
+    """One exchange with the daemon for this root: ``--socket``, else the root's own daemon, then the user's.
 
-    return Path(args.socket) if args.socket else default_socket_path(paths.root)
+    Raises:
+        NoDaemon: no daemon listens on any of them.
+        DaemonSilent: one accepted the connection but gave no usable answer.
+    """
+    from urllib.parse import quote
+
+    from memsyncd.cli.daemon_http import NoDaemon, call_daemon
+    from memsyncd.runtime import daemon_socket_candidates
+
+    target = f"{route}?root={quote(str(paths.root))}"
+    for socket_path in daemon_socket_candidates(paths.root, args.socket):
+        try:
+            return call_daemon(socket_path, method, target, body=body, timeout=timeout)
+        except NoDaemon:
+            continue
+    raise NoDaemon("no daemon listens for this root")
 
 
 def _note(text: str) -> None:
@@ -57,20 +76,22 @@ def status_command(args: argparse.Namespace) -> int | None:
     """Status from the daemon; None (in-process status) when no daemon answers."""
     if args.no_daemon:
         return None
-    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
     from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
-    socket_path = _socket(args, paths)
     try:
-        answer = call_daemon(socket_path, "GET", "/v1/status", timeout=STATUS_TIMEOUT_SECONDS)
+        answer = _ask_daemon(args, paths, "GET", "/v1/status", timeout=STATUS_TIMEOUT_SECONDS)
     except NoDaemon:
         args.no_daemon = True
         return None
     except DaemonSilent as exc:
         _note(f"{PROG}: the daemon gave no usable answer ({exc}); computing the status here instead.")
+        args.no_daemon = True
+        return None
+    if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
         args.no_daemon = True
         return None
     status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
@@ -115,11 +136,10 @@ def enqueue_command(args: argparse.Namespace) -> int:
 
 def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[str, Any]) -> bool:
     """True when the daemon queued the entry; False when it did not answer or failed (write it here)."""
-    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
 
-    socket_path = _socket(args, paths)
     try:
-        answer = call_daemon(socket_path, "POST", "/v1/queue", body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
+        answer = _ask_daemon(args, paths, "POST", "/v1/queue", body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
     except NoDaemon:
         return False
     except DaemonSilent as exc:
@@ -156,6 +176,8 @@ def hook_command(args: argparse.Namespace) -> int:
     result = run_post_tool_use_hook(stdin_text, QueueStore(paths.queue, paths.queue_lock))
     if result.note:
         _note(result.note)
+    if result.queued and not args.no_daemon:
+        _register_with_user_daemon(paths)
     if args.verbose:
         _note(f"{PROG}: queued {len(result.queued)} entries in {paths.queue}")
     return EXIT_OK
@@ -170,3 +192,26 @@ def _read_stdin() -> str:
     if buffer is None:  # a text stream without bytes underneath (embedding, tests)
         return str(stream.read())
     return bytes(buffer.read()).decode("utf-8")
+
+
+def _register_with_user_daemon(paths: Paths) -> None:
+    """The hook wrote this root's queue itself: have the user's daemon serve the root (once; best effort).
+
+    Nothing to do when the root has its own daemon (``memsyncd run --root``), when no user daemon
+    runs, or when the root is already registered (the daemon watches it). A daemon that does not
+    answer quickly is left alone: the entries are safe in the file either way.
+    """
+    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+    from memsyncd.errors import MemsyncError
+    from memsyncd.roots import RootRegistry
+    from memsyncd.runtime import default_socket_path, user_socket_path
+
+    try:
+        user_socket = user_socket_path()
+        if default_socket_path(paths.root).exists() or not user_socket.exists() \
+                or RootRegistry().contains(paths.root):
+            return
+        call_daemon(user_socket, "POST", "/v1/roots", body={"path": str(paths.root)}, timeout=REGISTER_TIMEOUT_SECONDS)
+    except (NoDaemon, DaemonSilent, MemsyncError, OSError) as exc:
+        _note(f"memsyncctl hook: could not ask the daemon to serve {paths.root} ({exc}); "
+              f"run 'memsyncctl roots add {paths.root}'.")

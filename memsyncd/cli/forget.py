@@ -23,7 +23,7 @@ from typing import Any
 from filelock import Timeout
 
 from memsyncd.cloud import CloudClient
-from memsyncd.config import Paths
+from memsyncd.config import Paths, Settings
 from memsyncd.engine.decide import PRIVATE_LEVEL, parse_level
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, DaemonError, RemoteError, UsageError
 from memsyncd.local import LocalClient
@@ -177,16 +177,16 @@ def _ask_terminal(question: str) -> bool:
         return False
 
 
-async def _delete_under_run_lock(paths: Paths, copies: Sequence[CloudCopy], state: StateStore,
+async def _delete_under_run_lock(settings: Settings, copies: Sequence[CloudCopy], state: StateStore,
                                  cloud: CloudClient) -> ForgetResult:
     """Delete while holding the root's run lock, so no sync (daemon or one-shot) runs meanwhile."""
     from memsyncd.backend import run_lock
 
-    lock = run_lock(paths)
+    lock = run_lock(settings)
     try:
         lock.acquire(timeout=RUN_LOCK_WAIT_SECONDS)
     except Timeout:
-        raise DaemonError(f"a sync of this root has held {lock.lock_file} for {RUN_LOCK_WAIT_SECONDS:.0f} s; "
+        raise DaemonError(f"a sync of these stores has held {lock.lock_file} for {RUN_LOCK_WAIT_SECONDS:.0f} s; "
                           "nothing was deleted. Try again.") from None
     try:
         return await delete_cloud_copies(copies, state, cloud)
@@ -218,7 +218,7 @@ async def run_forget(paths: Paths, args: Any, *, confirm: Callable[[str], bool] 
                 copies = await find_cloud_copies(local, state, pending)
                 if copies and not args.dry_run:
                     if _confirmed(copies, args, confirm):
-                        result = await _delete_under_run_lock(paths, copies, state, cloud)
+                        result = await _delete_under_run_lock(settings, copies, state, cloud)
                     else:
                         declined = True
             finally:

@@ -352,6 +352,10 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
     for answer in down:
         say(f"Warning: {answer.service} could not be reached; the setup was saved anyway. "
             "Run 'memsyncctl doctor' once it is up (or use --strict to save only when both answer).")
+    if paths.config.exists():
+        from memsyncd.cli.roots import register_root
+
+        say(register_root(paths.root))
     say(next_steps(paths, settings).rstrip("\n"))
     if refused:
         return _exit_code(refused[0])
