@@ -93,6 +93,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopping = False
         self._reload_task: asyncio.Task[None] | None = None
+        self.ready = False  # every root of the start-up list has been started (or found broken)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class Daemon:
             self.scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), "interval", seconds=interval, id="watchdog")
         log.info("daemon.started", pid=os.getpid(), roots=[str(r) for r in self.roots], socket=str(self.socket_path),
                  version=__version__, mode="single-root" if self.single_root else "user")
+        self.ready = True
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._status_line()}")
         await self._stop.wait()
         await self._shutdown()
@@ -331,7 +333,8 @@ class Daemon:
         """The process's health, and the named (or only) root's part."""
         answer: dict[str, Any] = {"ok": True, "version": __version__, "pid": os.getpid(),
                                   "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
-                                  "roots": len(self.roots), "mode": "single-root" if self.single_root else "user"}
+                                  "roots": len(self.roots), "mode": "single-root" if self.single_root else "user",
+                                  "ready": self.ready}
         try:
             held = self._held(root)
         except MemsyncError:
