@@ -14,6 +14,7 @@ from memsyncd.errors import DaemonError, SyncUnavailableError
 from memsyncd.logs import register_secret
 from memsyncd.models import Conflict, SyncMode
 from memsyncd.report import StatusReport, SyncReport
+from memsyncd.runtime import pair_lock_path
 from memsyncd.syncer import Syncer
 
 RUN_LOCK_TIMEOUT = 600.0
@@ -29,11 +30,13 @@ class Backend(Protocol):
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
 
 
-def run_lock(paths: Paths) -> FileLock:
-    """The lock that keeps to one sync at a time per root (daemon and one-shot alike)."""
-    path = paths.state.with_name("memsync.run.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path), timeout=RUN_LOCK_TIMEOUT, thread_local=False)
+def run_lock(settings: Settings) -> FileLock:
+    """The lock that keeps to one sync at a time per pair of stores (daemon and one-shot alike).
+
+    Every root whose config names the same OpenMemory user and mem0 scope takes the same lock,
+    so two roots on one account never create the same memories at the same moment.
+    """
+    return FileLock(str(pair_lock_path(settings.pair_key)), timeout=RUN_LOCK_TIMEOUT, thread_local=False)
 
 
 def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
@@ -69,11 +72,11 @@ class InProcessBackend:
 
     @contextlib.contextmanager
     def _run_lock(self) -> Any:
-        lock = run_lock(self.paths)
+        lock = run_lock(self.syncer.settings)
         try:
             lock.acquire()
         except Timeout:
-            raise DaemonError(f"another sync of this root has held {lock.lock_file} for {RUN_LOCK_TIMEOUT:.0f} s; "
+            raise DaemonError(f"another sync of these stores has held {lock.lock_file} for {RUN_LOCK_TIMEOUT:.0f} s; "
                               "try again later.") from None
         try:
             yield

@@ -8,6 +8,8 @@ leaves this module except in that header.
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +57,19 @@ class AddResult:
 
     cloud_id: str | None
     event_id: str | None
+
+
+@dataclass(frozen=True)
+class PingInfo:
+    """What a key check answered: the account the key belongs to and the server's clock."""
+
+    org_id: str | None
+    project_id: str | None
+    server_date: datetime | None  # from the HTTP Date header (second precision), None when absent
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,17 @@ class CloudClient:
         """Validate the key; returns the platform's ping body."""
         body = await self._call("GET", "/v1/ping/")
         return body if isinstance(body, dict) else {}
+
+    async def ping_info(self) -> PingInfo:
+        """Validate the key; the ping body's account fields and the server's clock (``Date`` header)."""
+        response = await request(self._http, "GET", "/v1/ping/", service=SERVICE, policy=self.policy)
+        body = json_body(response, SERVICE) if response.content else None
+        fields = body if isinstance(body, dict) else {}
+        server_date: datetime | None = None
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            server_date = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+        return PingInfo(org_id=_text(fields.get("org_id")), project_id=_text(fields.get("project_id")),
+                        server_date=server_date)
 
     async def add(self, text: str, metadata: dict[str, Any], *, retry: bool = True) -> AddResult:
         """Create one memory verbatim (``infer: false``)."""

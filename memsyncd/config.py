@@ -1,17 +1,20 @@
-"""Settings: root resolution, config.json + MEMSYNC_ environment overrides, the mem0 key source.
+"""Settings: config.json + MEMSYNC_ environment overrides, the mem0 key source.
 
 Loaded with pydantic-settings. The API key is never part of the settings model that
-gets printed or dumped: it lives in a ``SecretStr`` read only from ``MEM0_API_KEY`` or
-``$CREDENTIALS_DIRECTORY/mem0_api_key``.
+gets printed or dumped: it lives in a ``SecretStr`` read only from, in this order,
+``MEM0_API_KEY``, ``$CREDENTIALS_DIRECTORY/mem0_api_key`` (systemd ``LoadCredential=``)
+and the key file ``$XDG_CONFIG_HOME/memsyncd/mem0_api_key`` (default
+``~/.config/memsyncd/mem0_api_key``, mode 0600, written by ``memsyncctl init``; the
+same file the systemd unit loads as its credential).
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -20,10 +23,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd.errors import ConfigError
+from memsyncd.paths import CONFIG_RELPATH as CONFIG_RELPATH
+from memsyncd.paths import QUEUE_RELPATH as QUEUE_RELPATH
+from memsyncd.paths import STATE_RELPATH as STATE_RELPATH
+from memsyncd.paths import Paths as Paths  # re-exported: root resolution lives in the stdlib-only paths.py
+from memsyncd.paths import resolve_root as resolve_root
 
-CONFIG_RELPATH = Path(".claude/memory/config.json")
-QUEUE_RELPATH = Path(".claude/session/sync-queue.json")
-STATE_RELPATH = Path(".claude/memory/memsync.db")
 KEY_ENV = "MEM0_API_KEY"
 KEY_CREDENTIAL = "mem0_api_key"
 ENV_PREFIX = "MEMSYNC_"
@@ -126,42 +131,15 @@ class Settings(BaseSettings):
         """``cloud.user_id``, defaulting to ``local.user_id``."""
         return self.cloud.user_id or self.local.user_id
 
-
-@dataclass(frozen=True)
-class Paths:
-    """Every file memsyncd touches under one root."""
-
-    root: Path
-
     @property
-    def config(self) -> Path:
-        return self.root / CONFIG_RELPATH
+    def pair_key(self) -> str:
+        """A short id of the pair of stores this config syncs: the OpenMemory user and the mem0 scope.
 
-    @property
-    def queue(self) -> Path:
-        return self.root / QUEUE_RELPATH
-
-    @property
-    def queue_lock(self) -> Path:
-        return self.queue.with_name(self.queue.name + ".lock")
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_RELPATH
-
-
-def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home."""
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    env_root = os.environ.get("MEMSYNC_ROOT")
-    if env_root:
-        return Path(env_root).expanduser().resolve()
-    here = (cwd or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_RELPATH).is_file():
-            return candidate
-    return Path.home().resolve()
+        Roots whose configs name the same pair share one run lock, so their syncs never overlap.
+        """
+        parts = [self.local.url.rstrip("/"), self.local.user_id, self.cloud.url.rstrip("/"), self.cloud_user_id,
+                 self.cloud.agent_id, self.cloud.app_id, self.cloud.org_id, self.cloud.project_id]
+        return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
@@ -188,6 +166,15 @@ def load_settings(paths: Paths) -> Settings:
             ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{paths.config}: expected a JSON object at the top level, got {type(data).__name__}.")
+    return settings_from_dict(data, paths.config)
+
+
+def settings_from_dict(data: dict[str, Any], source: Path) -> Settings:
+    """Validate a config document (plus the ``MEMSYNC_*`` overrides) the way :func:`load_settings` does.
+
+    Raises:
+        ConfigError: naming ``source`` (or the environment variable), the key and what was expected.
+    """
     try:
         return Settings(**data)
     except ValidationError as exc:
@@ -195,21 +182,52 @@ def load_settings(paths: Paths) -> Settings:
         loc = tuple(first.get("loc", ()))
         key = ".".join(str(part) for part in loc) or "(top level)"
         env = _env_name(loc)
-        where = f"environment variable {env}" if env in os.environ else str(paths.config)
+        where = f"environment variable {env}" if env in os.environ else str(source)
         raise ConfigError(
             f"{where}: key '{key}' is invalid: {first.get('msg')} (got {first.get('input')!r}). "
             "Fix it and retry; nothing was written."
         ) from None
 
 
-def load_api_key() -> SecretStr | None:
-    """The mem0 key from ``MEM0_API_KEY`` or the systemd credential; None when neither is set."""
+def config_home() -> Path:
+    """``$XDG_CONFIG_HOME``, else ``~/.config``."""
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    return Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+
+
+def key_file_path() -> Path:
+    """Where ``memsyncctl init`` stores the mem0 key: ``$XDG_CONFIG_HOME/memsyncd/mem0_api_key``."""
+    return config_home() / "memsyncd" / KEY_CREDENTIAL
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def find_api_key() -> tuple[SecretStr | None, str]:
+    """The mem0 key and where it came from (a description for ``doctor``; never the key itself).
+
+    Sources, first non-empty wins: ``MEM0_API_KEY``, ``$CREDENTIALS_DIRECTORY/mem0_api_key``
+    (systemd ``LoadCredential=``), then the key file (:func:`key_file_path`).
+    """
     value = os.environ.get(KEY_ENV, "").strip()
-    if not value:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if cred_dir:
-            try:
-                value = (Path(cred_dir) / KEY_CREDENTIAL).read_text(encoding="utf-8").strip()
-            except OSError:
-                value = ""
-    return SecretStr(value) if value else None
+    if value:
+        return SecretStr(value), f"the {KEY_ENV} environment variable"
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        value = _read_key_file(Path(cred_dir) / KEY_CREDENTIAL)
+        if value:
+            return SecretStr(value), f"$CREDENTIALS_DIRECTORY/{KEY_CREDENTIAL}"
+    path = key_file_path()
+    value = _read_key_file(path)
+    if value:
+        return SecretStr(value), str(path)
+    return None, ""
+
+
+def load_api_key() -> SecretStr | None:
+    """The mem0 key from ``MEM0_API_KEY``, the systemd credential or the key file; None when none is set."""
+    return find_api_key()[0]

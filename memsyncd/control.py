@@ -2,15 +2,26 @@
 
 Routes (v1): ``GET /v1/health``, ``GET /v1/status``, ``POST /v1/sync``,
 ``GET /v1/conflicts``, ``GET /v1/conflicts/{id}``, ``POST /v1/conflicts/{id}/resolve``,
-``POST /v1/queue``, ``POST /v1/pause``, ``POST /v1/resume``, ``GET /v1/metrics``.
+``POST /v1/queue``, ``POST /v1/pause``, ``POST /v1/resume``, ``GET /v1/metrics``, and
+``GET|POST|DELETE /v1/roots``. Every route that concerns a root names it with ``?root=/abs/path``
+(optional while the daemon serves one root); ``POST /v1/queue`` for a root the daemon does not
+serve yet registers it and serves it from then on.
 Errors are ``{"error": {"type", "title", "message"}}`` with a 4xx/5xx status; the
-client rebuilds them from the fixed registry in :mod:`memsyncd.errors`.
+client rebuilds them from the fixed registry in :mod:`memsyncd.errors`. A body that is not
+JSON (including nesting too deep to decode) is a 400; an unexpected exception in a route is a
+500 with a short JSON error, its traceback only in the daemon's log (secrets redacted there).
+``POST /v1/queue`` answers 503 ``QueueBusyError`` when another process holds the queue lock
+for longer than a couple of seconds (the client then writes the queue itself).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
 from typing import Any, Protocol
+
+import structlog
 
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import (
@@ -19,31 +30,45 @@ from memsyncd.errors import (
     EXIT_UNAVAILABLE,
     EXIT_UNREADABLE,
     ConflictError,
+    DaemonError,
     MemsyncError,
+    QueueBusyError,
+    RootNotServedError,
     UsageError,
 )
 from memsyncd.http_server import BadRequest, Request, Response
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.report import StatusReport, SyncReport
 
+log = structlog.get_logger("memsyncd.control")
+
 API_VERSION = "v1"
 _CONFLICT = re.compile(r"^/v1/conflicts/(\d+)$")
 _RESOLVE = re.compile(r"^/v1/conflicts/(\d+)/resolve$")
 
 
-class DaemonApi(Protocol):
-    """What the control API needs from the daemon."""
+class RootApi(Protocol):
+    """What the control API needs from one root's service."""
 
     async def status(self) -> StatusReport: ...
     async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
-    def enqueue(self, entry: QueueEntry) -> None: ...
+    async def enqueue(self, entry: QueueEntry) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
-    def health(self) -> dict[str, Any]: ...
-    def metrics_text(self) -> str: ...
+
+
+class DaemonApi(Protocol):
+    """What the control API needs from the daemon: its roots, and the process's own answers."""
+
+    def service_for(self, root: str | None) -> RootApi: ...
+    async def register(self, root: str) -> RootApi: ...
+    async def remove_root(self, root: Path) -> bool: ...
+    async def roots_summary(self) -> list[dict[str, Any]]: ...
+    def health(self, root: str | None = None) -> dict[str, Any]: ...
+    async def metrics_text(self, root: str | None = None) -> str: ...
 
 
 def conflict_to_json(conflict: Conflict) -> dict[str, Any]:
@@ -62,6 +87,10 @@ def conflict_from_json(data: dict[str, Any]) -> Conflict:
 def _status_for(error: MemsyncError) -> int:
     if isinstance(error, ConflictError):
         return 409
+    if isinstance(error, QueueBusyError):
+        return 503
+    if isinstance(error, RootNotServedError):
+        return 404
     if isinstance(error, UsageError):
         return 404 if "no open conflict" in error.message else 400
     return {EXIT_UNAVAILABLE: 503, EXIT_AUTH: 502, EXIT_NETWORK: 502, EXIT_UNREADABLE: 500}.get(error.exit_code, 500)
@@ -98,40 +127,69 @@ class ControlApi:
             return _bad(exc.detail, exc.status)
         except MemsyncError as exc:
             return error_response(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: a short answer here, the traceback in the log only
+            log.exception("control.request_failed", method=request.method, path=request.path,
+                          error_type=type(exc).__name__)
+            return error_response(DaemonError(
+                f"the daemon failed on {request.method} {request.path} ({type(exc).__name__}); details are in "
+                "its log. Retry, and report it if it happens again.", title="memsyncd internal error"), 500)
 
     async def _route(self, request: Request) -> Response:
         method, path = request.method, request.path.rstrip("/") or "/"
-        get_routes = {
-            "/v1/health": lambda: Response.json(self.daemon.health()),
-            "/v1/metrics": lambda: Response.text(self.daemon.metrics_text(),
-                                                 content_type="text/plain; version=0.0.4; charset=utf-8"),
-        }
-        if method == "GET" and path in get_routes:
-            return get_routes[path]()
+        root = request.query.get("root") or None
+        if method == "GET" and path == "/v1/health":
+            return Response.json(self.daemon.health(root))
+        if method == "GET" and path == "/v1/metrics":
+            return Response.text(await self.daemon.metrics_text(root),
+                                 content_type="text/plain; version=0.0.4; charset=utf-8")
+        if path == "/v1/roots":
+            return await self._roots(method, request, root)
         if method == "GET" and path == "/v1/status":
-            return Response.json((await self.daemon.status()).to_json())
+            status = await self.daemon.service_for(root).status()
+            status.daemon = self.daemon.health(root)
+            return Response.json(status.to_json())
         if method == "GET" and path == "/v1/conflicts":
-            return Response.json({"conflicts": [conflict_to_json(c) for c in await self.daemon.conflicts()]})
+            conflicts = await self.daemon.service_for(root).conflicts()
+            return Response.json({"conflicts": [conflict_to_json(c) for c in conflicts]})
         if method == "POST" and path == "/v1/sync":
-            return await self._sync(request)
+            return await self._sync(request, root)
         if method == "POST" and path == "/v1/queue":
-            return self._enqueue(request)
+            return await self._enqueue(request, root)
         if method == "POST" and path in ("/v1/pause", "/v1/resume"):
-            (self.daemon.pause if path.endswith("pause") else self.daemon.resume)()
-            return Response.json(self.daemon.health())
+            service = self.daemon.service_for(root)
+            (service.pause if path.endswith("pause") else service.resume)()
+            return Response.json(self.daemon.health(root))
         match = _CONFLICT.match(path)
         if match and method == "GET":
-            return Response.json(conflict_to_json(await self.daemon.conflict(int(match.group(1)))))
+            return Response.json(conflict_to_json(await self.daemon.service_for(root).conflict(int(match.group(1)))))
         match = _RESOLVE.match(path)
         if match and method == "POST":
-            return await self._resolve(int(match.group(1)), request)
+            return await self._resolve(int(match.group(1)), request, root)
         known = {"/v1/health", "/v1/metrics", "/v1/status", "/v1/conflicts", "/v1/sync", "/v1/queue",
                  "/v1/pause", "/v1/resume"}
         if path in known or _CONFLICT.match(path) or _RESOLVE.match(path):
             return _bad(f"method {method} is not allowed on {path}", 405)
         return _bad(f"no route {path}; see the control API in the README", 404)
 
-    async def _sync(self, request: Request) -> Response:
+    async def _roots(self, method: str, request: Request, root: str | None) -> Response:
+        """``GET`` lists every root; ``POST {"path"}`` serves one from now on; ``DELETE ?root=`` forgets one."""
+        if method == "GET":
+            return Response.json({"roots": await self.daemon.roots_summary()})
+        if method == "POST":
+            target = _object(request).get("path")
+            if not isinstance(target, str) or not target.startswith("/"):
+                return _bad('"path" must be the absolute path of a project directory (the one holding .claude/)')
+            await self.daemon.register(target)
+            return Response.json({"root": target, "served": True}, status=201)
+        if method == "DELETE":
+            if root is None:
+                return _bad("name the root to forget with ?root=/path/to/project")
+            return Response.json({"root": root, "removed": await self.daemon.remove_root(Path(root))})
+        return _bad(f"method {method} is not allowed on /v1/roots", 405)
+
+    async def _sync(self, request: Request, root: str | None) -> Response:
         body = _object(request, optional=True)
         try:
             mode = SyncMode(body.get("mode", "full"))
@@ -140,10 +198,10 @@ class ControlApi:
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             return _bad('"dry_run" must be true or false')
-        report = await self.daemon.sync(mode, dry_run=dry_run)
+        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run)
         return Response.json(report.to_json())
 
-    def _enqueue(self, request: Request) -> Response:
+    async def _enqueue(self, request: Request, root: str | None) -> Response:
         body = _object(request)
         memory_id, action = body.get("id"), body.get("action", "push")
         level, digest = body.get("level"), body.get("content_hash")
@@ -156,10 +214,16 @@ class ControlApi:
         if digest is not None and not isinstance(digest, str):
             return _bad('"content_hash" must be a string')
         entry = QueueEntry(memory_id, action, format_ts(utc_now()), digest, level)
-        self.daemon.enqueue(entry)
+        try:
+            service = self.daemon.service_for(root)
+        except RootNotServedError:
+            if root is None:
+                raise
+            service = await self.daemon.register(root)  # a client wrote this root's queue: serve it from now on
+        await service.enqueue(entry)
         return Response.json({"queued": memory_id, "action": action}, status=202)
 
-    async def _resolve(self, conflict_id: int, request: Request) -> Response:
+    async def _resolve(self, conflict_id: int, request: Request, root: str | None) -> Response:
         body = _object(request)
         keep_raw, text = body.get("keep"), body.get("text")
         if (keep_raw is None) == (text is None):
@@ -172,4 +236,4 @@ class ControlApi:
             return _bad('"keep" must be "local", "cloud" or "both"')
         if keep is Keep.TEXT and keep_raw is not None:
             return _bad('"keep" must be "local", "cloud" or "both"')
-        return Response.json(await self.daemon.resolve(conflict_id, keep, text))
+        return Response.json(await self.daemon.service_for(root).resolve(conflict_id, keep, text))

@@ -15,7 +15,7 @@ from memsyncd.engine.decide import Keep
 from memsyncd.errors import DaemonNotRunningError, MemsyncError, error_from_dict
 from memsyncd.models import Conflict, QueueEntry, SyncMode
 from memsyncd.report import StatusReport, SyncReport
-from memsyncd.runtime import default_socket_path
+from memsyncd.runtime import daemon_socket_candidates
 
 PROBE_TIMEOUT = 2.0
 CALL_TIMEOUT = 30.0
@@ -24,10 +24,12 @@ CALL_TIMEOUT = 30.0
 class DaemonClient:
     """Talks to a running daemon; same methods as the in-process backend."""
 
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, root: Path | None = None) -> None:
         self.socket_path = socket_path
+        self.root = root
         self._http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
-                                       base_url="http://memsyncd", timeout=CALL_TIMEOUT)
+                                       base_url="http://memsyncd", timeout=CALL_TIMEOUT,
+                                       params={"root": str(root)} if root is not None else None)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -62,7 +64,7 @@ class DaemonClient:
         return SyncReport.from_json(body)
 
     async def status(self) -> StatusReport:
-        return StatusReport(**await self._call("GET", "/v1/status", timeout=None))
+        return StatusReport.from_json(await self._object("GET", "/v1/status", timeout=None))
 
     async def conflicts(self) -> list[Conflict]:
         body = await self._call("GET", "/v1/conflicts")
@@ -102,18 +104,25 @@ async def daemon_client(paths: Paths, socket_path: str | None = None, *,
 
 
 async def connect_daemon(paths: Paths, socket_path: str | None = None) -> DaemonClient | None:
-    """A client for the daemon of ``paths.root`` if one answers, else None (stale sockets are ignored)."""
-    path = Path(socket_path) if socket_path else default_socket_path(paths.root)
-    if not path.exists():
-        return None
-    client = DaemonClient(path)
-    try:
-        await client.health()
-    except DaemonNotRunningError:
-        await client.aclose()
-        return None
-    except BaseException:
-        with contextlib.suppress(Exception):
+    """A client for the daemon that serves ``paths.root`` if one answers, else None.
+
+    Tries ``--socket``, else the root's own daemon (``memsyncd run --root``), then the user's daemon;
+    stale sockets and daemons that do not serve this root are skipped.
+    """
+    for path in daemon_socket_candidates(paths.root, socket_path):
+        if not path.exists():
+            continue
+        client = DaemonClient(path, paths.root)
+        try:
+            health = await client.health()
+        except DaemonNotRunningError:
             await client.aclose()
-        raise
-    return client
+            continue
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            raise
+        if health.get("root") == str(paths.root):
+            return client
+        await client.aclose()
+    return None

@@ -1,8 +1,8 @@
 """One sync at a time per root: requests during a run join a single queued follow-up run.
 
-Kinds of work are ``push``, ``pull`` and ``reconcile``; a follow-up run does the
-union of everything requested while the current run was busy, so any number of
-triggers during a run lead to exactly one more run.
+Kinds of work are ``push``, ``pull``, ``reconcile`` and ``preview`` (count what a pull would
+bring, writing nothing); a follow-up run does the union of everything requested while the
+current run was busy, so any number of triggers during a run lead to exactly one more run.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ T = TypeVar("T")
 PUSH = "push"
 PULL = "pull"
 RECONCILE = "reconcile"
+PREVIEW = "preview"
 FULL = frozenset({PUSH, PULL})
 
 

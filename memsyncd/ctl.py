@@ -1,40 +1,26 @@
-"""``memsyncctl``: parse arguments, call a backend, format the answer, map errors to exit codes.
+"""``memsyncctl``: parse arguments, answer from a fast path or run a command, map errors to exit codes.
 
-The backend is the running daemon when one answers on the control socket, else an
-in-process one-shot engine; output and exit codes are the same either way.
+Importing this module loads only the stdlib and memsyncd's stdlib-only modules: ``--version``,
+``--help``, ``status`` (daemon up), ``enqueue`` and ``hook post-tool-use`` never load the
+engine, pydantic, httpx, structlog or asyncio (:mod:`memsyncd.cli.fast`). Other commands, and
+status with no daemon, load :mod:`memsyncd.cli.commands` lazily. Output and exit codes are the
+same either way. The grammar stays here (:func:`build_parser`); handlers live in ``memsyncd.cli``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from memsyncd import __version__
-from memsyncd.backend import Backend, open_backend
-from memsyncd.config import Paths, resolve_root
-from memsyncd.control import conflict_to_json
-from memsyncd.control_client import daemon_client
-from memsyncd.engine.decide import Keep
-from memsyncd.errors import (
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    DaemonNotRunningError,
-    MemsyncError,
-    QueueUnreadableError,
-    SyncUnavailableError,
-    UsageError,
-)
-from memsyncd.integration import integrate_claude, run_post_tool_use_hook, service
-from memsyncd.logs import configure_logging
-from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
-from memsyncd.report import SyncReport, render_fatal, render_status, render_sync, render_unavailable
+from memsyncd.errors import EXIT_USAGE, MemsyncError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,8 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="show what would happen; write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
 
-    status = sub.add_parser("status", help="same as 'sync --status'")
+    status = sub.add_parser("status", help="same as 'sync --status'; --all: every root the daemon serves")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--all", action="store_true", help="one line per registered root (health, counts, last sync)")
+
+    roots = sub.add_parser("roots", help="the projects (roots) the user's daemon serves")
+    roots_sub = roots.add_subparsers(dest="roots_command", required=True, parser_class=_Parser)
+    roots_add = roots_sub.add_parser("add", help="register a root and have the running daemon serve it")
+    roots_add.add_argument("dir", nargs="?", help="project directory holding .claude/ (default: the current root)")
+    roots_remove = roots_sub.add_parser("remove", help="stop serving a root (its files are untouched)")
+    roots_remove.add_argument("dir", nargs="?", help="project directory (default: the current root)")
+    roots_list = roots_sub.add_parser("list", help="the registered roots")
+    roots_list.add_argument("--json", action="store_true")
 
     enqueue = sub.add_parser("enqueue", help="add a local memory id to the sync queue")
     enqueue.add_argument("id", help="OpenMemory memory id")
@@ -92,9 +88,42 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--project", help="project directory (default: your home, i.e. ~/.claude)")
     integrate.add_argument("--force", action="store_true", help="overwrite command files that differ")
 
-    svc = sub.add_parser("service", help="install/uninstall/status of the systemd user unit or launchd agent")
+    svc = sub.add_parser("service", help="install/uninstall/status of the systemd user unit or launchd agent",
+                         description="Exit 0 when done (status: installed and running), 1 when the service is "
+                                     "not installed or not running, 5 when no service manager can be reached "
+                                     "(then run 'memsyncd run' from your login session, or "
+                                     "'loginctl enable-linger $USER').")
     svc.add_argument("action", choices=["install", "uninstall", "status"])
     svc.add_argument("--no-start", action="store_true", help="only write/remove the file; do not call systemctl")
+
+    init = sub.add_parser("init", help="write config.json and the mem0 key file, then check both servers")
+    init.add_argument("--local-url", help="OpenMemory URL (default http://localhost:8765)")
+    init.add_argument("--user-id", help="OpenMemory user id (default: $USER)")
+    init.add_argument("--cloud-url", help="mem0 API URL (default https://api.mem0.ai)")
+    init.add_argument("--cloud-user-id", help="mem0 user id (default: the OpenMemory user id)")
+    init.add_argument("--app-id", help="mem0 app id to sync (optional)")
+    init.add_argument("--agent-id", help="mem0 agent id to sync (optional)")
+    init.add_argument("--default-level", type=int,
+                      help="level of memories that carry none: 0 = local-only until marked (default), 1 = sync")
+    init.add_argument("--no-cloud", action="store_true", help="local only: do not enable cloud sync")
+    init.add_argument("--key-stdin", action="store_true",
+                      help="read the mem0 key from stdin (it is never taken as an argument)")
+    init.add_argument("--force", action="store_true", help="replace an existing config.json")
+    init.add_argument("--strict", action="store_true",
+                      help="write nothing unless both servers answer and accept (exit 2, 4 or 5 otherwise)")
+    init.add_argument("--no-input", action="store_true", help="never ask; use the flags and the defaults")
+
+    doctor = sub.add_parser("doctor", help="check the whole setup; each failure with the command that fixes it")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+
+    forget = sub.add_parser("forget-cloud-copies",
+                            help="delete the cloud copies of memories now marked level 0 (lists them, asks first)")
+    forget.add_argument("--yes", action="store_true", help="delete without asking")
+    forget.add_argument("--dry-run", action="store_true", help="only list them")
+    forget.add_argument("--json", action="store_true", help="print one JSON object (needs --yes or --dry-run)")
+
+    completion = sub.add_parser("completion", help="print the shell completion script for bash, zsh or fish")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
 
     conflicts = sub.add_parser("conflicts", help="list, show and resolve conflicts")
     conflicts_sub = conflicts.add_subparsers(dest="conflicts_command", required=True, parser_class=_Parser)
@@ -112,191 +141,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def _excerpt(text: str | None, width: int = 60) -> str:
-    if text is None:
-        return "(deleted)"
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _render_conflict(conflict: Conflict) -> str:
-    return (
-        f"CONFLICT {conflict.id}  ({conflict.reason}, since {conflict.created_at})\n"
-        f"Local id: {conflict.local_id}\nCloud id: {conflict.cloud_id}\n\n"
-        f"--- base\n{conflict.base_text if conflict.base_text is not None else '(none)'}\n"
-        f"--- local\n{conflict.local_text if conflict.local_text is not None else '(deleted)'}\n"
-        f"--- cloud\n{conflict.cloud_text if conflict.cloud_text is not None else '(deleted)'}\n\n"
-        f"Resolve: memsyncctl conflicts resolve {conflict.id} --keep local|cloud|both  (or --text \"merged\")\n"
-    )
-
-
-async def _sync(backend: Backend, args: argparse.Namespace) -> int:
-    if getattr(args, "status", False) or args.command == "status":
-        status = await backend.status()
-        if args.json:
-            _print_json(status.to_json())
-        else:
-            sys.stdout.write(render_status(status, utc_now()))
-        return EXIT_OK
-    mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
-    report: SyncReport = await backend.sync(mode, dry_run=args.dry_run)
-    if args.json:
-        _print_json(report.to_json())
-    else:
-        sys.stdout.write(render_sync(report))
-    return report.exit_code
-
-
-async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
-    if args.conflicts_command == "list":
-        conflicts = await backend.conflicts()
-        if args.json:
-            _print_json([conflict_to_json(c) for c in conflicts])
-        elif not conflicts:
-            sys.stdout.write("No unresolved conflicts.\n")
-        else:
-            sys.stdout.write(f"{len(conflicts)} unresolved conflict(s):\n")
-            for c in conflicts:
-                sys.stdout.write(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
-                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n")
-        return EXIT_OK
-    if args.conflicts_command == "show":
-        conflict = await backend.conflict(args.conflict_id)
-        if args.json:
-            _print_json(conflict_to_json(conflict))
-        else:
-            sys.stdout.write(_render_conflict(conflict))
-        return EXIT_OK
-    keep = Keep(args.keep) if args.keep else Keep.TEXT
-    result = await backend.resolve(args.conflict_id, keep, args.text)
-    if args.json:
-        _print_json(result)
-    else:
-        sys.stdout.write(f"Resolved conflict {args.conflict_id}: kept {keep.value}; both sides now agree.\n")
-    return EXIT_OK
-
-
-async def _enqueue(paths: Paths, args: argparse.Namespace) -> int:
-    if not args.id.strip():
-        raise UsageError("the memory id is empty; give the OpenMemory id of the memory to sync.")
-    if args.level is not None and args.level < 0:
-        raise UsageError("--level must be 0 or more (0 = local-only).")
-    entry = QueueEntry(id=args.id, action="delete" if args.delete else "push",
-                       timestamp=format_ts(utc_now()), content_hash=args.content_hash, level=args.level)
-    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
-        if client is not None:
-            await client.enqueue(entry)
-        else:
-            QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
-    if args.json:
-        _print_json({"queued": args.id, "action": entry.action, "queue_path": str(paths.queue)})
-    else:
-        sys.stdout.write(f"Queued {entry.action} of {args.id} in {paths.queue}\n")
-    return EXIT_OK
-
-
-def _queue(paths: Paths, args: argparse.Namespace) -> int:
-    store = QueueStore(paths.queue, paths.queue_lock)
-    if args.queue_command == "repair":
-        aside, kept, dropped = store.repair()
-        if aside is None:
-            sys.stdout.write(f"The queue is readable; nothing to repair ({paths.queue}).\n")
-        else:
-            sys.stdout.write(f"Moved the unreadable queue to {aside}\nSalvaged {kept} entries "
-                             f"({dropped} invalid entries left in the moved file) into {paths.queue}\n")
-        return EXIT_OK
-    doc = store.read()
-    if args.json:
-        sys.stdout.write(paths.queue.read_text(encoding="utf-8") if paths.queue.exists() else '{"pending": []}\n')
-    else:
-        sys.stdout.write(f"{len(doc.pending)} pending, {len(doc.sync_errors)} failing, last sync "
-                         f"{doc.last_sync or 'never'} ({paths.queue})\n")
-        for e in doc.pending:
-            level = "" if e.level is None else f" level={e.level}"
-            sys.stdout.write(f"  {e.timestamp} {e.action:6} {e.id}{level}\n")
-    return EXIT_OK
-
-
-async def _daemon_only(paths: Paths, args: argparse.Namespace) -> int:
-    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
-        if client is None:
-            raise DaemonNotRunningError(f"'{args.command}' needs the daemon of {paths.root}; start it with "
-                                        "'memsyncd run' or 'systemctl --user start memsyncd'.")
-        if args.command == "metrics":
-            sys.stdout.write(await client.metrics())
-            return EXIT_OK
-        health = await (client.pause() if args.command == "pause" else client.resume())
-    if args.json:
-        _print_json(health)
-    else:
-        sys.stdout.write(f"memsyncd (pid {health['pid']}) is {'paused' if health['paused'] else 'running'}.\n")
-    return EXIT_OK
-
-
-async def _dispatch(args: argparse.Namespace) -> int:
-    paths = Paths(resolve_root(args.root))
-    if args.command == "enqueue":
-        return await _enqueue(paths, args)
-    if args.command == "hook":
-        count, note = run_post_tool_use_hook(sys.stdin.read(), QueueStore(paths.queue, paths.queue_lock))
-        if note:
-            sys.stderr.write(note + "\n")
-        if args.verbose:
-            sys.stderr.write(f"memsyncctl: queued {count} entries in {paths.queue}\n")
-        return EXIT_OK
-    if args.command == "integrate":
-        result = integrate_claude(Path(args.project).expanduser().resolve() if args.project else Path.home(),
-                                  force=args.force)
-        for path in result.written:
-            sys.stdout.write(f"Wrote {path}\n")
-        for path in result.unchanged:
-            sys.stdout.write(f"Up to date: {path}\n")
-        return EXIT_OK
-    if args.command == "service":
-        for line in service(args.action, home=Path.home(), start=not args.no_start):
-            sys.stdout.write(line + "\n")
-        return EXIT_OK
-    if args.command in ("pause", "resume", "metrics"):
-        return await _daemon_only(paths, args)
-    if args.command == "queue":
-        return _queue(paths, args)
-    async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
-        if args.command in ("sync", "status"):
-            return await _sync(backend, args)
-        if args.command == "conflicts":
-            return await _conflicts(backend, args)
-    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
-
-
-def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
-    """Print an error the way the seed does (or as one JSON object) and return its exit code."""
-    if as_json:
-        _print_json({"exit_code": error.exit_code, "error": error.to_dict()})
-        return error.exit_code
-    if isinstance(error, SyncUnavailableError):
-        sys.stdout.write(render_unavailable())
-        return EXIT_UNAVAILABLE
-    if isinstance(error, QueueUnreadableError):
-        sys.stdout.write(render_fatal(error))
-        return error.exit_code
-    sys.stderr.write(f"memsyncctl: {error.title}: {error.message}\n" if error.message else f"memsyncctl: {error.title}\n")
-    return error.exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``memsyncctl``."""
-    args = build_parser().parse_args(argv)
-    configure_logging("debug" if args.verbose else "warning")
+    """Entry point of ``memsyncctl``: never lets a traceback reach the user."""
     try:
-        return asyncio.run(_dispatch(args))
-    except MemsyncError as error:
-        return report_error(error, as_json=getattr(args, "json", False))
+        args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here
     except KeyboardInterrupt:
-        return 130
+        sys.stderr.write("memsyncctl: interrupted\n")
+        return EXIT_INTERRUPTED
+    as_json = bool(getattr(args, "json", False))
+    try:
+        return _run(args)
+    except MemsyncError as error:
+        from memsyncd.cli.output import report_error
+
+        return report_error(error, as_json=as_json)
+    except KeyboardInterrupt:
+        sys.stderr.write("memsyncctl: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (e.g. '| head'): nothing more to say
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:  # noqa: BLE001 - the last resort: one clear line instead of a traceback
+        from memsyncd.cli.output import project_error_for, report_error, report_internal_error
+
+        mapped = project_error_for(exc)
+        if mapped is not None:
+            return report_error(mapped, as_json=as_json)
+        _log_internal_error(args)
+        return report_internal_error(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "roots":
+        from memsyncd.cli.roots import roots_command
+
+        return roots_command(args)
+    if args.command == "status" and args.all:
+        from memsyncd.cli.roots import status_all_command
+
+        return status_all_command(args)
+    from memsyncd.cli.fast import run_fast
+
+    code = run_fast(args)
+    if code is not None:
+        return code
+    from memsyncd.cli.commands import run_command
+
+    return run_command(args)
+
+
+def _log_internal_error(args: argparse.Namespace) -> None:
+    """With -v, the traceback goes into the structured log (the report's attachment)."""
+    if not args.verbose:
+        return
+    try:
+        import structlog
+
+        from memsyncd.logs import configure_cli_logging
+
+        configure_cli_logging(verbose=True)
+        structlog.get_logger("memsyncctl").exception("internal_error")
+    except Exception:  # noqa: BLE001 - logging must never replace the one line below
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

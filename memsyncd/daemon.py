@@ -1,89 +1,99 @@
-"""``memsyncd run``: the daemon's lifecycle, wiring watchdog + APScheduler + the control socket to the engine.
+"""``memsyncd run``: the daemon process: single-instance lock, signals, the control socket, systemd.
 
-Start: config → single-instance lock → state → control socket listening → ``READY=1``.
-Triggers: a queue-file change (debounced) → push; the scheduler → full sync every
-``pull_interval_seconds``, reconcile every ``reconcile_interval_seconds``, a retry
-timer with backoff after failures. Stop (SIGTERM/SIGINT/SIGHUP): ``STOPPING=1``,
-no new work, in-flight requests finish or are abandoned within 10 s, exit 0.
+One process serves many roots. ``memsyncd run`` serves every root in the user's registry
+(``$XDG_CONFIG_HOME/memsyncd/roots.json``) on one socket (``$XDG_RUNTIME_DIR/memsyncd/memsyncd.sock``)
+and takes roots added while it runs (``POST /v1/roots``, or a queue write through ``POST /v1/queue``
+for a root it does not serve yet). ``memsyncd run --root DIR`` serves that root alone on its own
+socket, as before.
+
+Each root is a :class:`~memsyncd.root_service.RootService` (engine thread, watcher, schedule), built
+off the event loop; a root that cannot start (bad config, unreadable files) is reported for that root
+and never stops the others. A root's ``config.json`` is watched: a valid edit restarts that root's
+service with the new settings, a bad one is reported and the last good config stays in force.
+``SIGHUP`` re-reads the registry and every config. ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new
+work, in-flight requests finish or are abandoned within 10 s, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
-import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from filelock import Timeout
+from watchdog.observers import Observer
 
 from memsyncd import __version__
-from memsyncd.backend import build_syncer, run_lock
-from memsyncd.config import Paths, load_settings, resolve_root
+from memsyncd.backend import build_syncer
+from memsyncd.config import Paths, Settings, load_settings, resolve_root
 from memsyncd.control import ControlApi
-from memsyncd.coordinator import FULL, PULL, PUSH, RECONCILE, RunCoordinator
-from memsyncd.engine.decide import Keep, coalesce
-from memsyncd.errors import EXIT_OK, EXIT_USAGE, DaemonError, MemsyncError, SyncUnavailableError
+from memsyncd.errors import EXIT_OK, EXIT_USAGE, MemsyncError, RootNotServedError, UsageError
 from memsyncd.http_server import HTTPServer
 from memsyncd.logs import configure_logging
-from memsyncd.metrics import Metrics
-from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
-from memsyncd.report import ReconcileReport, StatusReport, SyncReport
-from memsyncd.runtime import PidLock, default_socket_path, sd_notify, watchdog_interval
-from memsyncd.syncer import Syncer
-from memsyncd.watcher import Debouncer, QueueWatcher
+from memsyncd.models import format_ts, utc_now
+from memsyncd.root_service import RootService
+from memsyncd.roots import RootRegistry, is_root
+from memsyncd.runtime import (
+    USER_PID_NAME,
+    PidLock,
+    default_socket_path,
+    root_id,
+    runtime_dir,
+    sd_notify,
+    user_socket_path,
+    watchdog_interval,
+)
+from memsyncd.watcher import Debouncer, FileWatcher
 
 log = structlog.get_logger("memsyncd.daemon")
-T = TypeVar("T")
 
 SHUTDOWN_BUDGET_SECONDS = 10.0
-RETRY_MIN_SECONDS = 5.0
-RETRY_MAX_SECONDS = 600.0
-RUN_LOCK_WAIT_SECONDS = 600.0
-LOCK_POLL_SECONDS = 0.25
+ROOT_STOP_SECONDS = 8.0  # a root whose config changed: let its run finish this long, then cancel it
+CONFIG_SETTLE_SECONDS = 0.2  # editors write a config in several steps: reload once they are done
 
 
-def _mode_for(kinds: frozenset[str]) -> SyncMode | None:
-    if kinds >= FULL:
-        return SyncMode.FULL
-    if PUSH in kinds:
-        return SyncMode.PUSH
-    if PULL in kinds:
-        return SyncMode.PULL
-    return None
+@dataclass
+class _Root:
+    """What the daemon holds for one root: its service (None while it cannot run) and its problem."""
+
+    paths: Paths
+    service: RootService | None = None
+    settings: Settings | None = None
+    problem: MemsyncError | None = None
+    problem_since: str | None = None
+    config_watch: FileWatcher | None = None
+    config_debounce: Debouncer | None = None
+    reloading: asyncio.Lock | None = None
 
 
 class Daemon:
-    """One root's daemon: owns the engine, the triggers and the control API."""
+    """The process: owns the socket, the scheduler, signals and systemd; serves each root's service."""
 
-    def __init__(self, paths: Paths, socket_path: Path, syncer: Syncer) -> None:
-        self.paths = paths
+    def __init__(self, socket_path: Path, *, registry: RootRegistry | None = None,
+                 single_root: Paths | None = None) -> None:
+        if (registry is None) == (single_root is None):
+            raise ValueError("a daemon serves either the registry or one root")
         self.socket_path = socket_path
-        self.syncer = syncer
-        self.settings = syncer.settings
-        self.queue = QueueStore(paths.queue, paths.queue_lock)
-        self.metrics = Metrics()
-        self.coordinator: RunCoordinator[SyncReport] = RunCoordinator(self._run)
+        self.registry = registry
+        self.single_root = single_root
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.observer = Observer()
         self.server = HTTPServer(ControlApi(self), name="control", peer_check=self._peer_allowed)
-        self.paused = False
         self.started_monotonic = time.monotonic()
+        self.roots: dict[Path, _Root] = {}
         self._stop = asyncio.Event()
-        self._failed_keys: set[tuple[str, str, str, str | None]] = set()
-        self._retry_delay = RETRY_MIN_SECONDS
-        self._background: set[asyncio.Task[Any]] = set()
-        self._watcher: QueueWatcher | None = None
-        self._debouncer: Debouncer | None = None
-        self._run_lock = run_lock(paths)
+        self._stopping = False
+        self._reload_task: asyncio.Task[None] | None = None
+        self.ready = False  # every root of the start-up list has been started (or found broken)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -94,26 +104,22 @@ class Daemon:
     async def serve(self) -> int:
         """Run until a stop signal; returns the exit code."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.server.listen_unix(str(self.socket_path), mode=0o600)
-        self._debouncer = Debouncer(loop, self.settings.sync.debounce_ms / 1000, self._on_queue_change)
-        self._watcher = QueueWatcher(self.paths.queue, self._debouncer.trigger_threadsafe)
-        self._watcher.start()
-        sync = self.settings.sync
-        self.scheduler.add_job(self._scheduled, "interval", seconds=sync.pull_interval_seconds, args=[FULL, "schedule"],
-                               id="pull", max_instances=1, coalesce=True)
-        self.scheduler.add_job(self._scheduled, "interval", seconds=sync.reconcile_interval_seconds,
-                               args=[frozenset({RECONCILE}), "schedule"], id="reconcile", max_instances=1,
-                               coalesce=True)
         self.scheduler.start()
+        self.observer.daemon = True
+        self.observer.start()
+        for root in await self._wanted_roots():
+            await self.add_root(root, register=False)
         interval = watchdog_interval()
         if interval:
             self.scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), "interval", seconds=interval, id="watchdog")
-        log.info("daemon.started", pid=os.getpid(), root=str(self.paths.root), socket=str(self.socket_path),
-                 version=__version__)
-        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=Watching {self.paths.queue}")
-        self._spawn(self._scheduled(frozenset({PUSH}), "start"))  # whatever was queued while we were down
+        log.info("daemon.started", pid=os.getpid(), roots=[str(r) for r in self.roots], socket=str(self.socket_path),
+                 version=__version__, mode="single-root" if self.single_root else "user")
+        self.ready = True
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._status_line()}")
         await self._stop.wait()
         await self._shutdown()
         return EXIT_OK
@@ -123,197 +129,252 @@ class Daemon:
         if not self._stop.is_set():
             log.info("daemon.stopping")
             sd_notify("STOPPING=1")
+            self._stopping = True
             self._stop.set()
 
     async def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_BUDGET_SECONDS - 1.0
-        if self._debouncer:
-            self._debouncer.cancel()
         self.scheduler.shutdown(wait=False)
-        self.syncer.request_stop()
-        if not await self.coordinator.wait_idle(max(0.5, deadline - time.monotonic() - 1.0)):
-            log.warning("daemon.abandoning_run")
-            self.coordinator.cancel()
-            await self.coordinator.wait_idle(1.0)
-        for task in list(self._background):
-            task.cancel()
-        if self._watcher:
-            await asyncio.to_thread(self._watcher.stop, 1.0)
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+        for held in self.roots.values():
+            if held.config_debounce is not None:
+                held.config_debounce.cancel()
+        await asyncio.gather(*(held.service.stop(deadline - 0.5) for held in self.roots.values()
+                               if held.service is not None))
+        self.observer.stop()
+        await asyncio.to_thread(self.observer.join, 1.0)
         await self.server.close()
-        await self.syncer.aclose()
         log.info("daemon.stopped")
+
+    def _status_line(self) -> str:
+        broken = sum(1 for held in self.roots.values() if held.problem is not None)
+        text = f"Serving {len(self.roots)} root(s)"
+        return text + (f"; {broken} need attention" if broken else "")
+
+    # --- roots ------------------------------------------------------------------------------
+
+    async def _wanted_roots(self) -> list[Path]:
+        if self.single_root is not None:
+            return [self.single_root.root]
+        assert self.registry is not None
+        registry = self.registry
+        try:
+            return [entry.path for entry in await asyncio.to_thread(registry.roots)]
+        except MemsyncError as exc:  # a corrupt registry: serve what we have, say why
+            log.error("roots.registry_unreadable", error=str(exc))
+            sd_notify(f"STATUS=Roots registry unreadable: {exc.message[:200]}")
+            return list(self.roots)
+
+    async def add_root(self, root: Path, *, register: bool = True) -> _Root:
+        """Serve ``root`` (registering it first when asked); a root that cannot start is kept with its problem."""
+        root = Path(root).resolve()
+        if register and self.registry is not None:
+            registry = self.registry
+            await asyncio.to_thread(registry.add, root)
+        held = self.roots.get(root)
+        if held is None:
+            held = _Root(Paths(root), reloading=asyncio.Lock())
+            self.roots[root] = held
+            self._watch_config(held)
+            log.info("root.added", root=str(root))
+        if held.service is None:
+            await self._reload(held)
+        return held
+
+    async def remove_root(self, root: Path) -> bool:
+        """Stop serving ``root`` and forget it in the registry; its files are not touched."""
+        root = Path(root).resolve()
+        if self.registry is not None:
+            registry = self.registry
+            await asyncio.to_thread(registry.remove, root)
+        held = self.roots.pop(root, None)
+        if held is None:
+            return False
+        if held.config_watch is not None:
+            held.config_watch.stop()
+        if held.config_debounce is not None:
+            held.config_debounce.cancel()
+        if held.service is not None:
+            await held.service.stop(time.monotonic() + ROOT_STOP_SECONDS)
+        log.info("root.removed", root=str(root))
+        return True
+
+    def _watch_config(self, held: _Root) -> None:
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:
+            if not self._stopping:
+                self._spawn(self._reload(held))
+
+        debounce = Debouncer(loop, CONFIG_SETTLE_SECONDS, changed, ceiling=CONFIG_SETTLE_SECONDS)
+        held.config_debounce = debounce
+        def on_event() -> None:  # watchdog's thread
+            with contextlib.suppress(RuntimeError):  # loop closed: shutting down
+                loop.call_soon_threadsafe(debounce.trigger)
+
+        held.config_watch = FileWatcher(held.paths.config, on_event, observer=self.observer)
+        try:
+            held.config_watch.start()
+        except OSError as exc:  # the root vanished or is not writable: reported by its problem
+            log.warning("root.config_unwatchable", root=str(held.paths.root), error=str(exc))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: None if t.cancelled() or t.exception() is None
+                               else log.error("daemon.task_failed", error=repr(t.exception())))
 
-    # --- triggers ---------------------------------------------------------------------------
-
-    def _on_queue_change(self) -> None:
-        """Debounced queue-file change: push if there is work no run has tried yet."""
-        if self.paused or self._stop.is_set():
-            return
-        try:
-            pending = self.queue.read().pending
-        except MemsyncError as exc:
-            log.error("queue.unreadable", error=str(exc))
-            sd_notify(f"STATUS=Queue unreadable: {exc.message[:200]}")
-            return
-        if any(entry.key not in self._failed_keys for entry in pending):
-            self._spawn(self._scheduled(frozenset({PUSH}), "watch"))
-
-    async def _scheduled(self, kinds: frozenset[str], source: str) -> None:
-        if (self.paused and source != "api") or self._stop.is_set():
-            return
-        self.metrics.triggers[source] += 1
-        try:
-            await self.coordinator.request(kinds)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the daemon never dies on a run's failure
-            log.exception("run.crashed", kinds=sorted(kinds))
-
-    def _schedule_retry(self) -> None:
-        delay = self._retry_delay * random.uniform(0.8, 1.2)
-        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
-        when = datetime.now().astimezone() + timedelta(seconds=delay)
-        self.scheduler.add_job(self._scheduled, "date", run_date=when, args=[frozenset({PUSH}), "retry"],
-                               id="retry", replace_existing=True)
-        log.info("retry.scheduled", in_seconds=round(delay, 1))
-
-    # --- runs -------------------------------------------------------------------------------
-
-    async def _exclusive(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Hold the root's run lock (shared with one-shot memsyncctl runs) around ``work``."""
-        waited = 0.0
-        while True:  # contended only while a one-shot memsyncctl run holds it: poll, never block the loop
+    async def _reload(self, held: _Root) -> None:
+        """(Re)start one root's service from its config; a bad config keeps the running service."""
+        assert held.reloading is not None
+        async with held.reloading:
+            if self._stopping:
+                return
             try:
-                self._run_lock.acquire(timeout=0)
-                break
-            except Timeout:
-                if self._stop.is_set() or waited > RUN_LOCK_WAIT_SECONDS:
-                    raise DaemonError(f"another sync of this root holds {self._run_lock.lock_file}") from None
-                if waited == 0:
-                    log.info("run.waiting_for_lock", lock=self._run_lock.lock_file)
-                await asyncio.sleep(LOCK_POLL_SECONDS)
-                waited += LOCK_POLL_SECONDS
-        try:
-            return await work()
-        finally:
-            self._run_lock.release()
-
-    async def _run(self, kinds: frozenset[str]) -> SyncReport:
-        return await self._exclusive(lambda: self._run_unlocked(kinds))
-
-    async def _run_unlocked(self, kinds: frozenset[str]) -> SyncReport:
-        mode = _mode_for(kinds)
-        if mode is None:
-            report = SyncReport(mode="reconcile", queue_path=str(self.paths.queue),
-                                started_at=format_ts(utc_now()))
-            try:
-                report.reconcile = await self.syncer.reconcile()
+                if self.registry is not None and not is_root(held.paths.root):
+                    raise UsageError(f"{held.paths.root} has no .claude/ directory any more; restore it, or "
+                                     f"'memsyncctl roots remove {held.paths.root}'.")
+                settings = await asyncio.to_thread(load_settings, held.paths)
             except MemsyncError as exc:
-                report.fatal = exc
-                report.reconcile = ReconcileReport()
-        else:
+                self._set_problem(held, exc)
+                log.error("root.config_rejected", root=str(held.paths.root), error=str(exc),
+                          keeps_running=held.service is not None)
+                return
+            if held.service is not None and settings == held.settings:
+                self._set_problem(held, None)
+                return
+            if held.service is not None:
+                log.info("root.config_changed", root=str(held.paths.root))
+                old, held.service = held.service, None
+                await old.stop(time.monotonic() + ROOT_STOP_SECONDS)
             try:
-                before = {e.key for e in self.queue.read().pending} if mode is not SyncMode.PULL else set()
-                report = await self.syncer.run(mode, reconcile=RECONCILE in kinds)
-                after = {e.key for e in self.queue.read().pending} if mode is not SyncMode.PULL else set()
-                self._failed_keys = before & after
+                syncer = await asyncio.to_thread(build_syncer, held.paths, settings)
             except MemsyncError as exc:
-                report = SyncReport(mode=mode.value, queue_path=str(self.paths.queue), fatal=exc,
-                                    started_at=format_ts(utc_now()))
-        self.metrics.record(report, time.time())
-        self._after_run(report)
-        return report
+                self._set_problem(held, exc)
+                log.error("root.unavailable", root=str(held.paths.root), error=str(exc))
+                return
+            service = RootService(held.paths, syncer, self.scheduler, observer=self.observer)
+            service.start()
+            held.service, held.settings = service, settings
+            self._set_problem(held, None)
+            log.info("root.serving", root=str(held.paths.root), configured=syncer.configured)
+            if not syncer.configured:
+                log.warning("cloud.not_configured", root=str(held.paths.root),
+                            hint="set MEM0_API_KEY and cloud.enabled=true; the root reports SYNC UNAVAILABLE")
+        sd_notify(f"STATUS={self._status_line()}")
 
-    def _after_run(self, report: SyncReport) -> None:
-        code = report.exit_code
-        if code == 0 and not self._failed_keys:
-            self._retry_delay = RETRY_MIN_SECONDS
-            status = f"Idle; last {report.mode} sync ok"
-        elif isinstance(report.fatal, SyncUnavailableError):
-            status = "Cloud sync not configured"
-        else:
-            status = f"Last {report.mode} sync: {report.fatal.title if report.fatal else 'partial'}; retrying"
-            if not self._stop.is_set():
-                self._schedule_retry()
-        if report.conflicts_open:
-            status += f"; {report.conflicts_open} conflict(s) need you"
-        sd_notify(f"STATUS={status}")
+    def _set_problem(self, held: _Root, problem: MemsyncError | None) -> None:
+        if problem is None:
+            held.problem = held.problem_since = None
+        elif held.problem is None or str(held.problem) != str(problem):
+            held.problem, held.problem_since = problem, format_ts(utc_now())
 
-    # --- DaemonApi (control socket) ---------------------------------------------------------
+    def request_reload(self) -> None:
+        """``SIGHUP``: re-read the registry and every root's config."""
+        if self._stopping:
+            return
+        log.info("daemon.reloading")
+        if self._reload_task is None or self._reload_task.done():
+            self._reload_task = asyncio.get_running_loop().create_task(self.reload_all())
 
-    def _require_configured(self) -> None:
-        if not self.syncer.configured:
-            raise SyncUnavailableError("Cloud sync is not configured.")
+    async def reload_all(self) -> None:
+        """Serve exactly the registered roots, each with its current config."""
+        wanted = await self._wanted_roots()
+        for root in list(self.roots):
+            if root not in wanted:
+                held = self.roots.pop(root)
+                if held.config_watch is not None:
+                    held.config_watch.stop()
+                if held.service is not None:
+                    await held.service.stop(time.monotonic() + ROOT_STOP_SECONDS)
+                log.info("root.removed", root=str(root))
+        for root in wanted:
+            known = self.roots.get(root)
+            if known is None:
+                await self.add_root(root, register=False)
+            else:
+                await self._reload(known)
+        log.info("daemon.reloaded", roots=len(self.roots))
 
-    async def status(self) -> StatusReport:
-        self._require_configured()
-        status = await self.syncer.status()
-        status.daemon = self.health()
-        return status
+    # --- what the control API asks ----------------------------------------------------------
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
-        self._require_configured()
-        if dry_run:
-            return await self.syncer.run(mode, dry_run=True)
-        self.metrics.triggers["api"] += 1
-        kinds = {SyncMode.FULL: FULL, SyncMode.PUSH: frozenset({PUSH}), SyncMode.PULL: frozenset({PULL})}[mode]
-        return await self.coordinator.request(kinds)
+    def service_for(self, root: str | None) -> RootService:
+        """The service of ``root`` (a path; optional when exactly one root is served).
 
-    async def conflicts(self) -> list[Conflict]:
-        return self.syncer.conflicts()
+        Raises:
+            RootNotServedError: this daemon does not serve that root (the client works in-process).
+            UsageError: no root named while several are served.
+            MemsyncError: the root's own problem (bad config, ...) while it cannot run.
+        """
+        held = self._held(root)
+        if held.service is None:
+            raise held.problem or RootNotServedError(f"{held.paths.root} is starting; retry in a moment.")
+        return held.service
 
-    async def conflict(self, conflict_id: int) -> Conflict:
-        return self.syncer.conflict(conflict_id)
+    def _held(self, root: str | None) -> _Root:
+        if root is None:
+            if len(self.roots) == 1:
+                return next(iter(self.roots.values()))
+            raise UsageError(f"this daemon serves {len(self.roots)} roots; name one with ?root=/path/to/project.")
+        held = self.roots.get(Path(root).resolve())
+        if held is None:
+            raise RootNotServedError(f"this daemon does not serve {root}; add it with 'memsyncctl roots add {root}'.")
+        return held
 
-    async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]:
-        self._require_configured()
-        # resolution takes the same one-at-a-time lane as syncs
-        return await self.coordinator.exclusive(
-            lambda: self._exclusive(lambda: self.syncer.resolve(conflict_id, keep, text)))
+    async def register(self, root: str) -> RootService:
+        """Serve ``root`` from now on (auto-registration by a client that wrote its queue)."""
+        path = Path(root).resolve()
+        if self.single_root is not None and path != self.single_root.root:
+            raise RootNotServedError(f"this daemon serves only {self.single_root.root} (memsyncd run --root).")
+        held = await self.add_root(path)
+        return self.service_for(str(held.paths.root))
 
-    def enqueue(self, entry: QueueEntry) -> None:
-        self.queue.enqueue(entry)
-
-    def pause(self) -> None:
-        self.paused = True
-        sd_notify("STATUS=Paused")
-        log.info("daemon.paused")
-
-    def resume(self) -> None:
-        was = self.paused
-        self.paused = False
-        log.info("daemon.resumed")
-        if was:
-            self._spawn(self._scheduled(frozenset({PUSH}), "resume"))
-
-    def health(self) -> dict[str, Any]:
-        job = self.scheduler.get_job("pull") if self.scheduler.running else None
-        next_pull = job.next_run_time.astimezone().isoformat(timespec="seconds") if job and job.next_run_time else None
-        return {"ok": True, "version": __version__, "pid": os.getpid(), "root": str(self.paths.root),
-                "paused": self.paused, "busy": self.coordinator.busy,
-                "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3), "next_pull": next_pull,
-                "runs_started": self.coordinator.runs_started, "watch_events": self._debouncer.fired
-                if self._debouncer else 0}
-
-    def metrics_text(self) -> str:
+    def health(self, root: str | None = None) -> dict[str, Any]:
+        """The process's health, and the named (or only) root's part."""
+        answer: dict[str, Any] = {"ok": True, "version": __version__, "pid": os.getpid(),
+                                  "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
+                                  "roots": len(self.roots), "mode": "single-root" if self.single_root else "user",
+                                  "ready": self.ready}
         try:
-            pending = len(coalesce(self.queue.read().pending))
+            held = self._held(root)
         except MemsyncError:
-            pending = -1
-        return self.metrics.render(pending=pending, conflicts=len(self.syncer.conflicts()), paused=self.paused,
-                                   uptime=time.monotonic() - self.started_monotonic)
+            return answer
+        if held.service is not None:
+            answer.update(held.service.health())
+        else:
+            answer["root"] = str(held.paths.root)
+        return answer
+
+    async def roots_summary(self) -> list[dict[str, Any]]:
+        """One line of facts per root for ``memsyncctl status --all`` (no network)."""
+        summaries = []
+        for held in list(self.roots.values()):
+            entry: dict[str, Any] = {"root": str(held.paths.root), "id": root_id(held.paths.root),
+                                     "problem": held.problem.to_dict() if held.problem else None,
+                                     "problem_since": held.problem_since}
+            if held.service is not None:
+                entry["health"] = held.service.health()
+                try:
+                    entry["status"] = (await held.service.status()).to_json()
+                except MemsyncError as exc:
+                    entry["status"] = None
+                    entry["problem"] = entry["problem"] or exc.to_dict()
+            summaries.append(entry)
+        return summaries
+
+    async def metrics_text(self, root: str | None = None) -> str:
+        return await self.service_for(root).metrics_text(time.monotonic() - self.started_monotonic)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``memsyncd run``."""
-    parser = argparse.ArgumentParser(prog="memsyncd run", description="Run the memsyncd daemon for one root.")
-    parser.add_argument("--root", help="root directory (default: $MEMSYNC_ROOT, nearest .claude/memory/config.json, ~)")
-    parser.add_argument("--socket", help="control socket path (default: $XDG_RUNTIME_DIR/memsyncd/<root-id>.sock)")
+    parser = argparse.ArgumentParser(
+        prog="memsyncd run",
+        description="Run the memsyncd daemon: every root registered with 'memsyncctl roots add' (the default), "
+                    "or one root with --root.")
+    parser.add_argument("--root", help="serve this root alone (default: every registered root)")
+    parser.add_argument("--socket", help="control socket path (default: $XDG_RUNTIME_DIR/memsyncd/memsyncd.sock, "
+                                         "or <root-id>.sock with --root)")
     parser.add_argument("--foreground", action="store_true", help="accepted for clarity; the daemon never forks")
     parser.add_argument("--log-level", default=os.environ.get("MEMSYNC_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
@@ -325,21 +386,22 @@ def run_main(argv: Sequence[str]) -> int:
     """Entry point of ``memsyncd run``."""
     args = build_parser().parse_args(list(argv))
     configure_logging(args.log_level, json_lines={"auto": None, "json": True, "console": False}[args.log_format])
-    paths = Paths(resolve_root(args.root))
+    single = args.root is not None or bool(os.environ.get("MEMSYNC_ROOT"))
     try:
-        settings = load_settings(paths)
-        lock = PidLock(paths.state.with_name("memsyncd.pid"))
+        if single:
+            paths = Paths(resolve_root(args.root))
+            load_settings(paths)  # a bad config of the one root: exit 2 at once, as always
+            lock = PidLock(paths.state.with_name("memsyncd.pid"))
+            socket_path = Path(args.socket) if args.socket else default_socket_path(paths.root)
+        else:
+            lock = PidLock(runtime_dir() / USER_PID_NAME)
+            socket_path = Path(args.socket) if args.socket else user_socket_path()
         lock.acquire()
     except MemsyncError as exc:
         sys.stderr.write(f"memsyncd: {exc}\n")
         return exc.exit_code if exc.exit_code else EXIT_USAGE
     try:
-        syncer = build_syncer(paths, settings)
-        if not syncer.configured:
-            log.warning("cloud.not_configured", hint="set MEM0_API_KEY and cloud.enabled=true; "
-                        "the daemon waits and reports SYNC UNAVAILABLE")
-        socket_path = Path(args.socket) if args.socket else default_socket_path(paths.root)
-        daemon = Daemon(paths, socket_path, syncer)
+        daemon = Daemon(socket_path, single_root=paths) if single else Daemon(socket_path, registry=RootRegistry())
         return asyncio.run(daemon.serve())
     except MemsyncError as exc:
         sys.stderr.write(f"memsyncd: {exc}\n")

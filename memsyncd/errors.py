@@ -9,8 +9,11 @@ Hierarchy::
     ├── QueueUnreadableError          sync queue file corrupt or wrong type    (exit 6)
     ├── QueueBusyError                unlocked writers kept replacing it       (exit 1)
     ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
+    ├── RegistryUnreadableError       roots.json unreadable                    (exit 6)
+    ├── FileAccessError               a queue/state/lock file cannot be read or written (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
+    │   ├── RootNotServedError        the daemon that answered does not serve this root
     │   └── AlreadyRunningError
     ├── RemoteError                   "their fault": a server said no or could not be reached
     │   ├── NetworkUnreachableError   connection refused, DNS, reset           (exit 5)
@@ -21,7 +24,9 @@ Hierarchy::
     │   ├── CloudProcessingError      queued add not finished yet (entry waits, no error)
     │   ├── NotFoundError             404 for one item
     │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
-    └── ConflictError                 a conflict changed under its resolution  (exit 1)
+    ├── ConflictError                 a conflict changed under its resolution  (exit 1)
+    ├── ServiceNotActiveError         the user service is not installed/running (exit 1)
+    └── ServiceManagerError           systemctl/launchctl missing or unreachable (exit 5)
 
 Per-item errors (``ServerError``, ``RateLimitedError``, ``NotFoundError``,
 ``RemoteRejectedError``) fail one queue entry; run-level errors
@@ -113,6 +118,31 @@ class StateUnreadableError(MemsyncError):
     exit_code = EXIT_UNREADABLE
 
 
+class RegistryUnreadableError(MemsyncError):
+    """Raised when the roots registry (``roots.json``) cannot be parsed; it is left untouched."""
+
+    title = "roots registry is unreadable"
+    exit_code = EXIT_UNREADABLE
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"({path}: {reason}). The file was left untouched; fix it, or move it aside and "
+                         "register the roots again with 'memsyncctl roots add DIR'.")
+
+
+class FileAccessError(MemsyncError):
+    """Raised when a file memsyncd needs cannot be created, read or written (permissions, disk full)."""
+
+    title = "cannot access a file"
+    exit_code = EXIT_UNREADABLE
+
+    @classmethod
+    def from_os_error(cls, error: OSError, path: object) -> FileAccessError:
+        """The error for ``error`` on ``path``: names the file, the reason, and that nothing was changed."""
+        reason = error.strerror or type(error).__name__
+        return cls(f"{path}: {reason}. Nothing was changed; check the permissions "
+                   "and free space of that directory, then retry.")
+
+
 class DaemonError(MemsyncError):
     """Raised for daemon lifecycle problems."""
 
@@ -123,6 +153,12 @@ class DaemonNotRunningError(DaemonError):
     """Raised when no daemon answers on the control socket."""
 
     title = "memsyncd is not running"
+
+
+class RootNotServedError(DaemonError):
+    """Raised when the daemon that answered does not serve the root a command is for."""
+
+    title = "root not served by the daemon"
 
 
 class AlreadyRunningError(DaemonError):
@@ -213,13 +249,32 @@ class ConflictError(MemsyncError):
     exit_code = EXIT_PARTIAL
 
 
+class ServiceNotActiveError(MemsyncError):
+    """Raised when the memsyncd user service is not installed, or its manager failed to start it."""
+
+    title = "memsyncd service is not running"
+    exit_code = EXIT_PARTIAL
+
+
+class ServiceManagerError(MemsyncError):
+    """Raised when the user's service manager (systemd --user, launchd) is missing or cannot be reached.
+
+    Exit 5, like any local server that is down: the file may be written, but nothing runs it.
+    """
+
+    title = "service manager unreachable"
+    exit_code = EXIT_NETWORK
+
+
 _REGISTRY: dict[str, type[MemsyncError]] = {
     cls.__name__: cls
     for cls in (
         MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError, QueueBusyError,
+        FileAccessError,
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         CloudProcessingError,
+        RegistryUnreadableError, RootNotServedError,
         NotFoundError, RemoteRejectedError, ConflictError,
     )
 }

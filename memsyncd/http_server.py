@@ -90,14 +90,16 @@ class Request:
             The decoded value.
 
         Raises:
-            BadRequest: the body is empty, not UTF-8 or not valid JSON.
+            BadRequest: the body is empty, not UTF-8, not valid JSON or nested too deeply to decode.
         """
         if not self.body.strip():
             raise BadRequest("Request body is empty; expected JSON")
         try:
             return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}") from exc
+        except RecursionError:
+            raise BadRequest("Invalid JSON body: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise BadRequest(f"Invalid JSON body: {exc}") from None
 
     @property
     def disconnected(self) -> bool:

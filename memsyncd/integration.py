@@ -1,4 +1,4 @@
-"""Claude Code and service-manager integration: the PostToolUse hook, slash commands, unit files."""
+"""Claude Code and service-manager integration: slash commands, the hook settings, unit files."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from memsyncd.errors import UsageError
-from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore, atomic_write
+# The hook itself lives in memsyncd.cli.hook (stdlib only, for the thin client); re-exported here.
+from memsyncd.cli.hook import ADD_TOOL as ADD_TOOL
+from memsyncd.cli.hook import DELETE_ALL_TOOL as DELETE_ALL_TOOL
+from memsyncd.cli.hook import DELETE_TOOL as DELETE_TOOL
+from memsyncd.cli.hook import entries_from_hook as entries_from_hook
+from memsyncd.cli.hook import run_post_tool_use_hook as run_post_tool_use_hook
+from memsyncd.errors import MemsyncError, ServiceManagerError, ServiceNotActiveError, UsageError
+from memsyncd.queue_store import atomic_write
 
-ADD_TOOL = "mcp__openmemory__add_memories"
-DELETE_TOOL = "mcp__openmemory__delete_memories"
-DELETE_ALL_TOOL = "mcp__openmemory__delete_all_memories"
 HOOK_COMMAND = "memsyncctl hook post-tool-use"
 SERVICE_NAME = "memsyncd.service"
 PLIST_NAME = "io.memsyncd.agent.plist"
@@ -30,72 +32,14 @@ def data_file(*parts: str) -> Path:
     return Path(str(resources.files("memsyncd").joinpath("data", *parts)))
 
 
-# --- PostToolUse hook --------------------------------------------------------------------------
+def plugin_file(*parts: str) -> Path:
+    """A file of the Claude Code plugin (``memsyncd/data/claude``, linked as ``packaging/claude``).
 
-
-def _json_objects(value: Any) -> list[Any]:
-    """Every JSON value found in a hook's tool_response (string, MCP content blocks, or object)."""
-    if isinstance(value, str):
-        try:
-            return _json_objects(json.loads(value))
-        except json.JSONDecodeError:
-            return []
-    if isinstance(value, list):
-        found: list[Any] = []
-        for block in value:
-            if isinstance(block, dict) and block.get("type") == "text":
-                found += _json_objects(block.get("text"))
-            else:
-                found += _json_objects(block)
-        return found
-    if isinstance(value, dict):
-        if "content" in value and "results" not in value:
-            return _json_objects(value["content"])
-        return [value]
-    return []
-
-
-def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
-    """Queue entries for one PostToolUse event of the OpenMemory MCP tools."""
-    tool = payload.get("tool_name")
-    now = format_ts(utc_now())
-    entries: list[QueueEntry] = []
-    if tool == ADD_TOOL:
-        for obj in _json_objects(payload.get("tool_response")):
-            results = obj.get("results") if isinstance(obj, dict) else None
-            for result in results if isinstance(results, list) else []:
-                if not isinstance(result, dict) or not isinstance(result.get("id"), str):
-                    continue
-                event = str(result.get("event", "ADD")).upper()
-                action = "delete" if event == "DELETE" else "push"
-                entries.append(QueueEntry(result["id"], action, now))  # type: ignore[arg-type]
-    elif tool == DELETE_TOOL:
-        ids = (payload.get("tool_input") or {}).get("memory_ids")
-        for memory_id in ids if isinstance(ids, list) else []:
-            if isinstance(memory_id, str) and memory_id:
-                entries.append(QueueEntry(memory_id, "delete", now))
-    return entries
-
-
-def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> tuple[int, str]:
-    """Enqueue what the hook event wrote. Never blocks on the network.
-
-    Returns:
-        (number of entries queued, a note for stderr or "").
+    The plugin is the one source of the slash commands and the hook: ``claude plugin install``
+    copies the whole directory, ``memsyncctl integrate claude`` copies its ``commands/`` and
+    merges its ``hooks/hooks.json`` into ``settings.json``.
     """
-    try:
-        payload = json.loads(stdin_text) if stdin_text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"hook input on stdin is not JSON ({exc.msg}); expected Claude Code's hook event") from None
-    if not isinstance(payload, dict):
-        raise UsageError("hook input must be a JSON object (Claude Code's hook event)")
-    if payload.get("tool_name") == DELETE_ALL_TOOL:
-        return 0, ("memsyncd: delete_all_memories is not mirrored to the cloud automatically; "
-                   "delete cloud memories explicitly if that was intended.")
-    entries = entries_from_hook(payload)
-    if entries:
-        queue.update(lambda doc: doc.pending.extend(entries))
-    return len(entries), ""
+    return data_file("claude", *parts)
 
 
 # --- Claude Code files ---------------------------------------------------------------------------
@@ -124,7 +68,7 @@ def _install_file(source: Path, target: Path, force: bool, result: InstallResult
 
 def merge_hook_settings(settings: dict[str, Any]) -> bool:
     """Add memsyncd's PostToolUse hook to a Claude Code settings object; False when already there."""
-    wanted = json.loads(data_file("claude", "hooks.json").read_text(encoding="utf-8"))["hooks"]["PostToolUse"][0]
+    wanted = json.loads(plugin_file("hooks", "hooks.json").read_text(encoding="utf-8"))["hooks"]["PostToolUse"][0]
     hooks = settings.setdefault("hooks", {})
     if not isinstance(hooks, dict):
         raise UsageError('"hooks" in the Claude settings file is not an object; fix it first.')
@@ -143,9 +87,9 @@ def integrate_claude(project: Path, *, force: bool = False) -> InstallResult:
     """Install the slash commands and the hook into ``project/.claude`` (``~/.claude`` by default)."""
     result = InstallResult([], [])
     claude = project / ".claude"
-    for name in ("sync.md", "conflict.md"):
-        _install_file(data_file("claude", "commands", "memory", name), claude / "commands" / "memory" / name,
-                      force, result)
+    commands = plugin_file("commands")
+    for source in sorted(commands.rglob("*.md")):
+        _install_file(source, claude / "commands" / source.relative_to(commands), force, result)
     settings_path = claude / "settings.json"
     settings: dict[str, Any] = {}
     if settings_path.exists():
@@ -178,15 +122,19 @@ def memsyncd_executable() -> str:
     raise UsageError("cannot find the memsyncd executable on PATH; install memsyncd with pip/pipx first.")
 
 
-def render_unit(executable: str) -> str:
-    """The shipped systemd unit with ExecStart pointing at this installation."""
+def render_unit(executable: str, key_file: Path | None = None) -> str:
+    """The shipped systemd unit with ExecStart (and the key credential) pointing at this installation."""
     text = data_file("memsyncd.service").read_text(encoding="utf-8")
+    if key_file is not None:
+        text = text.replace("%h/.config/memsyncd/mem0_api_key", str(key_file))
     return text.replace("%h/.local/bin/memsyncd", executable)
 
 
-def render_plist(executable: str, home: Path) -> str:
+def render_plist(executable: str, home: Path, key_file: Path | None = None) -> str:
     """The shipped LaunchAgent with this installation's paths."""
     text = data_file(PLIST_NAME).read_text(encoding="utf-8")
+    if key_file is not None:
+        text = text.replace("@HOME@/.config/memsyncd", str(key_file.parent))
     return text.replace("@MEMSYNCD@", executable).replace("@HOME@", str(home))
 
 
@@ -212,29 +160,98 @@ def service_commands(action: str, target: Path) -> list[list[str]]:
             "status": [["systemctl", "--user", "--no-pager", "status", SERVICE_NAME]]}[action]
 
 
-def service(action: str, *, home: Path, start: bool = True, executable: str | None = None) -> list[str]:
-    """Install, uninstall or show the user service; returns lines to print."""
+SERVICE_MANAGER_TIMEOUT = 30.0
+# What systemctl says when this session has no reachable user manager (containers, su, ssh without
+# a login session, WSL without systemd): "Failed to connect to bus: No medium found", etc.
+_NO_MANAGER_MARKERS = ("failed to connect to bus", "no medium found", "$dbus_session_bus_address",
+                       "system has not been booted with systemd", "failed to connect to user scope bus")
+# systemctl status: 3 = unit not active, 4 = no such unit (LSB codes).
+_STATUS_INACTIVE, _STATUS_UNKNOWN_UNIT = 3, 4
+
+
+def run_without_manager_help(home: Path) -> str:
+    """What to do when there is no user service manager to run memsyncd."""
+    user = os.environ.get("USER") or "$USER"
+    return (f"Without a user service manager, run 'memsyncd run' from your login session "
+            f"(a terminal multiplexer or your desktop's autostart), or make systemd start your user manager "
+            f"at boot with 'loginctl enable-linger {user}', log in again and rerun 'memsyncctl service install'.")
+
+
+@dataclass
+class ServiceOutcome:
+    """What ``memsyncctl service`` did: lines to print, and the error to exit with (None = success)."""
+
+    lines: list[str]
+    error: MemsyncError | None = None
+
+
+def _manager_failure(command: list[str], returncode: int, output: str, action: str, home: Path) -> MemsyncError:
+    """The error for a failed service-manager call: unreachable manager (exit 5) or a unit problem (exit 1)."""
+    shown = " ".join(command)
+    reason = next((line.strip() for line in output.splitlines() if line.strip()), f"exit {returncode}")
+    if any(marker in output.lower() for marker in _NO_MANAGER_MARKERS):
+        return ServiceManagerError(f"'{shown}' failed: {reason}. {run_without_manager_help(home)}")
+    if action == "status" and returncode == _STATUS_UNKNOWN_UNIT:
+        return ServiceNotActiveError(f"systemd does not know {SERVICE_NAME} yet; run 'systemctl --user "
+                                     "daemon-reload && systemctl --user enable --now memsyncd'.")
+    if action == "status":
+        return ServiceNotActiveError(f"the service is installed but not running ({reason}). Start it with "
+                                     "'memsyncctl service install' and read its log with "
+                                     "'journalctl --user -u memsyncd -e'.")
+    return ServiceNotActiveError(f"'{shown}' failed (exit {returncode}): {reason}. Read the log with "
+                                 "'journalctl --user -u memsyncd -e' (macOS: ~/Library/Logs/memsyncd.log).")
+
+
+def _call_manager(commands: list[list[str]], action: str, home: Path, lines: list[str]) -> MemsyncError | None:
+    """Run the service-manager commands in order; stop at, and return, the first failure."""
+    for command in commands:
+        if shutil.which(command[0]) is None:
+            return ServiceManagerError(f"{command[0]} is not installed here, so nothing can start the service. "
+                                       + run_without_manager_help(home))
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False,
+                                  timeout=SERVICE_MANAGER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return ServiceManagerError(f"'{' '.join(command)}' did not answer within {SERVICE_MANAGER_TIMEOUT:.0f} s. "
+                                       + run_without_manager_help(home))
+        except OSError as exc:
+            return ServiceManagerError(f"cannot run {command[0]} ({exc.strerror}). " + run_without_manager_help(home))
+        output = done.stdout + done.stderr
+        lines.append(f"$ {' '.join(command)} -> exit {done.returncode}")
+        lines += [line for line in output.splitlines() if line.strip()]
+        if done.returncode != 0:
+            return _manager_failure(command, done.returncode, output, action, home)
+    return None
+
+
+def service(action: str, *, home: Path, start: bool = True, executable: str | None = None) -> ServiceOutcome:
+    """Install, uninstall or show the user service.
+
+    Returns:
+        The lines to print and, when the service manager failed or the service is not running,
+        the error to exit with (``ServiceManagerError`` exit 5, ``ServiceNotActiveError`` exit 1).
+    """
     target = service_target(home)
     lines: list[str] = []
     if action == "install":
+        from memsyncd.config import key_file_path  # pydantic: kept off the hook's import path
+
         exe = executable or memsyncd_executable()
-        content = render_plist(exe, home) if target.suffix == ".plist" else render_unit(exe)
+        key = key_file_path()
+        content = render_plist(exe, home, key) if target.suffix == ".plist" else render_unit(exe, key)
         atomic_write(target, content)
         lines.append(f"Wrote {target}")
-        key = home / ".config" / "memsyncd" / "mem0_api_key"
         if not key.exists():
-            lines.append(f"Put your mem0 key in {key} (chmod 600) before starting; it is read as a credential.")
+            lines.append(f"Store your mem0 key in {key} before starting (it is read as a credential): "
+                         "run 'memsyncctl init'.")
     elif action == "uninstall" and not target.exists():
-        return [f"No service file at {target}; nothing to do."]
-    if start or action == "status":
-        for command in service_commands(action, target):
-            if shutil.which(command[0]) is None:
-                lines.append(f"{command[0]} not found; run it yourself: {' '.join(command)}")
-                break
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            lines.append(f"$ {' '.join(command)} -> exit {done.returncode}")
-            lines += [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        return ServiceOutcome([f"No service file at {target}; nothing to do."])
+    elif action == "status" and not target.exists():
+        return ServiceOutcome([f"No service file at {target}."], ServiceNotActiveError(
+            "the memsyncd service is not installed; install it with 'memsyncctl service install'."))
+    error = _call_manager(service_commands(action, target), action, home, lines) if start or action == "status" \
+        else None
     if action == "uninstall":
         target.unlink(missing_ok=True)
         lines.append(f"Removed {target}")
-    return lines
+    return ServiceOutcome(lines, error)

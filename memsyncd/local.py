@@ -7,6 +7,7 @@ create is still HTTP 200 with ``{"error": ...}`` or ``null``; lists carry
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from memsyncd.models import LocalMemory
 
 SERVICE = "OpenMemory"
 PAGE_SIZE = 100
+PROBE_FRESH_SECONDS = 5.0  # a probe is skipped when a request succeeded this recently
 
 
 def _memory(raw: Any, text_key: str) -> LocalMemory:
@@ -54,6 +56,9 @@ class LocalClient:
         self.policy = policy or RetryPolicy()
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
                                        headers={"User-Agent": "memsyncd"})
+        self._user_checked = False  # a probe found our user once
+        self._last_ok: float | None = None  # time.monotonic() of the last successful answer
+        self._last_stats: dict[str, Any] = {}
 
     async def aclose(self) -> None:
         """Close connections."""
@@ -62,17 +67,28 @@ class LocalClient:
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         response = await request(self._http, method, url, service=SERVICE, unreachable=LocalUnreachableError,
                                  policy=self.policy, auth_statuses=(), **kwargs)
-        return json_body(response, SERVICE)
+        body = json_body(response, SERVICE)
+        self._last_ok = time.monotonic()
+        return body
 
-    async def probe(self) -> None:
-        """Check that the server answers and knows our user."""
+    async def probe(self, *, fresh: bool = False) -> dict[str, Any]:
+        """Check that the server answers and knows our user; returns its stats (``total_memories``, ...).
+
+        Skipped (returning the last stats) right after a successful request, unless ``fresh``.
+        """
+        if not fresh and self._user_checked and self._last_ok is not None \
+                and time.monotonic() - self._last_ok < PROBE_FRESH_SECONDS:
+            return dict(self._last_stats)
         try:
-            await self._call("GET", "/api/v1/stats/", params={"user_id": self.user_id})
+            body = await self._call("GET", "/api/v1/stats/", params={"user_id": self.user_id})
+            self._user_checked = True
         except NotFoundError:
             raise ConfigError(
                 f"OpenMemory at {self._http.base_url} has no user '{self.user_id}'. Set local.user_id in "
                 "config.json (or MEMSYNC_LOCAL__USER_ID) to the user the server was started for (its $USER)."
             ) from None
+        self._last_stats = body if isinstance(body, dict) else {}
+        return dict(self._last_stats)
 
     async def get(self, memory_id: str) -> LocalMemory | None:
         """One memory, or None when OpenMemory does not know it (soft-deleted ones come back with state)."""

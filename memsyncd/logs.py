@@ -1,9 +1,14 @@
-"""structlog set-up: JSON lines when stderr is not a TTY (journald), console on a TTY, secrets redacted."""
+"""structlog set-up: JSON lines when stderr is not a TTY (journald), console on a TTY, secrets redacted.
+
+The daemon logs with :func:`configure_logging`; ``memsyncctl`` with :func:`configure_cli_logging`
+(structured records only with ``-v``, so stderr otherwise carries human messages only).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -66,3 +71,29 @@ def configure_logging(level: str = "info", *, json_lines: bool | None = None) ->
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _drop(_logger: Any, _name: str, _event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop the record (critical ones included)."""
+    raise structlog.DropEvent
+
+
+def configure_cli_logging(*, verbose: bool) -> None:
+    """``memsyncctl``'s logging: with ``-v``, debug records on stderr as the daemon writes them; without,
+    none at all (structlog drops every level, stdlib ``logging`` and warnings stay quiet), so stderr
+    carries only the human messages memsyncctl prints itself.
+    """
+    if verbose:
+        configure_logging("debug")
+        return
+    structlog.configure(
+        processors=[_drop],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),  # below: no-op methods
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
+        root.addHandler(logging.NullHandler())  # no "last resort" stderr output for library warnings
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")

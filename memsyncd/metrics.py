@@ -37,7 +37,7 @@ class Metrics:
         if result == "ok":
             self.last_success_unix = finished_unix
 
-    def render(self, *, pending: int, conflicts: int, paused: bool, uptime: float) -> str:
+    def render(self, *, pending: int, conflicts: int, paused: bool, uptime: float, to_pull: int | None = None) -> str:
         """Prometheus text format."""
         out: list[str] = []
 
@@ -58,6 +58,9 @@ class Metrics:
                [(f'{{source="{s}"}}', n) for s, n in sorted(self.triggers.items())] or [("", 0)])
         metric("queue_pending", "gauge", "Coalesced items waiting in the sync queue.", [("", pending)])
         metric("conflicts_open", "gauge", "Unresolved conflicts.", [("", conflicts)])
+        if to_pull is not None:
+            metric("memories_to_pull", "gauge", "Cloud changes not yet applied locally, as of the last pull.",
+                   [("", to_pull)])
         metric("paused", "gauge", "1 while background sync is paused.", [("", int(paused))])
         metric("last_run_duration_ms", "gauge", "Duration of the last run.", [("", self.last_run_duration_ms)])
         metric("last_success_timestamp_seconds", "gauge", "Unix time of the last fully successful run.",

@@ -7,40 +7,24 @@ engine never sees raw JSON.
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+# Re-exported: the timestamp helpers live in timestamps.py, so the thin client renders times
+# without loading these classes.
+from memsyncd.timestamps import format_ts as format_ts
+from memsyncd.timestamps import parse_ts as parse_ts
+from memsyncd.timestamps import utc_now as utc_now
 
 Action = Literal["push", "delete"]
 
 
 def content_hash(text: str) -> str:
     """Return the sha256 hex digest of ``text`` encoded as UTF-8 (SPEC 4)."""
+    import hashlib  # here, not at the top: the hook and enqueue import this module but never hash (~5 ms)
+
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def utc_now() -> datetime:
-    """Return the current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
-def format_ts(moment: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC with a ``Z`` suffix (second precision kept as given)."""
-    text = moment.astimezone(UTC).isoformat()
-    return text.replace("+00:00", "Z")
-
-
-def parse_ts(text: str) -> datetime:
-    """Parse an RFC 3339 / ISO 8601 timestamp; naive values are taken as UTC.
-
-    Raises:
-        ValueError: if ``text`` is not a timestamp.
-    """
-    moment = datetime.fromisoformat(text.strip())
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,36 @@
 """The shared sync-queue file: locked read-modify-write, atomic replace, never lose an entry.
 
-Protocol (SPEC 3): every read-modify-write holds an exclusive ``flock`` on the
-``.lock`` sidecar, re-reads the file under the lock and replaces it atomically
+Protocol (SPEC 3): every read-modify-write holds an exclusive ``flock(2)`` on the
+``.lock`` sidecar (the same lock ``flock(1)`` and the ``filelock`` library take; tried
+non-blocking with a bounded wait), re-reads the file under the lock and replaces it atomically
 (temp file in the same directory, fsync, rename, fsync of the directory). The lock
 is never held across network I/O: callers read the work, release, do the work, and
 call :meth:`QueueStore.apply` with the results, which removes only the exact entries
 that were processed. A corrupt file is never overwritten.
+
+Stdlib only: ``memsyncctl enqueue`` and the Claude Code hook write the queue without loading
+the engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from memsyncd.errors import QueueBusyError, QueueUnreadableError
+from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
 from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, parse_ts, utc_now
 
 LOCK_TIMEOUT_SECONDS = 30.0
+LOCK_POLL_MAX_SECONDS = 0.05
 UNLOCKED_WRITER_RETRIES = 20
 _ENTRY_KEYS = {"id", "action", "timestamp", "content_hash", "level"}
 _ERROR_KEYS = {"id", "error", "timestamp", "retries"}
@@ -140,12 +146,64 @@ class _ChangedUnderUs(Exception):
     """Internal: another writer replaced the file between our read and our rename."""
 
 
+@contextlib.contextmanager
+def flock_exclusive(lock_path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
+
+    Tried with ``LOCK_NB`` every few milliseconds (backing off to ``LOCK_POLL_MAX_SECONDS``)
+    until ``timeout``; the file is never deleted, so every process locks the same inode.
+
+    Raises:
+        QueueBusyError: another process held the lock for ``timeout`` seconds.
+        FileAccessError: the lock file cannot be created or opened (permissions, read-only disk).
+    """
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise FileAccessError.from_os_error(exc, lock_path) from None
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise FileAccessError.from_os_error(exc, lock_path) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise QueueBusyError(f"another process has held {lock_path} for {timeout:.0f} s; nothing was "
+                                     "written. Try again; if it stays busy, find the holder with "
+                                     f"'fuser {lock_path}'.")
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, LOCK_POLL_MAX_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, text: str, *, expect: FileIdentity | bool = False) -> None:
     """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir.
 
     With ``expect`` (a :func:`file_identity`), the rename only happens if the file is still
     the one that was read; otherwise ``_ChangedUnderUs`` is raised and nothing is replaced.
+
+    Raises:
+        FileAccessError: the directory or file cannot be written (permissions, disk full); the
+            old file is then unchanged.
     """
+    try:
+        _atomic_write(path, text, expect)
+    except OSError as exc:
+        raise FileAccessError.from_os_error(exc, path) from None
+
+
+def _atomic_write(path: Path, text: str, expect: FileIdentity | bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -187,15 +245,14 @@ class ApplyResult:
 class QueueStore:
     """The queue file of one root."""
 
-    def __init__(self, path: Path, lock_path: Path | None = None) -> None:
+    def __init__(self, path: Path, lock_path: Path | None = None, *,
+                 lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
         self.path = path
         self.lock_path = lock_path or path.with_name(path.name + ".lock")
+        self.lock_timeout = lock_timeout  # then TimeoutError (the daemon's API waits ~2 s, not 30)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_SECONDS):
-            yield
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return flock_exclusive(self.lock_path, self.lock_timeout)
 
     def read(self) -> QueueDoc:
         """Read the queue (missing file = empty queue).

@@ -1,26 +1,14 @@
-"""Sync results and their rendering: the seed's exact text blocks, JSON, and exit codes."""
+"""Sync and status results: the data, their JSON (the control socket's wire format) and exit codes.
+
+Stdlib only. The text blocks are rendered by :mod:`memsyncd.cli.render`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
-from memsyncd.errors import (
-    EXIT_AUTH,
-    EXIT_NETWORK,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_UNREADABLE,
-    AuthError,
-    MemsyncError,
-    NetworkUnreachableError,
-    QueueUnreadableError,
-)
-from memsyncd.models import parse_ts
-
-RULE = "═══════════════════════════════════════════"
+from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
 
 
 @dataclass
@@ -80,7 +68,7 @@ class ReconcileReport:
 
 @dataclass
 class SyncReport:
-    """Everything a sync run did, rendered by :func:`render_sync`."""
+    """Everything a sync run did, rendered by :func:`memsyncd.cli.render.render_sync`."""
 
     mode: str
     queue_path: str
@@ -134,79 +122,6 @@ class SyncReport:
         return report
 
 
-def render_fatal(error: MemsyncError) -> str:
-    """The seed's error blocks for run-level failures."""
-    if isinstance(error, AuthError):
-        return f"SYNC ERROR: mem0 API returned {error.status or 401}\nCheck MEM0_API_KEY environment variable.\n"
-    if isinstance(error, NetworkUnreachableError):
-        return (
-            "SYNC ERROR: Network unreachable\n"
-            "Pending changes preserved in queue.\n"
-            "Will retry on next sync.\n"
-            f"({error.message})\n"
-        )
-    if isinstance(error, QueueUnreadableError):
-        return (f"SYNC ERROR: sync queue is unreadable ({error.path}: {error.reason})\n"
-                "The file was left untouched. Fix it, or run 'memsyncctl queue repair' to move it "
-                "aside and salvage its valid entries.\n")
-    return f"SYNC ERROR: {error.title}\n{error.message}\n"
-
-
-def render_unavailable() -> str:
-    """The seed's SYNC UNAVAILABLE block."""
-    return (
-        "SYNC UNAVAILABLE\n"
-        "Cloud sync is not configured.\n"
-        "\n"
-        "To enable:\n"
-        "1. Set MEM0_API_KEY environment variable\n"
-        "2. Update .claude/memory/config.json:\n"
-        '   "cloud": { "enabled": true, ... }\n'
-    )
-
-
-def render_sync(report: SyncReport) -> str:
-    """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
-    if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE):
-        return render_fatal(report.fatal)
-    lines: list[str] = []
-    push, pull = report.push, report.pull
-    prefix = "DRY RUN (nothing written)\n" if report.dry_run else ""
-    if report.exit_code == EXIT_PARTIAL:
-        lines.append("SYNC PARTIAL")
-        if push:
-            lines.append(f"Pushed: {push.synced} of {push.attempted} ({push.errors} errors)")
-        if pull:
-            lines.append(f"Pulled: {pull.synced} of {pull.to_apply}")
-        lines += ["", f"Errors logged to {report.queue_path}", "Run /memory/sync again to retry."]
-        for message in (push.error_messages if push else [])[:5] + (pull.error_messages if pull else [])[:5]:
-            lines.append(f"  - {message}")
-    else:
-        if push:
-            lines.append(f"PUSH: {push.synced} memories synced to cloud")
-            lines.append(f"Errors: {push.errors} (see {report.queue_path})")
-        if pull:
-            lines.append(f"PULL: {pull.synced} memories synced from cloud")
-            found = pull.conflicts + (push.conflicts if push else 0)  # new conflicts found by this run
-            lines.append(f"New: {pull.new} | Updated: {pull.updated} | Conflicts: {found}")
-    if push and push.waiting:
-        lines.append(f"Waiting: {push.waiting} accepted by mem0, still processing (finished on the next sync)")
-    if push and push.skipped_private:
-        lines.append(f"Skipped: {push.skipped_private} local-only (level 0)")
-    if push and push.conflicts and not pull:
-        lines.append(f"Conflicts: {push.conflicts}")
-    if report.reconcile and (report.reconcile.deleted_local or report.reconcile.conflicts):
-        lines.append(f"Deleted locally (deleted in cloud): {report.reconcile.deleted_local}")
-    if report.reconcile and report.reconcile.refused:
-        lines.append(f"WARNING: {report.reconcile.refused}")
-    if report.conflicts_open:
-        lines.append(f"Conflicts pending: {report.conflicts_open} (resolve with /memory/conflict or "
-                     "'memsyncctl conflicts list')")
-    if report.fatal is not None:
-        lines.append(render_fatal(report.fatal).rstrip("\n"))
-    return prefix + "\n".join(lines) + "\n"
-
-
 @dataclass
 class StatusReport:
     """What ``--status`` shows."""
@@ -221,64 +136,15 @@ class StatusReport:
     queue_path: str = ""
     pull_note: str = ""
     daemon: dict[str, Any] | None = None
+    to_pull_as_of: str | None = None  # RFC 3339 "Z" time the pull figure was computed; None = live, just now
+    pull_interval_seconds: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""
         return asdict(self)
 
-
-def relative_time(moment: datetime, now: datetime) -> str:
-    """'just now', '5 minutes ago', '3 hours ago', '2 days ago'."""
-    seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        return "in the future"
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''} ago"
-    return "just now"
-
-
-def render_status(status: StatusReport, now: datetime) -> str:
-    """The seed's SYNC STATUS block, with a daemon line when one runs."""
-    parts = urlsplit(status.local_url)
-    local = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or status.local_url)
-    pull = str(status.pending_pull) if status.pending_pull is not None else "?"
-    if status.last_sync:
-        try:
-            last = f"{status.last_sync} ({relative_time(parse_ts(status.last_sync), now)})"
-        except ValueError:
-            last = status.last_sync
-    else:
-        last = "never"
-    lines = [
-        "SYNC STATUS",
-        RULE,
-        "",
-        f"Local:    OpenMemory ({local})",
-        f"Cloud:    mem0 ({'configured' if status.cloud_configured else 'not configured'})",
-        "",
-        f"Pending:  {status.pending_push} memories to push",
-        f"          {pull} memories to pull",
-        f"Conflicts: {status.conflicts} unresolved",
-        "",
-        f"Last sync: {last}",
-        RULE,
-    ]
-    if status.errors:
-        lines.append(f"Errors: {status.errors} entries failing (see {status.queue_path})")
-    if status.pull_note:
-        lines.append(status.pull_note)
-    if status.daemon:
-        lines.append(render_daemon_line(status.daemon))
-    return "\n".join(lines) + "\n"
-
-
-def render_daemon_line(daemon: dict[str, Any]) -> str:
-    """One line about the running daemon."""
-    state = "paused" if daemon.get("paused") else "running"
-    uptime = int(daemon.get("uptime_seconds", 0))
-    text = f"Daemon:   pid {daemon.get('pid')}, {state}, up {uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s"
-    if daemon.get("next_pull"):
-        text += f", next pull {daemon['next_pull']}"
-    return text
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StatusReport:
+        """Rebuild a status sent over the control socket; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

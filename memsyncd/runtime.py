@@ -12,6 +12,9 @@ from pathlib import Path
 
 from memsyncd.errors import AlreadyRunningError, DaemonError
 
+USER_SOCKET_NAME = "memsyncd.sock"
+USER_PID_NAME = "memsyncd.pid"
+
 
 def root_id(root: Path) -> str:
     """A short stable id for a root directory (names its socket)."""
@@ -32,8 +35,27 @@ def runtime_dir() -> Path:
 
 
 def default_socket_path(root: Path) -> Path:
-    """Where the daemon of ``root`` listens."""
+    """Where a single-root daemon (``memsyncd run --root DIR``) of ``root`` listens."""
     return runtime_dir() / f"{root_id(root)}.sock"
+
+
+def user_socket_path() -> Path:
+    """Where the user's daemon (``memsyncd run``, serving every registered root) listens."""
+    return runtime_dir() / USER_SOCKET_NAME
+
+
+def daemon_socket_candidates(root: Path, explicit: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The sockets to try for ``root``, in order: ``--socket``; else its single-root daemon, then the user's."""
+    if explicit:
+        return [Path(explicit)]
+    return [default_socket_path(root), user_socket_path()]
+
+
+def pair_lock_path(pair_key: str) -> Path:
+    """The run lock of one pair of stores (shared by every root and process that syncs that pair)."""
+    directory = runtime_dir() / "pairs"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory / f"{pair_key}.lock"
 
 
 class PidLock:

@@ -1,13 +1,36 @@
-"""Watch the queue file with watchdog (inotify/FSEvents) and call back, debounced, on the event loop."""
+"""Watch the queue file with watchdog (inotify/FSEvents) and shape its change events into push triggers.
+
+:class:`QueueWatcher` calls back on watchdog's observer thread for every event that touches the
+queue file. :class:`Debouncer` turns triggers into calls of an action on the event loop: the
+first trigger after a quiet period fires at once (leading edge); triggers that follow within
+``delay`` of each other form a burst that fires once, ``delay`` after its last trigger, but
+never later than ``ceiling`` after the burst began, so a writer that never pauses cannot
+starve the push.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+BURST_CEILING_SECONDS = 1.0
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class TimerLoop(Protocol):
+    """The two things the debouncer needs from an event loop (a fake clock in unit tests)."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], object]) -> _Cancellable: ...
 
 
 class _QueueEvents(FileSystemEventHandler):
@@ -26,53 +49,88 @@ class _QueueEvents(FileSystemEventHandler):
 
 
 class Debouncer:
-    """Calls ``action`` once, ``delay`` seconds after the last of a burst of ``trigger()`` calls."""
+    """Leading-edge debounce with a ceiling: at once after quiet, then once per burst, bounded."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, action: Callable[[], None]) -> None:
+    def __init__(self, loop: TimerLoop, delay: float, action: Callable[[], None], *,
+                 ceiling: float = BURST_CEILING_SECONDS) -> None:
         self._loop = loop
-        self._delay = delay
+        self._delay = max(0.0, delay)
+        self._ceiling = max(ceiling, self._delay)
         self._action = action
-        self._handle: asyncio.TimerHandle | None = None
+        self._timer: _Cancellable | None = None
+        self._last_trigger: float | None = None
+        self._burst_start: float | None = None
         self.fired = 0
 
-    def trigger(self) -> None:
-        """(Re)start the timer; must run on the loop thread."""
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = self._loop.call_later(self._delay, self._fire)
+    @property
+    def ceiling(self) -> float:
+        """The longest a burst can defer the action (never less than the delay)."""
+        return self._ceiling
 
-    def trigger_threadsafe(self) -> None:
-        """``trigger`` from any thread (the watchdog observer's)."""
-        self._loop.call_soon_threadsafe(self.trigger)
+    def trigger(self) -> None:
+        """Fire now after a quiet period, else (re)arm the burst's timer; must run on the loop thread."""
+        now = self._loop.time()
+        quiet = self._last_trigger is None or now - self._last_trigger >= self._delay
+        self._last_trigger = now
+        if quiet:
+            self.cancel()
+            self._fire()
+            return
+        if self._burst_start is None:
+            self._burst_start = now
+        due = min(now + self._delay, self._burst_start + self._ceiling)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(due, self._fire_burst)
+
+    def _fire_burst(self) -> None:
+        self._timer = None
+        self._burst_start = None
+        self._fire()
 
     def _fire(self) -> None:
-        self._handle = None
         self.fired += 1
         self._action()
 
     def cancel(self) -> None:
-        """Drop a pending call."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        """Drop a pending burst call."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._burst_start = None
 
 
-class QueueWatcher:
-    """An observer on the queue's directory; no polling, the OS wakes it."""
+class FileWatcher:
+    """Watches one file through its directory (writers rename into place); no polling, the OS wakes it.
 
-    def __init__(self, queue_path: Path, on_change: Callable[[], None]) -> None:
-        self.queue_path = queue_path
-        self._observer = Observer()
-        self._handler = _QueueEvents(queue_path.name, on_change)
+    With a shared ``observer`` (the daemon's, one thread for every root) it only adds and removes
+    its watch; without one it runs an observer of its own.
+    """
+
+    def __init__(self, path: Path, on_change: Callable[[], None], *, observer: BaseObserver | None = None) -> None:
+        self.path = path
+        self._own = observer is None
+        self._observer: BaseObserver = observer if observer is not None else Observer()
+        self._handler = _QueueEvents(path.name, on_change)
+        self._watch: ObservedWatch | None = None
 
     def start(self) -> None:
         """Begin watching (creates the directory if needed)."""
-        self.queue_path.parent.mkdir(parents=True, exist_ok=True)
-        self._observer.schedule(self._handler, str(self.queue_path.parent), recursive=False)
-        self._observer.daemon = True
-        self._observer.start()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._watch = self._observer.schedule(self._handler, str(self.path.parent), recursive=False)
+        if self._own:
+            self._observer.daemon = True
+            self._observer.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the observer thread."""
-        self._observer.stop()
-        self._observer.join(timeout)
+        """Stop watching (and the observer thread, when it is our own)."""
+        if self._own:
+            self._observer.stop()
+            self._observer.join(timeout)
+        elif self._watch is not None:
+            with contextlib.suppress(KeyError, ValueError):  # already gone with the observer
+                self._observer.remove_handler_for_watch(self._handler, self._watch)
+        self._watch = None
+
+
+QueueWatcher = FileWatcher  # the queue is the file most watched; the name reads better there

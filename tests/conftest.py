@@ -18,6 +18,18 @@ from harness import INPROC_KEY, INPROC_USER, Emulators, make_root, running_emula
 from memsyncd.emulators.runner import RunningEmulators  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``XDG_CONFIG_HOME`` is a throw-away directory: no test reads your real mem0 key file or writes ~/.config."""
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _no_retry_sleeps() -> Iterator[None]:
     """stamina's testing mode: retries keep their configured attempt counts but never sleep."""

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from harness import (
     API_KEY,
+    DaemonProc,
     Emulators,
     ctl,
     make_root,
@@ -24,7 +30,7 @@ from harness import (
     wait_for,
 )
 
-from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.models import QueueEntry, format_ts, parse_ts, utc_now
 from memsyncd.queue_store import QueueStore, atomic_write, dump_queue
 
 
@@ -78,6 +84,11 @@ def test_status_over_the_socket_matches_one_shot(root: Path, emu: Emulators) -> 
         raw = daemon.api("GET", "/v1/status")
     assert raw.status_code == 200 and raw.json()["daemon"]["pid"] == daemon.proc.pid
     assert via_daemon.pop("daemon")["paused"] is True and one_shot.pop("daemon") is None
+    # the daemon's "to pull" figure is from its start-up count, with its age and the pull interval
+    assert via_daemon.pop("pull_interval_seconds") == 300
+    assert parse_ts(via_daemon.pop("to_pull_as_of")) <= utc_now()
+    for key in ("pull_interval_seconds", "to_pull_as_of"):
+        one_shot.pop(key, None)
     assert via_daemon == one_shot and one_shot["pending_push"] == 1
     assert text.startswith("SYNC STATUS\n") and "Daemon:   pid" in text and "paused" in text
 
@@ -312,3 +323,113 @@ def test_reconcile_job_mirrors_cloud_deletions(root: Path, emu: Emulators) -> No
     with running_daemon(root):
         wait_for(lambda: emu.local_get(gone)["state"] == "deleted")
     assert emu.local_get(keep)["state"] == "active"
+
+
+def start_up_run_finished(daemon: DaemonProc) -> bool:
+    health = daemon.health()
+    return bool(health and health["runs_started"] >= 1 and not health["busy"])
+
+
+@contextlib.contextmanager
+def holding_queue_lock(root: Path) -> Iterator[None]:
+    """Hold the queue's lock from this (another) process: flock as SPEC 3 says, and a POSIX lock too."""
+    lock = queue_path(root).with_name("sync-queue.json.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.lockf(fd, fcntl.LOCK_EX)  # in case a writer uses fcntl record locks instead of flock
+        yield
+    finally:
+        os.close(fd)  # releases both
+
+
+def test_control_socket_answers_while_another_process_holds_the_queue_lock(root: Path, emu: Emulators) -> None:
+    """Health and status answer at once, enqueue gets a bounded 503, while the engine waits on the lock."""
+    hold = float(os.environ.get("MEMSYNC_LOCK_HOLD_SECONDS", "4"))
+    memory = emu.local_add("lock-hold: pushed, then waits for the queue lock", level=1)
+    with running_daemon(root) as daemon:
+        wait_for(lambda: start_up_run_finished(daemon))
+        with holding_queue_lock(root), httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)),
+                                                    base_url="http://memsyncd", timeout=5) as client:
+            write_queue_directly(root, [memory])  # an unlocked writer: the daemon pushes it at once...
+            wait_for(lambda: "lock-hold: pushed, then waits for the queue lock" in emu.cloud_texts())
+            answered: dict[str, object] = {}
+
+            def enqueue() -> None:  # ...and its queue update now waits for our lock, on the engine thread
+                t0 = time.perf_counter()
+                response = client.post("/v1/queue", json={"id": "lock-hold-second"})
+                answered.update(status=response.status_code, body=response.json(), seconds=time.perf_counter() - t0)
+
+            poster = threading.Thread(target=enqueue)
+            poster.start()
+            latencies: list[float] = []
+            deadline = time.monotonic() + hold
+            while time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                health = client.get("/v1/health", timeout=2).json()
+                latencies.append(time.perf_counter() - t0)
+                time.sleep(0.02)  # pacing of the probe, not a wait for a condition
+            t0 = time.perf_counter()
+            status = client.get("/v1/status", timeout=2)
+            status_seconds = time.perf_counter() - t0
+            poster.join(10)
+            assert health["busy"] is True  # the run was stuck on the lock the whole time
+        print(f"\nhealth under a held queue lock: {len(latencies)} answers, max {max(latencies) * 1000:.1f} ms, "
+              f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms; status {status_seconds * 1000:.1f} ms")
+        assert max(latencies) < 0.5, latencies
+        assert status.status_code == 200 and status_seconds < 0.5
+        assert answered["status"] == 503, answered
+        assert answered["body"]["error"]["type"] == "QueueBusyError"  # type: ignore[index]
+        assert float(answered["seconds"]) < 5.0  # type: ignore[arg-type]
+        wait_for(lambda: read_queue(root)["pending"] == [])  # lock free: the run finished its update
+    assert "lock-hold-second" not in queue_path(root).read_text()  # 503: nothing was queued by the daemon
+    assert cloud_count(emu, "lock-hold:") == 1
+
+
+def test_status_through_the_daemon_is_answered_from_memory(root: Path, emu: Emulators) -> None:
+    """20 status calls make 0 requests to mem0; a pull refreshes the figure and its time."""
+    with running_daemon(root) as daemon:
+        wait_for(lambda: start_up_run_finished(daemon))  # the start-up run counted what a pull would bring
+        first = daemon.api("GET", "/v1/status").json()
+        assert isinstance(first["pending_pull"], int) and first["pull_interval_seconds"] == 300
+        counted_at = parse_ts(first["to_pull_as_of"])
+        emu.cloud_add("status-memory: written in the cloud after the count")
+        emu.clear_requests()
+        figures = [daemon.api("GET", "/v1/status").json()["pending_pull"] for _ in range(19)]
+        text = daemon.ctl("status")
+        assert emu.requests() == []  # 20 status calls, not one request to the cloud
+        assert figures == [first["pending_pull"]] * 19 and text.returncode == 0
+        assert f"{first['pending_pull']} memories to pull" in text.stdout
+        assert daemon.ctl("sync", "--pull").returncode == 0
+        after = daemon.api("GET", "/v1/status").json()
+    assert after["pending_pull"] == 0 and parse_ts(after["to_pull_as_of"]) >= counted_at
+    assert "status-memory: written in the cloud after the count" in emu.local_texts()
+
+
+def test_first_write_pushes_at_once_and_continuous_writes_are_not_starved(root: Path, emu: Emulators) -> None:
+    """Leading edge (a 60 s debounce does not delay the first push); writes every 10 ms for 3 s are
+    pushed while they go on, in a few coalesced runs, each exactly once."""
+    make_root(root, emu, debounce_ms=60_000)
+    first = emu.local_add("leading-edge: first write after idle", level=1)
+    with running_daemon(root) as daemon:
+        wait_for(lambda: start_up_run_finished(daemon))
+        QueueStore(queue_path(root)).enqueue(QueueEntry(first, "push", format_ts(utc_now())))
+        wait_for(lambda: "leading-edge: first write after idle" in emu.cloud_texts(), timeout=20)  # << 60 s
+    make_root(root, emu)  # default debounce (200 ms) and burst ceiling (1 s)
+    ids = [emu.local_add(f"stream {i:03d}", level=1) for i in range(300)]
+    store = QueueStore(queue_path(root))
+    with running_daemon(root) as daemon:
+        wait_for(lambda: start_up_run_finished(daemon))
+        runs_before = daemon.health()["runs_started"]  # type: ignore[index]
+        start = time.monotonic()
+        for i, memory in enumerate(ids):  # one locked write every 10 ms for 3 s
+            store.enqueue(QueueEntry(memory, "push", format_ts(utc_now())))
+            time.sleep(max(0.0, start + (i + 1) * 0.01 - time.monotonic()))  # pacing of the writer
+        pushed_while_writing = cloud_count(emu, "stream ")
+        wait_for(lambda: cloud_count(emu, "stream ") == 300 and read_queue(root)["pending"] == [], timeout=60)
+        runs = daemon.health()["runs_started"] - runs_before  # type: ignore[index]
+    assert pushed_while_writing > 0, "the push was starved until the writes stopped"
+    assert runs <= 12, f"{runs} runs for 300 writes: bursts did not coalesce"
+    texts = [t for t in emu.cloud_texts() if t.startswith("stream ")]
+    assert len(texts) == 300 and len(set(texts)) == 300

@@ -183,6 +183,10 @@ def test_bad_request_from_json_is_400_detail() -> None:
         assert "Invalid JSON" in r.json()["detail"]
         r = httpx.post(s.url, content=b"")
         assert r.status_code == 400
+        r = httpx.post(s.url, content=b"[" * 200_000)  # json.loads raises RecursionError on this
+        assert r.status_code == 400 and "nested too deeply" in r.json()["detail"]
+        r = httpx.post(s.url, content=b"\xff\xfe\x00")
+        assert r.status_code == 400 and "Invalid JSON" in r.json()["detail"]
 
 
 def test_bad_request_status_is_kept() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memsyncd.errors import QueueUnreadableError
+from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
 from memsyncd.models import QueueEntry
 from memsyncd.queue_store import Outcome, QueueStore, atomic_write, dump_queue, parse_queue
 
@@ -183,3 +183,37 @@ def test_unlocked_rename_between_read_and_write_is_not_overwritten(store: QueueS
     work = real_read(store).pending
     store.apply([Outcome(work, done=True)])
     assert [x.id for x in real_read(store).pending] == ["theirs"] and calls["n"] == 2
+
+
+def test_lock_excludes_and_is_excluded_by_filelock_and_flock_1(store: QueueStore, monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """Our flock on the .lock sidecar is the same lock filelock and flock(1) take: each waits for the other."""
+    import shutil
+    import subprocess
+
+    from filelock import FileLock, Timeout
+
+    import memsyncd.queue_store as qs
+
+    monkeypatch.setattr(qs, "LOCK_TIMEOUT_SECONDS", 0.2)
+    store.enqueue(e("before"))
+    with FileLock(str(store.lock_path)), pytest.raises(QueueBusyError, match="has held"):
+        store.enqueue(e("blocked"))
+    with qs.flock_exclusive(store.lock_path), pytest.raises(Timeout):
+        FileLock(str(store.lock_path)).acquire(timeout=0)
+    if shutil.which("flock"):
+        done = subprocess.run(["flock", "--nonblock", str(store.lock_path), "true"], check=False)
+        assert done.returncode == 0  # free again once released
+        with qs.flock_exclusive(store.lock_path):
+            held = subprocess.run(["flock", "--nonblock", str(store.lock_path), "true"], check=False)
+        assert held.returncode == 1
+    assert [x.id for x in store.read().pending] == ["before"]
+
+
+def test_lock_file_problems_are_file_access_errors(tmp_path: Path) -> None:
+    """The lock's directory cannot exist (a file is in the way): FileAccessError naming the path, nothing written."""
+    (tmp_path / "session").write_text("not a directory")
+    store = QueueStore(tmp_path / "session" / "sync-queue.json")
+    with pytest.raises(FileAccessError, match="session"):
+        store.enqueue(e("x"))
+    assert (tmp_path / "session").read_text() == "not a directory"

@@ -26,6 +26,7 @@ for unknown URLs and server errors. Admin: ``POST /_admin/add_mode``
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import math
 import re
@@ -264,7 +265,8 @@ class Mem0Emulator(EmulatorService):
                 "org_id": self.store.org_id,
                 "project_id": self.store.project_id,
                 "user_email": self.store.user_email,
-            }
+            },
+            headers=[("date", email.utils.formatdate(usegmt=True))],  # the platform's clock, as every real reply
         )
 
     @staticmethod

@@ -1,0 +1,226 @@
+"""memsyncctl's commands that need the engine or the daemon client (loaded only when one runs).
+
+:func:`run_command` configures logging, runs the command through a backend (the daemon when it
+answers, else in-process) and maps library exceptions that reach it (SQLite, httpx, JSON) to
+project errors with a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import httpx
+
+from memsyncd.backend import Backend, open_backend
+from memsyncd.cli.output import print_json
+from memsyncd.cli.render import render_status, render_sync
+from memsyncd.config import Paths, resolve_root
+from memsyncd.control import conflict_to_json
+from memsyncd.control_client import daemon_client
+from memsyncd.engine.decide import Keep
+from memsyncd.errors import (
+    EXIT_OK,
+    DaemonError,
+    DaemonNotRunningError,
+    MemsyncError,
+    StateUnreadableError,
+)
+from memsyncd.integration import integrate_claude, service
+from memsyncd.logs import configure_cli_logging
+from memsyncd.models import Conflict, SyncMode, utc_now
+from memsyncd.queue_store import QueueStore
+from memsyncd.report import SyncReport
+from memsyncd.runtime import default_socket_path
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one parsed command that the fast paths did not handle; returns the exit code.
+
+    Raises:
+        MemsyncError: every failure a user can act on, including mapped library errors.
+    """
+    configure_cli_logging(verbose=args.verbose)
+    paths = Paths(resolve_root(args.root))
+    try:
+        return asyncio.run(dispatch(paths, args))
+    except MemsyncError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StateUnreadableError(
+            f"{paths.state} cannot be read ({exc}). The queue and your memories are untouched; "
+            "run 'memsyncctl state rebuild' to move it aside and rebuild it from both servers.") from None
+    except httpx.TimeoutException:
+        raise DaemonError(f"the daemon on {_socket_name(paths, args)} did not answer in time; check it with "
+                          "'memsyncctl -v status' or restart it (systemctl --user restart memsyncd).") from None
+    except httpx.TransportError as exc:
+        raise DaemonNotRunningError(f"the connection to the daemon on {_socket_name(paths, args)} failed "
+                                    f"({type(exc).__name__}); is it still running? Retry, or use --no-daemon."
+                                    ) from None
+    except json.JSONDecodeError as exc:
+        raise DaemonError(f"an answer was not valid JSON ({exc.msg}); is the daemon the same version as "
+                          "memsyncctl? Restart it after upgrading.") from None
+
+
+def _socket_name(paths: Paths, args: argparse.Namespace) -> str:
+    try:
+        return args.socket or str(default_socket_path(paths.root))
+    except MemsyncError:
+        return "its socket"
+
+
+def _excerpt(text: str | None, width: int = 60) -> str:
+    if text is None:
+        return "(deleted)"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _render_conflict(conflict: Conflict) -> str:
+    return (
+        f"CONFLICT {conflict.id}  ({conflict.reason}, since {conflict.created_at})\n"
+        f"Local id: {conflict.local_id}\nCloud id: {conflict.cloud_id}\n\n"
+        f"--- base\n{conflict.base_text if conflict.base_text is not None else '(none)'}\n"
+        f"--- local\n{conflict.local_text if conflict.local_text is not None else '(deleted)'}\n"
+        f"--- cloud\n{conflict.cloud_text if conflict.cloud_text is not None else '(deleted)'}\n\n"
+        f"Resolve: memsyncctl conflicts resolve {conflict.id} --keep local|cloud|both  (or --text \"merged\")\n"
+    )
+
+
+async def _sync(backend: Backend, args: argparse.Namespace) -> int:
+    if getattr(args, "status", False) or args.command == "status":
+        status = await backend.status()
+        if args.json:
+            print_json(status.to_json())
+        else:
+            sys.stdout.write(render_status(status, utc_now()))
+        return EXIT_OK
+    mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
+    report: SyncReport = await backend.sync(mode, dry_run=args.dry_run)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        sys.stdout.write(render_sync(report))
+    return report.exit_code
+
+
+async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
+    if args.conflicts_command == "list":
+        conflicts = await backend.conflicts()
+        if args.json:
+            print_json([conflict_to_json(c) for c in conflicts])
+        elif not conflicts:
+            sys.stdout.write("No unresolved conflicts.\n")
+        else:
+            sys.stdout.write(f"{len(conflicts)} unresolved conflict(s):\n")
+            for c in conflicts:
+                sys.stdout.write(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
+                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n")
+        return EXIT_OK
+    if args.conflicts_command == "show":
+        conflict = await backend.conflict(args.conflict_id)
+        if args.json:
+            print_json(conflict_to_json(conflict))
+        else:
+            sys.stdout.write(_render_conflict(conflict))
+        return EXIT_OK
+    keep = Keep(args.keep) if args.keep else Keep.TEXT
+    result = await backend.resolve(args.conflict_id, keep, args.text)
+    if args.json:
+        print_json(result)
+    else:
+        sys.stdout.write(f"Resolved conflict {args.conflict_id}: kept {keep.value}; both sides now agree.\n")
+    return EXIT_OK
+
+
+def _queue(paths: Paths, args: argparse.Namespace) -> int:
+    store = QueueStore(paths.queue, paths.queue_lock)
+    if args.queue_command == "repair":
+        aside, kept, dropped = store.repair()
+        if aside is None:
+            sys.stdout.write(f"The queue is readable; nothing to repair ({paths.queue}).\n")
+        else:
+            sys.stdout.write(f"Moved the unreadable queue to {aside}\nSalvaged {kept} entries "
+                             f"({dropped} invalid entries left in the moved file) into {paths.queue}\n")
+        return EXIT_OK
+    doc = store.read()
+    if args.json:
+        sys.stdout.write(paths.queue.read_text(encoding="utf-8") if paths.queue.exists() else '{"pending": []}\n')
+    else:
+        sys.stdout.write(f"{len(doc.pending)} pending, {len(doc.sync_errors)} failing, last sync "
+                         f"{doc.last_sync or 'never'} ({paths.queue})\n")
+        for e in doc.pending:
+            level = "" if e.level is None else f" level={e.level}"
+            sys.stdout.write(f"  {e.timestamp} {e.action:6} {e.id}{level}\n")
+    return EXIT_OK
+
+
+async def _daemon_only(paths: Paths, args: argparse.Namespace) -> int:
+    async with daemon_client(paths, args.socket, allowed=not args.no_daemon) as client:
+        if client is None:
+            raise DaemonNotRunningError(f"'{args.command}' needs the daemon of {paths.root}; start it with "
+                                        "'memsyncd run' or 'systemctl --user start memsyncd'.")
+        if args.command == "metrics":
+            sys.stdout.write(await client.metrics())
+            return EXIT_OK
+        health = await (client.pause() if args.command == "pause" else client.resume())
+    if args.json:
+        print_json(health)
+    else:
+        sys.stdout.write(f"memsyncd (pid {health['pid']}) is {'paused' if health['paused'] else 'running'}.\n")
+    return EXIT_OK
+
+
+async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
+    """Run one command (``enqueue`` and ``hook`` are always answered by :mod:`memsyncd.cli.fast`)."""
+    if args.command == "integrate":
+        result = integrate_claude(Path(args.project).expanduser().resolve() if args.project else Path.home(),
+                                  force=args.force)
+        for path in result.written:
+            sys.stdout.write(f"Wrote {path}\n")
+        for path in result.unchanged:
+            sys.stdout.write(f"Up to date: {path}\n")
+        return EXIT_OK
+    if args.command == "service":
+        outcome = service(args.action, home=Path.home(), start=not args.no_start)
+        for line in outcome.lines:
+            sys.stdout.write(line + "\n")
+        if outcome.error is not None:
+            raise outcome.error
+        if args.action == "install" and paths.config.exists():
+            from memsyncd.cli.roots import register_root
+
+            sys.stdout.write(register_root(paths.root) + "\n")
+        return EXIT_OK
+    if args.command == "completion":
+        from memsyncd.cli.completion import completion_script
+        from memsyncd.ctl import build_parser
+
+        sys.stdout.write(completion_script(build_parser(), args.shell))
+        return EXIT_OK
+    if args.command == "init":
+        from memsyncd.cli.init import run_init
+
+        return await run_init(paths, args)
+    if args.command == "doctor":
+        from memsyncd.cli.doctor import run_doctor
+
+        return await run_doctor(paths, args)
+    if args.command == "forget-cloud-copies":
+        from memsyncd.cli.forget import run_forget
+
+        return await run_forget(paths, args)
+    if args.command in ("pause", "resume", "metrics"):
+        return await _daemon_only(paths, args)
+    if args.command == "queue":
+        return _queue(paths, args)
+    async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
+        if args.command in ("sync", "status"):
+            return await _sync(backend, args)
+        if args.command == "conflicts":
+            return await _conflicts(backend, args)
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover

@@ -1,0 +1,130 @@
+"""The Claude Code PostToolUse hook: OpenMemory tool events → queue entries, never an exit 2, never the network.
+
+Stdlib only. Claude Code treats exit code 2 from a hook as a blocking error fed back to the
+model, so anything the hook cannot use (stdin not JSON, another shape, another tool, a busy
+or unreadable queue) ends in exit 0 with one line on stderr saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
+from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.queue_store import QueueStore
+
+ADD_TOOL = "mcp__openmemory__add_memories"
+DELETE_TOOL = "mcp__openmemory__delete_memories"
+DELETE_ALL_TOOL = "mcp__openmemory__delete_all_memories"
+NOTE_PREFIX = "memsyncctl hook:"
+_MAX_IDS_IN_NOTE = 10
+
+
+@dataclass
+class HookResult:
+    """What one hook event did: the entries written to the queue, and a line for stderr (or "")."""
+
+    queued: list[QueueEntry] = field(default_factory=list)
+    note: str = ""
+
+
+def _json_objects(value: Any) -> list[Any]:
+    """Every JSON value found in a hook's tool_response (string, MCP content blocks, or object)."""
+    if isinstance(value, str):
+        try:
+            return _json_objects(json.loads(value))
+        except json.JSONDecodeError:
+            return []
+    if isinstance(value, list):
+        found: list[Any] = []
+        for block in value:
+            if isinstance(block, dict) and block.get("type") == "text":
+                found += _json_objects(block.get("text"))
+            else:
+                found += _json_objects(block)
+        return found
+    if isinstance(value, dict):
+        if "content" in value and "results" not in value:
+            return _json_objects(value["content"])
+        return [value]
+    return []
+
+
+def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
+    """Queue entries for one PostToolUse event of the OpenMemory MCP tools (other tools: none)."""
+    tool = payload.get("tool_name")
+    now = format_ts(utc_now())
+    entries: list[QueueEntry] = []
+    if tool == ADD_TOOL:
+        for obj in _json_objects(payload.get("tool_response")):
+            results = obj.get("results") if isinstance(obj, dict) else None
+            for result in results if isinstance(results, list) else []:
+                if not isinstance(result, dict) or not isinstance(result.get("id"), str) or not result["id"]:
+                    continue
+                event = str(result.get("event", "ADD")).upper()
+                entries.append(QueueEntry(result["id"], "delete" if event == "DELETE" else "push", now))
+    elif tool == DELETE_TOOL:
+        tool_input = payload.get("tool_input")
+        ids = tool_input.get("memory_ids") if isinstance(tool_input, dict) else None
+        for memory_id in ids if isinstance(ids, list) else []:
+            if isinstance(memory_id, str) and memory_id:
+                entries.append(QueueEntry(memory_id, "delete", now))
+    return entries
+
+
+def parse_event(stdin_text: str) -> dict[str, Any] | str:
+    """The hook event object, or a note saying why stdin cannot be used."""
+    if not stdin_text.strip():
+        return f"{NOTE_PREFIX} no event on stdin; expected Claude Code's PostToolUse JSON. Nothing was queued."
+    try:
+        payload = json.loads(stdin_text)
+    except json.JSONDecodeError as exc:
+        return (f"{NOTE_PREFIX} stdin is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                "expected Claude Code's PostToolUse event. Nothing was queued.")
+    if not isinstance(payload, dict):
+        return (f"{NOTE_PREFIX} stdin is a JSON {type(payload).__name__}, not an object; expected Claude Code's "
+                "PostToolUse event. Nothing was queued.")
+    return payload
+
+
+def _ids(entries: list[QueueEntry]) -> str:
+    shown = " ".join(e.id for e in entries[:_MAX_IDS_IN_NOTE])
+    return shown + (f" (and {len(entries) - _MAX_IDS_IN_NOTE} more)" if len(entries) > _MAX_IDS_IN_NOTE else "")
+
+
+def _not_queued(entries: list[QueueEntry], error: MemsyncError) -> str:
+    if isinstance(error, QueueUnreadableError):
+        why = f"the sync queue is unreadable ({error.path}: {error.reason})"
+        fix = "run 'memsyncctl queue repair', then 'memsyncctl enqueue ID' for each id"
+    else:
+        why = f"{error.title}: {error.message}" if error.message else error.title
+        fix = "run 'memsyncctl enqueue ID' for each id once that is fixed"
+    return f"{NOTE_PREFIX} could not queue {_ids(entries)}: {why}. To sync them, {fix}."
+
+
+def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
+    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network."""
+    payload = parse_event(stdin_text)
+    if isinstance(payload, str):
+        return HookResult(note=payload)
+    tool = payload.get("tool_name")
+    if tool == DELETE_ALL_TOOL:
+        return HookResult(note="memsyncd: delete_all_memories is not mirrored to the cloud automatically; "
+                               "delete cloud memories explicitly if that was intended.")
+    if tool not in (ADD_TOOL, DELETE_TOOL):
+        shown = tool if isinstance(tool, str) else type(tool).__name__
+        return HookResult(note=f"{NOTE_PREFIX} ignored tool {shown!r}: only {ADD_TOOL} and {DELETE_TOOL} "
+                               "are synced. Nothing was queued.")
+    entries = entries_from_hook(payload)
+    if not entries:
+        return HookResult(note=f"{NOTE_PREFIX} found no memory id in the {tool} event "
+                               "(the tool may have failed). Nothing was queued.")
+    try:
+        queue.update(lambda doc: doc.pending.extend(entries))
+    except MemsyncError as error:  # busy, unreadable, or a file we cannot write
+        return HookResult(note=_not_queued(entries, error))
+    except OSError as exc:  # pragma: no cover - QueueStore maps these; kept so the hook can never exit 2
+        return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, queue.path)))
+    return HookResult(queued=entries)

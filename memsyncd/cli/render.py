@@ -1,0 +1,184 @@
+"""The seed's exact text blocks (SYNC STATUS, PUSH/PULL, SYNC PARTIAL, SYNC ERROR, SYNC UNAVAILABLE).
+
+Stdlib only: the thin client renders a daemon's answer without loading the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from memsyncd.errors import (
+    EXIT_AUTH,
+    EXIT_NETWORK,
+    EXIT_PARTIAL,
+    EXIT_UNREADABLE,
+    AuthError,
+    MemsyncError,
+    NetworkUnreachableError,
+    QueueUnreadableError,
+)
+from memsyncd.timestamps import parse_ts
+
+if TYPE_CHECKING:
+    from memsyncd.report import StatusReport, SyncReport
+
+RULE = "═══════════════════════════════════════════"
+
+
+def render_fatal(error: MemsyncError) -> str:
+    """The seed's error blocks for run-level failures."""
+    if isinstance(error, AuthError):
+        return f"SYNC ERROR: mem0 API returned {error.status or 401}\nCheck MEM0_API_KEY environment variable.\n"
+    if isinstance(error, NetworkUnreachableError):
+        return (
+            "SYNC ERROR: Network unreachable\n"
+            "Pending changes preserved in queue.\n"
+            "Will retry on next sync.\n"
+            f"({error.message})\n"
+        )
+    if isinstance(error, QueueUnreadableError):
+        return (f"SYNC ERROR: sync queue is unreadable ({error.path}: {error.reason})\n"
+                "The file was left untouched. Fix it, or run 'memsyncctl queue repair' to move it "
+                "aside and salvage its valid entries.\n")
+    return f"SYNC ERROR: {error.title}\n{error.message}\n"
+
+
+def render_unavailable() -> str:
+    """The seed's SYNC UNAVAILABLE block."""
+    return (
+        "SYNC UNAVAILABLE\n"
+        "Cloud sync is not configured.\n"
+        "\n"
+        "To enable:\n"
+        "1. Set MEM0_API_KEY environment variable\n"
+        "2. Update .claude/memory/config.json:\n"
+        '   "cloud": { "enabled": true, ... }\n'
+    )
+
+
+def render_sync(report: SyncReport) -> str:
+    """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
+    if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE):
+        return render_fatal(report.fatal)
+    lines: list[str] = []
+    push, pull = report.push, report.pull
+    prefix = "DRY RUN (nothing written)\n" if report.dry_run else ""
+    if report.exit_code == EXIT_PARTIAL:
+        lines.append("SYNC PARTIAL")
+        if push:
+            lines.append(f"Pushed: {push.synced} of {push.attempted} ({push.errors} errors)")
+        if pull:
+            lines.append(f"Pulled: {pull.synced} of {pull.to_apply}")
+        lines += ["", f"Errors logged to {report.queue_path}", "Run /memory/sync again to retry."]
+        for message in (push.error_messages if push else [])[:5] + (pull.error_messages if pull else [])[:5]:
+            lines.append(f"  - {message}")
+    else:
+        if push:
+            lines.append(f"PUSH: {push.synced} memories synced to cloud")
+            lines.append(f"Errors: {push.errors} (see {report.queue_path})")
+        if pull:
+            lines.append(f"PULL: {pull.synced} memories synced from cloud")
+            found = pull.conflicts + (push.conflicts if push else 0)  # new conflicts found by this run
+            lines.append(f"New: {pull.new} | Updated: {pull.updated} | Conflicts: {found}")
+    if push and push.waiting:
+        lines.append(f"Waiting: {push.waiting} accepted by mem0, still processing (finished on the next sync)")
+    if push and push.skipped_private:
+        lines.append(f"Skipped: {push.skipped_private} local-only (level 0)")
+    if push and push.conflicts and not pull:
+        lines.append(f"Conflicts: {push.conflicts}")
+    if report.reconcile and (report.reconcile.deleted_local or report.reconcile.conflicts):
+        lines.append(f"Deleted locally (deleted in cloud): {report.reconcile.deleted_local}")
+    if report.reconcile and report.reconcile.refused:
+        lines.append(f"WARNING: {report.reconcile.refused}")
+    if report.conflicts_open:
+        lines.append(f"Conflicts pending: {report.conflicts_open} (resolve with /memory/conflict or "
+                     "'memsyncctl conflicts list')")
+    if report.fatal is not None:
+        lines.append(render_fatal(report.fatal).rstrip("\n"))
+    return prefix + "\n".join(lines) + "\n"
+
+
+def relative_time(moment: datetime, now: datetime) -> str:
+    """'just now', '5 minutes ago', '3 hours ago', '2 days ago'."""
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
+
+
+def _pull_age(status: Mapping[str, Any], now: datetime) -> str:
+    """' (as of 12 minutes ago)' when the pull figure is older than one pull interval, else ''."""
+    as_of, interval = status.get("to_pull_as_of"), status.get("pull_interval_seconds")
+    if not isinstance(as_of, str) or status.get("pending_pull") is None:
+        return ""
+    try:
+        moment = parse_ts(as_of)
+    except ValueError:
+        return ""
+    if (now - moment).total_seconds() <= (interval if isinstance(interval, int | float) else 0):
+        return ""
+    return f" (as of {relative_time(moment, now)})"
+
+
+def render_status(status: StatusReport | Mapping[str, Any], now: datetime) -> str:
+    """The seed's SYNC STATUS block, with a daemon line when one runs.
+
+    Args:
+        status: the report, or its wire form (the JSON object of ``GET /v1/status``), which the thin
+            client renders as received, without loading the data classes.
+        now: the time to measure "5 minutes ago" from.
+    """
+    data = status if isinstance(status, Mapping) else status.to_json()
+    local_url = str(data.get("local_url") or "")
+    parts = urlsplit(local_url)
+    local = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or local_url)
+    pending_pull = data.get("pending_pull")
+    pull = str(pending_pull) if pending_pull is not None else "?"
+    last_sync = data.get("last_sync")
+    if last_sync:
+        try:
+            last = f"{last_sync} ({relative_time(parse_ts(str(last_sync)), now)})"
+        except ValueError:
+            last = str(last_sync)
+    else:
+        last = "never"
+    lines = [
+        "SYNC STATUS",
+        RULE,
+        "",
+        f"Local:    OpenMemory ({local})",
+        f"Cloud:    mem0 ({'configured' if data.get('cloud_configured') else 'not configured'})",
+        "",
+        f"Pending:  {data.get('pending_push', 0)} memories to push",
+        f"          {pull} memories to pull{_pull_age(data, now)}",
+        f"Conflicts: {data.get('conflicts', 0)} unresolved",
+        "",
+        f"Last sync: {last}",
+        RULE,
+    ]
+    if data.get("errors"):
+        lines.append(f"Errors: {data['errors']} entries failing (see {data.get('queue_path', '')})")
+    if data.get("pull_note"):
+        lines.append(str(data["pull_note"]))
+    daemon = data.get("daemon")
+    if isinstance(daemon, dict) and daemon:
+        lines.append(render_daemon_line(daemon))
+    return "\n".join(lines) + "\n"
+
+
+def render_daemon_line(daemon: dict[str, Any]) -> str:
+    """One line about the running daemon."""
+    state = "paused" if daemon.get("paused") else "running"
+    uptime = int(daemon.get("uptime_seconds", 0))
+    up = f"{uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s"
+    text = f"Daemon:   pid {daemon.get('pid')}, {state}, up {up}"
+    if daemon.get("next_pull"):
+        text += f", next pull {daemon['next_pull']}"
+    return text

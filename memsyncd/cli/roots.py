@@ -1,0 +1,139 @@
+"""``memsyncctl roots add|remove|list`` and ``status --all``: the roots one user's daemon serves (stdlib only).
+
+The registry file is the source of truth; the running user daemon is told about each change so it
+starts or stops serving a root without a restart. ``status --all`` asks that daemon for one line per
+root; without a daemon it reads each root's queue and state files here (no network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+from memsyncd.cli.output import print_json
+from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
+from memsyncd.paths import Paths, resolve_root
+from memsyncd.roots import RootRegistry
+from memsyncd.runtime import user_socket_path
+
+DAEMON_TIMEOUT_SECONDS = 10.0
+
+
+def _daemon(method: str, route: str, body: Any = None) -> Any | None:
+    """The user daemon's answer (raising its error), or None when no user daemon runs."""
+    try:
+        answer = call_daemon(user_socket_path(), method, route, body=body, timeout=DAEMON_TIMEOUT_SECONDS)
+    except NoDaemon:
+        return None
+    except DaemonSilent as exc:
+        sys.stderr.write(f"memsyncctl: the daemon did not answer ({exc}); the registry file was still updated.\n")
+        return None
+    return answer.object()
+
+
+def roots_command(args: argparse.Namespace) -> int:
+    """``roots add [DIR]``, ``roots remove DIR``, ``roots list``."""
+    registry = RootRegistry()
+    if args.roots_command == "list":
+        return _list(registry, args)
+    target = Path(args.dir).expanduser().resolve() if args.dir else resolve_root(args.root)
+    if args.roots_command == "add":
+        sys.stdout.write(register_root(target, registry) + "\n")
+        return EXIT_OK
+    removed = registry.remove(target)
+    _daemon("DELETE", f"/v1/roots?root={quote(str(target))}")
+    sys.stdout.write(f"{target}: {'removed' if removed else 'was not registered'}; its files are untouched.\n")
+    return EXIT_OK
+
+
+def register_root(root: Path, registry: RootRegistry | None = None) -> str:
+    """Register ``root`` and have a running user daemon serve it now; returns the line to print."""
+    added = (registry or RootRegistry()).add(root)
+    served = _daemon("POST", "/v1/roots", {"path": str(root)}) is not None
+    state = "registered" if added else "already registered"
+    tail = ("the daemon serves it now" if served else
+            "the daemon serves it once it runs ('memsyncctl service install' or 'memsyncd run')")
+    return f"Root {root}: {state}; {tail}."
+
+
+def _list(registry: RootRegistry, args: argparse.Namespace) -> int:
+    entries = registry.roots()
+    if args.json:
+        print_json({"registry": str(registry.path),
+                    "roots": [{"path": str(e.path), "added": e.added} for e in entries]})
+        return EXIT_OK
+    if not entries:
+        sys.stdout.write(f"No roots registered ({registry.path}). Add one with 'memsyncctl roots add DIR'.\n")
+        return EXIT_OK
+    sys.stdout.write(f"{len(entries)} root(s) in {registry.path}:\n")
+    for entry in entries:
+        sys.stdout.write(f"  {entry.path}  (added {entry.added})\n")
+    return EXIT_OK
+
+
+def status_all_command(args: argparse.Namespace) -> int:
+    """One line per root: health, pending counts, conflicts, last sync; exit 1 when a root needs attention."""
+    answer = None if args.no_daemon else _daemon("GET", "/v1/roots")
+    rows = answer["roots"] if answer is not None else [_local_summary(e.path) for e in RootRegistry().roots()]
+    if args.json:
+        print_json({"daemon": answer is not None, "roots": rows})
+    else:
+        sys.stdout.write(render_roots(rows, daemon=answer is not None))
+    return EXIT_PARTIAL if any(row.get("problem") for row in rows) else EXIT_OK
+
+
+def _local_summary(root: Path) -> dict[str, Any]:
+    """What a root's own files say (no daemon, no network)."""
+    paths = Paths(root)
+    row: dict[str, Any] = {"root": str(root), "problem": None, "status": None}
+    try:
+        from memsyncd.queue_store import QueueStore
+
+        doc = QueueStore(paths.queue, paths.queue_lock).read()
+        conflicts = _open_conflicts(paths.state)
+    except MemsyncError as exc:
+        row["problem"] = exc.to_dict()
+        return row
+    pending = len({entry.id for entry in doc.pending})  # entries of one id coalesce into one item
+    row["status"] = {"pending_push": pending, "pending_pull": None, "conflicts": conflicts,
+                     "last_sync": doc.last_sync, "errors": len(doc.sync_errors)}
+    if not paths.config.is_file():
+        row["problem"] = {"type": "ConfigError", "title": "not configured",
+                          "message": f"no {paths.config}; run 'memsyncctl init --root {root}'."}
+    return row
+
+
+def _open_conflicts(state: Path) -> int:
+    if not state.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=2) as db:
+            return int(db.execute("SELECT count(*) FROM conflicts").fetchone()[0])
+    except sqlite3.Error as exc:
+        from memsyncd.errors import StateUnreadableError
+
+        raise StateUnreadableError(f"{state}: {exc}. Run 'memsyncctl state rebuild' in that root.") from None
+
+
+def render_roots(rows: list[dict[str, Any]], *, daemon: bool) -> str:
+    """The ``status --all`` table."""
+    if not rows:
+        return "No roots registered. Add one with 'memsyncctl roots add DIR'.\n"
+    lines = [f"{len(rows)} root(s); daemon {'running' if daemon else 'not running (figures from the files)'}"]
+    for row in rows:
+        status, problem = row.get("status"), row.get("problem")
+        if status:
+            pull = status.get("pending_pull")
+            figures = (f"push {status.get('pending_push', 0)}, pull {'?' if pull is None else pull}, "
+                       f"conflicts {status.get('conflicts', 0)}, errors {status.get('errors', 0)}, "
+                       f"last sync {status.get('last_sync') or 'never'}")
+        else:
+            figures = "no figures"
+        health = "ok" if not problem else f"NEEDS ATTENTION: {problem.get('title')}: {problem.get('message', '')}"
+        lines.append(f"  {row['root']}\n      {health}\n      {figures}")
+    return "\n".join(lines) + "\n"
