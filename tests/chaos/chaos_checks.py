@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import traceback
 from collections import Counter
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from harness import API_KEY, Emulators, ctl
+from harness import API_KEY, DaemonProc, Emulators, ctl, start_daemon, wait_for
 
 FULL = os.environ.get("MEMSYNC_CHAOS_FULL", "") not in ("", "0")
 """``MEMSYNC_CHAOS_FULL=1``: the long variants (30 push kills over 1,000 memories, 10 pull kills, 50 MB queue…)."""
@@ -339,3 +340,27 @@ def human_text(result: subprocess.CompletedProcess[str]) -> str:
     """What a person reads: stdout and the stderr lines that are not JSON log records."""
     lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
     return result.stdout + "\n".join(lines)
+
+
+# --- the daemon ------------------------------------------------------------------------------------
+
+
+def start_served(root: Path, **kwargs: Any) -> DaemonProc:
+    """``memsyncd run`` for ``root``, returned once the root itself is served (health carries its part)."""
+    daemon = start_daemon(root, **kwargs)
+    try:
+        wait_for(lambda: "busy" in (daemon.health() or {}), timeout=30)
+    except AssertionError:
+        daemon.stop(signal.SIGKILL)
+        raise
+    return daemon
+
+
+@contextlib.contextmanager
+def running_served(root: Path, **kwargs: Any) -> Iterator[DaemonProc]:
+    """:func:`start_served` that always stops the daemon."""
+    daemon = start_served(root, **kwargs)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

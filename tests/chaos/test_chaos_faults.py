@@ -13,7 +13,9 @@ and as real subprocesses under ``MEMSYNC_CHAOS_FULL=1``; the daemon column alway
 from __future__ import annotations
 
 import json
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +37,10 @@ from chaos_checks import (
     one_shot,
     scan_root,
     sha256_hex,
+    start_served,
     with_prefix,
 )
-from harness import API_KEY, DaemonProc, Emulators, make_root, queue_path, read_queue, start_daemon, wait_for
+from harness import API_KEY, DaemonProc, Emulators, make_root, queue_path, read_queue, wait_for
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.queue_store import QueueStore
@@ -110,10 +113,20 @@ def apply_fault(emu: Emulators, root: Path, fault: str) -> bool:
     return False
 
 
+URL_FAULTS = ("refused", "openmemory-outage", "timeout", "openmemory-timeout")  # faults that edit config.json
+
+
 def clear_fault(emu: Emulators, root: Path) -> None:
+    """Faults off; config.json back to normal, written only if it changed (a daemon reloads on every edit)."""
     for service in ("mem0", "openmemory"):
         emu.fault(service, fault=None)
-    make_root(root, emu, **FAST)
+    config = root / ".claude/memory/config.json"
+    with tempfile.TemporaryDirectory() as scratch:
+        wanted = (make_root(Path(scratch), emu, **FAST) / ".claude/memory/config.json").read_text()
+    if config.read_text() != wanted:
+        staged = config.with_name(".config.json.new")
+        staged.write_text(wanted)
+        os.replace(staged, config)  # atomically: a running daemon never reads half a file
 
 
 @dataclass
@@ -200,14 +213,14 @@ def test_one_shot_command_under_fault(clean_root: Path, emu: Emulators, fault: s
 def daemon_root(tmp_path_factory: pytest.TempPathFactory, emu: Emulators) -> Iterator[tuple[Path, list[DaemonProc]]]:
     """One root with a paused daemon, shared by the daemon column (its background triggers stay off)."""
     root = make_root(tmp_path_factory.mktemp("faults-daemon"), emu, **FAST)
-    daemons = [start_daemon(root)]
+    daemons = [start_served(root)]
     daemons[0].api("POST", "/v1/pause")
     yield root, daemons
     daemons[-1].stop()
 
 
 def _paused_daemon(root: Path) -> DaemonProc:
-    daemon = start_daemon(root)
+    daemon = start_served(root)
     daemon.api("POST", "/v1/pause")
     return daemon
 
@@ -223,9 +236,11 @@ def test_daemon_sync_under_fault(daemon_root: tuple[Path, list[DaemonProc]], emu
     emu.add_mode("immediate")
     case = seed_case(emu, root, f"daemon {fault}")
     watch = TrafficWatch(emu)
-    restart = apply_fault(emu, root, fault)
-    if restart:  # a URL fault: the daemon reads its config at start
+    restart = fault in URL_FAULTS  # config.json edits: restart rather than race the daemon's live reload
+    if restart:
         daemons[-1].stop()
+    apply_fault(emu, root, fault)
+    if restart:
         daemons.append(_paused_daemon(root))
     daemon = daemons[-1]
     log_start = len(daemon.log())
@@ -245,9 +260,10 @@ def test_daemon_sync_under_fault(daemon_root: tuple[Path, list[DaemonProc]], emu
             assert report["push"] and report["push"]["errors"] == 2, f"the push's outcome is missing: {text}"
         assert daemon.health() is not None and daemon.proc.poll() is None
     finally:  # recover even when a check failed, so the next case starts from a drained queue
-        clear_fault(emu, root)
         if restart:
             daemons[-1].stop()
+        clear_fault(emu, root)
+        if restart:
             daemons.append(_paused_daemon(root))
         recovery = daemons[-1].api("POST", "/v1/sync", json={"mode": "full"}).json()
     check_recovered(case, emu, watch, recovery["exit_code"], json.dumps(recovery))

@@ -29,6 +29,7 @@ from chaos_checks import (
     local_memories,
     scan_root,
     seed_local,
+    start_served,
     with_prefix,
 )
 from harness import API_KEY, Emulators, base_env, ctl, queue_path, read_queue, start_daemon, wait_for
@@ -114,7 +115,7 @@ def test_kill_9_during_pull_loses_and_duplicates_nothing(clean_root: Path, emu: 
     progress: list[int] = []
     for n, threshold in enumerate(thresholds):
         out = root / f"pull-{n}.out"
-        daemon = start_daemon(root) if n % 2 else None
+        daemon = start_served(root) if n % 2 else None
         client = _pull_via_daemon(root, daemon.socket, out) if daemon else _pull_one_shot(root, out)
         victim = daemon.proc if daemon else client
         try:
@@ -161,7 +162,7 @@ def test_queue_shrinks_while_a_long_push_runs(clean_root: Path, emu: Emulators) 
     QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now)
                                                                        for i in seeded.queued))
     emu.fault(latency_ms=LATENCY_MS)
-    daemon = start_daemon(root)
+    daemon = start_served(root)
     try:
         shrank_early = False
         deadline = time.monotonic() + 60
