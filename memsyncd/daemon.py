@@ -107,12 +107,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        await self.server.listen_unix(str(self.socket_path), mode=0o600)
         self.scheduler.start()
         self.observer.daemon = True
         self.observer.start()
-        for root in await self._wanted_roots():
+        for root in await self._wanted_roots():  # before the socket listens: a client sees every root or none
             await self.add_root(root, register=False)
+        await self.server.listen_unix(str(self.socket_path), mode=0o600)
         interval = watchdog_interval()
         if interval:
             self.scheduler.add_job(lambda: sd_notify("WATCHDOG=1"), "interval", seconds=interval, id="watchdog")

@@ -15,9 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
+
+log = structlog.get_logger("memsyncd.watcher")
 
 BURST_CEILING_SECONDS = 1.0
 
@@ -45,7 +48,10 @@ class _QueueEvents(FileSystemEventHandler):
             return
         paths = [event.src_path, getattr(event, "dest_path", "")]
         if any(Path(str(p)).name == self._name for p in paths if p):
-            self._notify()
+            try:
+                self._notify()
+            except Exception:  # one root's failure must not stop the observer thread every root shares
+                log.exception("watch.callback_failed", file=self._name)
 
 
 class Debouncer:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +42,7 @@ FORBIDDEN = ("httpx", "pydantic", "pydantic_core", "pydantic_settings", "structl
 STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", "memsyncd.cli.hook",
                "memsyncd.cli.render", "memsyncd.cli.output", "memsyncd.cli.daemon_http", "memsyncd.errors",
                "memsyncd.models", "memsyncd.paths", "memsyncd.queue_store", "memsyncd.report", "memsyncd.runtime",
+               "memsyncd.roots",
                "memsyncd.timestamps"}
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"
@@ -258,8 +260,9 @@ def test_enqueue_falls_back_to_the_file_when_the_daemon_never_answers(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"Queued push of m-silent in {queue_path(tmp_path)}\n" and done.stderr == ""
     assert [(e["id"], e["level"]) for e in read_queue(tmp_path)["pending"]] == [("m-silent", 1)]
-    assert [(line, json.loads(body)["id"]) for line, body in fake.requests] == [("POST /v1/queue HTTP/1.1",
-                                                                                 "m-silent")]
+    root = quote(str(tmp_path.resolve()))
+    assert [(line, json.loads(body)["id"]) for line, body in fake.requests] == [
+        (f"POST /v1/queue?root={root} HTTP/1.1", "m-silent")]
 
 
 def test_enqueue_falls_back_to_the_file_on_a_5xx(tmp_path: Path, short_dir: Path) -> None:
