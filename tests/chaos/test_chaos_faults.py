@@ -270,8 +270,8 @@ def test_daemon_sync_under_fault(daemon_root: tuple[Path, list[DaemonProc]], emu
     wait_for(lambda: not read_queue(root)["pending"] and not read_queue(root)["sync_errors"])
 
 
-@pytest.mark.xfail(reason="issue 8.8: a rejected key costs several requests (8 measured, one per worker; target <= 2), fixed on branch engine",
-                   strict=False)
+@pytest.mark.xfail(reason="issue 8.8: a rejected key costs several requests (8 measured, one per worker; "
+                          "target <= 2), fixed on branch engine", strict=False)
 def test_rejected_key_stops_after_at_most_two_requests(clean_root: Path, emu: Emulators) -> None:
     """401 on the first request: the run stops at once, no hammering with a key mem0 refuses."""
     root = make_root(clean_root, emu, **FAST)
