@@ -164,6 +164,9 @@ def load_settings(paths: Paths) -> Settings:
                 f"{paths.config}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}). "
                 "Fix the file; nothing was written."
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{paths.config}: JSON nested too deeply to read. Fix the file; nothing was written.") \
+                from None
         if not isinstance(data, dict):
             raise ConfigError(f"{paths.config}: expected a JSON object at the top level, got {type(data).__name__}.")
     return settings_from_dict(data, paths.config)

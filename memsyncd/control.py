@@ -37,6 +37,7 @@ from memsyncd.errors import (
     UsageError,
 )
 from memsyncd.http_server import BadRequest, Request, Response
+from memsyncd.ids import id_problem
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.report import StatusReport, SyncReport
 
@@ -205,8 +206,9 @@ class ControlApi:
         body = _object(request)
         memory_id, action = body.get("id"), body.get("action", "push")
         level, digest = body.get("level"), body.get("content_hash")
-        if not isinstance(memory_id, str) or not memory_id:
-            return _bad('"id" must be a non-empty string')
+        problem = id_problem(memory_id)
+        if problem is not None:
+            return _bad(f'"id": {problem}')
         if action not in ("push", "delete"):
             return _bad('"action" must be "push" or "delete"')
         if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):

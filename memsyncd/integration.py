@@ -98,6 +98,9 @@ def integrate_claude(project: Path, *, force: bool = False) -> InstallResult:
         except json.JSONDecodeError as exc:
             raise UsageError(f"{settings_path} is not valid JSON (line {exc.lineno}); fix it first, "
                              "nothing was changed.") from None
+        except RecursionError:
+            raise UsageError(f"{settings_path} is JSON nested too deeply to read; fix it first, "
+                             "nothing was changed.") from None
         if not isinstance(settings, dict):
             raise UsageError(f"{settings_path} must hold a JSON object; nothing was changed.")
     if merge_hook_settings(settings):

@@ -85,6 +85,8 @@ def parse_queue(text: str) -> QueueDoc:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
         raise _Invalid(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise _Invalid("JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise _Invalid(f"top level is {type(data).__name__}, expected an object")
     pending = data.get("pending", [])
@@ -359,7 +361,7 @@ def salvage(text: str) -> tuple[QueueDoc, int, int]:
     doc = QueueDoc()
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         data = {"pending": _scan_objects(text)}
     if not isinstance(data, dict):
         data = {"pending": data if isinstance(data, list) else []}
@@ -388,7 +390,7 @@ def _scan_objects(text: str) -> list[Any]:
     while pos != -1:
         try:
             obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             pos = text.find("{", pos + 1)
             continue
         if isinstance(obj, dict) and "action" in obj and "id" in obj:

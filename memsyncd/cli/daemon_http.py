@@ -116,7 +116,7 @@ def call_daemon(socket_path: Path, method: str, path: str, *, body: Any = None, 
         return DaemonAnswer(status, raw.decode("utf-8", errors="replace"))
     try:
         return DaemonAnswer(status, json.loads(raw) if raw.strip() else None)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise DaemonSilent(f"{socket_path} answered HTTP {status} with a body that is not JSON") from None
 
 

@@ -110,8 +110,11 @@ def enqueue_command(args: argparse.Namespace) -> int:
     before a push); a lost one is not. The queue's data classes load only when the file is
     written here.
     """
-    if not args.id.strip():
-        raise UsageError("the memory id is empty; give the OpenMemory id of the memory to sync.")
+    from memsyncd.ids import id_problem
+
+    problem = id_problem(args.id)
+    if problem is not None:
+        raise UsageError(problem + "; nothing was queued.")
     if args.level is not None and args.level < 0:
         raise UsageError("--level must be 0 or more (0 = local-only).")
     from memsyncd.cli.output import print_json

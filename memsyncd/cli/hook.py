@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
+from memsyncd.ids import id_problem
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.queue_store import QueueStore
 
@@ -35,7 +36,7 @@ def _json_objects(value: Any) -> list[Any]:
     if isinstance(value, str):
         try:
             return _json_objects(json.loads(value))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return []
     if isinstance(value, list):
         found: list[Any] = []
@@ -61,7 +62,7 @@ def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
         for obj in _json_objects(payload.get("tool_response")):
             results = obj.get("results") if isinstance(obj, dict) else None
             for result in results if isinstance(results, list) else []:
-                if not isinstance(result, dict) or not isinstance(result.get("id"), str) or not result["id"]:
+                if not isinstance(result, dict) or id_problem(result.get("id")) is not None:
                     continue
                 event = str(result.get("event", "ADD")).upper()
                 entries.append(QueueEntry(result["id"], "delete" if event == "DELETE" else "push", now))
@@ -69,7 +70,7 @@ def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
         tool_input = payload.get("tool_input")
         ids = tool_input.get("memory_ids") if isinstance(tool_input, dict) else None
         for memory_id in ids if isinstance(ids, list) else []:
-            if isinstance(memory_id, str) and memory_id:
+            if id_problem(memory_id) is None:
                 entries.append(QueueEntry(memory_id, "delete", now))
     return entries
 
@@ -83,6 +84,8 @@ def parse_event(stdin_text: str) -> dict[str, Any] | str:
     except json.JSONDecodeError as exc:
         return (f"{NOTE_PREFIX} stdin is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                 "expected Claude Code's PostToolUse event. Nothing was queued.")
+    except RecursionError:
+        return f"{NOTE_PREFIX} stdin is JSON nested too deeply to read. Nothing was queued."
     if not isinstance(payload, dict):
         return (f"{NOTE_PREFIX} stdin is a JSON {type(payload).__name__}, not an object; expected Claude Code's "
                 "PostToolUse event. Nothing was queued.")
