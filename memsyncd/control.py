@@ -207,7 +207,7 @@ class ControlApi:
         memory_id, action = body.get("id"), body.get("action", "push")
         level, digest = body.get("level"), body.get("content_hash")
         problem = id_problem(memory_id)
-        if problem is not None:
+        if problem is not None or not isinstance(memory_id, str):
             return _bad(f'"id": {problem}')
         if action not in ("push", "delete"):
             return _bad('"action" must be "push" or "delete"')

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
