@@ -3,11 +3,17 @@
 Routes (API-NOTES): ``GET /v1/ping/``, ``POST /v3/memories/add/``, ``POST
 /v3/memories/`` (filtered, paginated list), ``GET|PUT|DELETE /v1/memories/{id}/``,
 ``GET /v1/event/{id}/``. Auth header ``Authorization: Token <key>``; the key never
-leaves this module except in that header.
+leaves this module except in that header (and is registered with the secret filter, so
+a server that echoes it never gets it into a message).
+
+A rejected key must not be sent over and over: the first request of a run
+(:meth:`CloudClient.begin_run`) goes alone, the others wait until one answer shows the key
+is accepted; after a 401/403 every request of the run fails at once without being sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,8 +21,9 @@ from typing import Any
 
 import httpx
 
-from memsyncd.errors import NotFoundError, RemoteRejectedError
+from memsyncd.errors import AuthError, NotFoundError, RemoteRejectedError
 from memsyncd.http_edge import RetryPolicy, json_body, request
+from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, parse_ts
 
 SERVICE = "mem0"
@@ -103,6 +110,10 @@ class CloudClient:
     ) -> None:
         self.scope = scope
         self.policy = policy or RetryPolicy()
+        register_secret(api_key)
+        self._accepted = False  # an answer of this run showed that the key is accepted
+        self._rejected: AuthError | None = None
+        self._first = asyncio.Lock()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Token {api_key}", "Mem0-User-ID": scope.user_id,
@@ -115,9 +126,40 @@ class CloudClient:
         """Close connections."""
         await self._http.aclose()
 
+    def begin_run(self) -> None:
+        """Start a run: its first request goes alone, the rest wait until the key is known to be accepted."""
+        self._accepted = False
+        self._rejected = None
+        self._first = asyncio.Lock()
+
     async def _call(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> Any:
-        response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry, **kwargs)
+        if self._rejected is not None:
+            raise self._rejected_again()
+        if not self._accepted:
+            async with self._first:  # one request at a time until one was answered with the key accepted
+                if self._rejected is not None:
+                    raise self._rejected_again()
+                if not self._accepted:
+                    return await self._send(method, url, retry=retry, **kwargs)
+        return await self._send(method, url, retry=retry, **kwargs)
+
+    async def _send(self, method: str, url: str, *, retry: bool, **kwargs: Any) -> Any:
+        try:
+            response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
+                                     **kwargs)
+        except AuthError as exc:
+            self._rejected = exc
+            raise
+        except (NotFoundError, RemoteRejectedError):
+            self._accepted = True  # the server judged the request itself: the key got through
+            raise
+        self._accepted = True
         return json_body(response, SERVICE) if response.content else None
+
+    def _rejected_again(self) -> AuthError:
+        assert self._rejected is not None
+        first = self._rejected
+        return AuthError(first.message, status=first.status, service=first.service)
 
     async def ping(self) -> dict[str, Any]:
         """Validate the key; returns the platform's ping body."""

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     queue_sub.add_parser("repair", help="move an unreadable queue aside and salvage valid entries")
 
+    state = sub.add_parser("state", help="repair the sync state database")
+    state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
+    rebuild = state_sub.add_parser("rebuild", help="move a damaged state DB aside and rebuild the id map from "
+                                   "the memsync metadata of both stores")
+    rebuild.add_argument("--force", action="store_true", help="rebuild even when the database looks healthy")
+    rebuild.add_argument("--json", action="store_true")
+
     for name, text in (("pause", "pause background sync in the daemon"),
                        ("resume", "resume background sync in the daemon"),
                        ("metrics", "print the daemon's Prometheus metrics")):
@@ -264,6 +271,16 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _daemon_only(paths, args)
     if args.command == "queue":
         return _queue(paths, args)
+    if args.command == "state":
+        from memsyncd.rebuild import rebuild_state
+
+        rebuilt = await rebuild_state(paths, socket_path=args.socket, allow_daemon=not args.no_daemon,
+                                      force=args.force)
+        if args.json:
+            _print_json(rebuilt.to_json())
+        else:
+            sys.stdout.write(rebuilt.render())
+        return EXIT_OK
     async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
         if args.command in ("sync", "status"):
             return await _sync(backend, args)

@@ -6,9 +6,11 @@ whole, so ``{"fault": null}`` clears everything. The :class:`FaultInjector`
 turns a spec into one :class:`Decision` per request:
 
 * ``latency_ms`` delays every API request;
-* ``fault`` (``"401" | "429" | "500" | "timeout" | "reset"``) hits the
+* ``fault`` (``"401" | "429" | "500" | "timeout" | "reset" | "echo"``) hits the
   requests whose path, query or body contains ``match`` (all requests when
   ``match`` is unset), for the next ``count`` of them (forever when unset);
+  ``echo`` is a misbehaving proxy's 502 whose body repeats the request's
+  ``Authorization`` header (clients must keep the key out of their messages);
 * otherwise ``fail_rate`` turns that fraction of requests into 500s, drawn
   from a seedable RNG so runs are reproducible.
 
@@ -25,7 +27,7 @@ from typing import Any
 
 __all__ = ["FAULT_KINDS", "Decision", "FaultInjector", "FaultSpec", "FaultSpecError"]
 
-FAULT_KINDS: tuple[str, ...] = ("401", "429", "500", "timeout", "reset")
+FAULT_KINDS: tuple[str, ...] = ("401", "429", "500", "timeout", "reset", "echo")
 _SPEC_KEYS = frozenset({"fault", "count", "match", "retry_after", "latency_ms", "fail_rate", "seed"})
 
 

@@ -150,6 +150,8 @@ class EmulatorService(ABC):
             if decision.fault == "timeout":
                 await request.wait_disconnected()
                 raise ResetConnection()
+            if decision.fault == "echo":
+                return echo_response(request)
             return self.fault_response(decision.fault, decision.retry_after)
         match = self.router.match(request.method, request.path)
         if not isinstance(match, (Found, MethodNotAllowed)):
@@ -199,6 +201,13 @@ class EmulatorService(ABC):
     async def _admin_reset(self, request: Request, params: dict[str, str]) -> Response:
         self.reset_data()
         return Response.json({"reset": True})
+
+
+def echo_response(request: Request) -> Response:
+    """The ``echo`` fault: a proxy's 502 that repeats the request's credentials in its text body."""
+    credentials = request.headers.get("authorization", "(none)")
+    return Response.text(f"502 Bad Gateway: upstream refused the request (Authorization: {credentials}); "
+                         f"{request.method} {request.path}", 502)
 
 
 def json_object(request: Request) -> dict[str, Any]:
