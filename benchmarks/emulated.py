@@ -1,7 +1,9 @@
 """Benchmark helper: both emulators in a child process (its own GIL), seeded in memory, per-service latency.
 
 Also a counting httpx transport, so a benchmark knows how many requests the engine sent to each
-side (the emulators' request logs are bounded) and can compute the network ideal from them.
+side (the emulators' request logs are bounded) and can compute the network ideal from them, and
+``transport_floor``: the same requests sent by a bare httpx client with the same concurrency,
+i.e. what any httpx-based client achieves on this machine at this moment (CPU, scheduler).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import resource
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -111,3 +115,22 @@ def current_rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         pages = int(handle.read().split()[1])
     return pages * resource.getpagesize() / 2**20
+
+
+def transport_floor(base_url: str, path: str, body: Callable[[int], dict[str, Any]], count: int, concurrency: int,
+                    headers: dict[str, str] | None = None) -> float:
+    """Seconds a bare ``httpx.AsyncClient`` takes to POST ``count`` bodies to ``path``, ``concurrency`` at a time."""
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=base_url, headers=headers or {}) as client:
+            todo = iter(range(count))
+
+            async def worker() -> None:
+                for n in todo:
+                    (await client.post(path, json=body(n))).raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - started

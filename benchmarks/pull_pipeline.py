@@ -2,7 +2,9 @@
 
 The emulators run in a child process with the same latency on every request of both sides.
 The ideal is the time the requests the engine actually sent would take at that latency with
-``concurrency`` of them always in flight: ``requests * latency / concurrency``.
+``concurrency`` of them always in flight: ``requests * latency / concurrency``. ``bare_httpx_*``
+is the same number of local creates sent by a bare httpx client with the same concurrency: the
+floor any httpx-based client reaches on this machine at this moment.
 
 Usage: python benchmarks/pull_pipeline.py [--count 20000] [--latency-ms 10] [--concurrency 8]
 """
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulated import KEY, USER, ChildEmulators, CountingTransport, peak_rss_mb
+from emulated import KEY, USER, ChildEmulators, CountingTransport, peak_rss_mb, transport_floor
 
 from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings
@@ -62,6 +64,9 @@ def main() -> None:
                         openmemory_latency_ms=args.latency_ms) as emu, tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(measure(emu, Path(tmp), args.latency_ms, args.concurrency))
         counts = emu.counts()
+        floor = transport_floor(emu.openmemory_url, "/api/v1/memories/", lambda n: {
+            "user_id": USER, "text": f"bench floor {n}", "metadata": {"level": 1}, "infer": False, "app": "bench"},
+            result["local_requests"], args.concurrency)
     ratio = result["seconds"] / result["ideal_seconds"]
     rss = peak_rss_mb()
     print(json.dumps({
@@ -69,6 +74,8 @@ def main() -> None:
         "count": args.count, "latency_ms": args.latency_ms, "concurrency": args.concurrency,
         **result,
         "local_memories_after": counts["local_memories"],
+        "bare_httpx_seconds": round(floor, 2), "bare_httpx_ratio_to_ideal": round(floor / result["ideal_seconds"], 3),
+        "engine_ratio_to_bare_httpx": round(result["seconds"] / floor, 3),
         "figure": {"ratio_to_ideal": round(ratio, 3), "peak_rss_mb": round(rss, 1)},
         "goal": {"ratio_to_ideal": f"<= {GOAL_RATIO}", "peak_rss_mb": f"<= {GOAL_RSS_MB}"},
         "ok": ratio <= GOAL_RATIO and rss <= GOAL_RSS_MB,

@@ -4,7 +4,10 @@ The emulators run in a child process; ``--latency-ms`` is added to every mem0 re
 (the cloud is the far side; ``--local-latency-ms`` for OpenMemory, default 0). The ideal
 is the time the requests the engine sent would take with ``concurrency`` always in flight.
 The comparison adds the same texts with ``mem0ai``'s ``MemoryClient.add`` in a plain loop
-(the way a script would), in the same run against the same emulator.
+(the way a script would), in the same run against the same emulator. ``bare_httpx_*`` is the
+same number of adds sent by a bare httpx client with the same concurrency: the floor any
+httpx-based client reaches on this machine at this moment (a loaded machine adds scheduler
+delay to every request; the engine's own overhead is ``engine_ratio_to_bare_httpx``).
 
 Usage: python benchmarks/push_throughput.py [--count 2000] [--latency-ms 50] [--concurrency 8]
        [--mem0ai-count N]  (N < count times the client on N memories and scales per memory)
@@ -21,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulated import KEY, USER, ChildEmulators, CountingTransport, peak_rss_mb
+from emulated import KEY, USER, ChildEmulators, CountingTransport, peak_rss_mb, transport_floor
 
 from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings
@@ -79,6 +82,9 @@ def main() -> None:
                         openmemory_latency_ms=args.local_latency_ms) as emu, tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(push(emu, Path(tmp), args.concurrency))
         rss = peak_rss_mb()  # before mem0ai is imported
+        floor = transport_floor(emu.mem0_url, "/v3/memories/add/", lambda n: {
+            "messages": [{"role": "user", "content": f"bench floor memory {n}"}], "user_id": USER, "infer": False,
+            "metadata": {"level": 1}}, args.count, args.concurrency, {"Authorization": f"Token {KEY}"})
         client_seconds = mem0ai_loop(emu, client_count) * args.count / client_count
     ideal = (result["cloud_requests"] * args.latency_ms
              + result["local_requests"] * args.local_latency_ms) / 1000 / args.concurrency
@@ -88,6 +94,8 @@ def main() -> None:
         "benchmark": "push_throughput",
         "count": args.count, "latency_ms": args.latency_ms, "local_latency_ms": args.local_latency_ms,
         "concurrency": args.concurrency, **result, "ideal_seconds": round(ideal, 2),
+        "bare_httpx_seconds": round(floor, 2), "bare_httpx_ratio_to_ideal": round(floor / ideal, 3),
+        "engine_ratio_to_bare_httpx": round(result["seconds"] / floor, 3),
         "mem0ai_loop_seconds": round(client_seconds, 2), "mem0ai_measured_count": client_count,
         "memories_per_second": round(result["created"] / result["seconds"], 1),
         "peak_rss_mb": round(rss, 1),

@@ -6,7 +6,8 @@ Routes (API-NOTES): ``GET /v1/ping/``, ``POST /v3/memories/add/``, ``POST
 leaves this module except in that header (and is registered with the secret filter, so
 a server that echoes it never gets it into a message).
 
-A rejected key must not be sent over and over: the first request of a run
+At most ``max_in_flight`` requests are in flight at once (``sync.concurrency``), however
+many callers are waiting. A rejected key must not be sent over and over: the first request of a run
 (:meth:`CloudClient.begin_run`) goes alone, the others wait until one answer shows the key
 is accepted; after a 401/403 every request of the run fails at once without being sent.
 """
@@ -107,8 +108,11 @@ class CloudClient:
         policy: RetryPolicy | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_in_flight: int = 8,
     ) -> None:
         self.scope = scope
+        self.max_in_flight = max(1, max_in_flight)
+        self._slots = asyncio.Semaphore(self.max_in_flight)
         self.policy = policy or RetryPolicy()
         register_secret(api_key)
         self._accepted = False  # an answer of this run showed that the key is accepted
@@ -131,6 +135,7 @@ class CloudClient:
         self._accepted = False
         self._rejected = None
         self._first = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.max_in_flight)
 
     async def _call(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> Any:
         if self._rejected is not None:
@@ -145,8 +150,9 @@ class CloudClient:
 
     async def _send(self, method: str, url: str, *, retry: bool, **kwargs: Any) -> Any:
         try:
-            response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
-                                     **kwargs)
+            async with self._slots:
+                response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
+                                         **kwargs)
         except AuthError as exc:
             self._rejected = exc
             raise

@@ -4,7 +4,9 @@ WAL mode, one short transaction per change (or per batch, :meth:`StateStore.save
 schema versioned with ``PRAGMA user_version`` and an ordered list of migrations. Every
 ``sqlite3.DatabaseError`` (a damaged file, a full disk, a lock held too long) leaves this
 module as :class:`StateUnreadableError` naming the file and the way out: it is a run-level
-stop, never the failure of one item.
+stop, never the failure of one item. Each public method holds the store's lock, so one
+call may run in a worker thread (the fsync of a push intent, see ``exactly_once``) while
+the event loop goes on with its network work.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -80,7 +83,8 @@ def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concat
 
     def wrapper(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(self, *args, **kwargs)
+            with self._lock:
+                return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from None
 
@@ -93,6 +97,7 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()  # one connection, one statement or transaction at a time
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -107,7 +112,7 @@ class StateStore:
 
     def close(self) -> None:
         """Close the connection."""
-        with contextlib.suppress(sqlite3.DatabaseError):  # closing must never fail a shutdown
+        with self._lock, contextlib.suppress(sqlite3.DatabaseError):  # closing must never fail a shutdown
             self._db.close()
 
     @_guarded
@@ -180,8 +185,10 @@ class StateStore:
     def mappings(self) -> Iterator[Mapping]:
         """Every mapping (read lazily; a damaged page raises ``StateUnreadableError`` while iterating)."""
         try:
-            for row in self._db.execute("SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings"):
-                yield self._mapping(row)
+            with self._lock:
+                rows = self._db.execute("SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings")
+                for row in rows:
+                    yield self._mapping(row)
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from None
 
@@ -281,6 +288,29 @@ class StateStore:
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
         return PushIntent(local_id, digest, started, event_id)
+
+    @_guarded
+    def record_intents(self, items: Sequence[tuple[str, str]]) -> list[PushIntent]:
+        """:meth:`record_intent` for several creates in one transaction: one fsync makes them all durable."""
+        ids = [local_id for local_id, _ in items]
+        started: dict[str, str] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start:start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            started.update(self._db.execute(
+                f"SELECT local_id, started_at FROM push_intents WHERE local_id IN ({marks})", chunk).fetchall())
+        now = _now()
+        intents = [PushIntent(local_id, digest, started.get(local_id, now)) for local_id, digest in items]
+        self._db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
+        try:
+            with self._tx():
+                self._db.executemany(
+                    "INSERT INTO push_intents(local_id, content_hash, started_at, event_id) VALUES(?, ?, ?, NULL) "
+                    "ON CONFLICT(local_id) DO UPDATE SET content_hash=excluded.content_hash",
+                    [(i.local_id, i.content_hash, i.started_at) for i in intents])
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        return [self.intent_for(i.local_id) or i for i in intents]
 
     @_guarded
     def clear_intent(self, local_id: str) -> None:

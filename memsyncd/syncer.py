@@ -49,7 +49,7 @@ from memsyncd.errors import (
     SyncUnavailableError,
     UsageError,
 )
-from memsyncd.exactly_once import ExactlyOnce, cloud_metadata
+from memsyncd.exactly_once import ExactlyOnce, IntentLog, cloud_metadata
 from memsyncd.http_edge import RetryPolicy
 from memsyncd.local import LocalClient
 from memsyncd.logs import redact_text
@@ -73,6 +73,7 @@ from memsyncd.state import StateStore
 log = structlog.get_logger("memsyncd.sync")
 
 PULL_OVERLAP = timedelta(seconds=60)
+PUSH_WORKERS_PER_SLOT = 2  # push workers per cloud request slot (see Syncer._push)
 META_CURSOR = "pull_cursor"
 META_RECONCILE = "last_reconcile"
 
@@ -289,7 +290,9 @@ class Syncer:
         if self.cloud is None and api_key and settings.cloud.enabled:
             scope = Scope(settings.cloud_user_id, settings.cloud.agent_id, settings.cloud.app_id,
                           settings.cloud.org_id, settings.cloud.project_id)
-            self.cloud = CloudClient(settings.cloud.url, api_key, scope, policy=policy, timeout=timeout)
+            self.cloud = CloudClient(settings.cloud.url, api_key, scope, policy=policy, timeout=timeout,
+                                     max_in_flight=settings.sync.concurrency)
+        self._intents = IntentLog(self.state)
         self._dry = False
         self._stopping = False
 
@@ -316,7 +319,7 @@ class Syncer:
         self.state.close()
 
     def _once(self, cloud: CloudClient) -> ExactlyOnce:
-        return ExactlyOnce(cloud, self.state, self.settings.sync.event_wait_seconds)
+        return ExactlyOnce(cloud, self.state, self.settings.sync.event_wait_seconds, self._intents)
 
     def _require_cloud(self) -> CloudClient:
         if self.cloud is None:
@@ -408,8 +411,11 @@ class Syncer:
     # --- push -------------------------------------------------------------------------------
 
     async def _push(self, cloud: CloudClient) -> PushReport:
-        """``sync.concurrency`` workers take the coalesced items in order; results reach the queue file in batches.
+        """Workers take the coalesced items in order; results reach the queue file in batches.
 
+        ``sync.concurrency`` bounds the cloud requests in flight (``CloudClient.max_in_flight``);
+        there are twice as many workers, so that while some wait on the cloud the others read
+        their local memory and make their intent durable, and a cloud slot never idles.
         Memory stays flat in the queue's length: one task per worker, counters instead of a
         result per item, and finished entries leave the queue while the run goes on (so
         ``status`` sees progress and a crash leaves only unfinished work).
@@ -453,7 +459,8 @@ class Syncer:
                 if result.status is not ItemStatus.CANCELLED:
                     flusher.add(result.outcome)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.settings.sync.concurrency, len(items)) or 1)))
+        workers = min(PUSH_WORKERS_PER_SLOT * self.settings.sync.concurrency, len(items)) or 1
+        await asyncio.gather(*(worker() for _ in range(workers)))
         if run.fatal is not None:
             # A run-level stop (401, network down) records no sync_errors; entries that were not
             # finished stay exactly as they were. What did reach the cloud is recorded in the state
