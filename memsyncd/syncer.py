@@ -243,16 +243,15 @@ class _QueueFlusher:
         self._last = time.monotonic()
         self._last_cost = self._last - started
 
-    async def close(self, *, done_only: bool = False, write: bool = True) -> None:
-        """Wait for the batch in flight, then write what is left (only finished entries with ``done_only``).
+    async def close(self, *, write: bool = True) -> None:
+        """Wait for the batch in flight, then write what is left (``write=False``: drop it).
 
         Raises:
             QueueUnreadableError, QueueBusyError: a write failed (nothing of that batch was written).
         """
         if self._task is not None:
             await self._task
-        rest = [o for o in self._waiting if o.done or not done_only]
-        self._waiting = []
+        rest, self._waiting = self._waiting, []
         if rest and write and self.write:
             await self._apply(rest)
 
@@ -462,11 +461,11 @@ class Syncer:
         workers = min(PUSH_WORKERS_PER_SLOT * self.settings.sync.concurrency, len(items)) or 1
         await asyncio.gather(*(worker() for _ in range(workers)))
         if run.fatal is not None:
-            # A run-level stop (401, network down) records no sync_errors; entries that were not
-            # finished stay exactly as they were. What did reach the cloud is recorded in the state
-            # DB, so the next run neither loses nor repeats it. A state DB error keeps even the
-            # finished entries queued: the DB may not hold their mappings (see 'state rebuild').
-            await flusher.close(done_only=True, write=not isinstance(run.fatal, StateUnreadableError))
+            # A run-level stop (401, network down, damaged state DB) writes nothing more to the queue:
+            # no sync_errors rows, and a stop before the first batch leaves the file byte-for-byte as
+            # it was. What did reach the cloud is recorded in the state DB (or, after a state error,
+            # in the cloud metadata 'state rebuild' reads), so the next run neither loses nor repeats it.
+            await flusher.close(write=False)
             raise _Stop(run.fatal)
         await flusher.close()
         return tally.report()
@@ -595,7 +594,7 @@ class Syncer:
                     window.append(await self._start_page(pool, page, run))
                 while window:
                     await self._finish_page(window.popleft(), run)
-            except BaseException as exc:
+            except Exception as exc:  # (a cancelled run stops at once: the next pull adopts what landed)
                 run.fatal = run.fatal or (exc if isinstance(exc, MemsyncError) else RemoteError("pull stopped"))
                 while window:  # record what did land before the error, then re-raise it
                     with contextlib.suppress(Exception):
@@ -803,6 +802,7 @@ class Syncer:
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None = None) -> dict[str, Any]:
         """Write the chosen text to both sides and update the base (SPEC 4, Conflicts)."""
         cloud = self._require_cloud()
+        cloud.begin_run()
         conflict = self.conflict(conflict_id)
         plan = plan_resolution(conflict, keep, text)
         mapping = self.state.mapping_for_local(conflict.local_id)
