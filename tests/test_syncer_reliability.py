@@ -254,3 +254,36 @@ def test_worker_pool_bounds_concurrency_and_keeps_order() -> None:
         assert [p async for p in prefetch(pages())] == [[0], [1], [2], [3]]
 
     asyncio.run(main())
+
+
+def test_cloud_client_sends_one_request_with_a_rejected_key_and_bounds_the_rest() -> None:
+    """20 concurrent calls, 401: one request is sent, all 20 fail with AuthError; with 200 OK at most 3 in flight."""
+    import httpx
+
+    from memsyncd.cloud import CloudClient, Scope
+
+    async def main() -> None:
+        sent, in_flight, peak = 0, 0, 0
+        status = 401
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal sent, in_flight, peak
+            sent += 1
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+            return httpx.Response(status, json={"detail": "Invalid API key."} if status == 401 else {"status": "ok"})
+
+        client = CloudClient("http://127.0.0.1:9", "m0-some-key", Scope("u"), max_in_flight=3,
+                             transport=httpx.MockTransport(handler))
+        client.begin_run()
+        results = await asyncio.gather(*(client.ping() for _ in range(20)), return_exceptions=True)
+        assert sent == 1 and all(isinstance(r, AuthError) for r in results)
+        status, sent = 200, 0
+        client.begin_run()
+        results = await asyncio.gather(*(client.ping() for _ in range(20)), return_exceptions=True)
+        assert sent == 20 and peak == 3 and all(r == {"status": "ok"} for r in results)
+        await client.aclose()
+
+    asyncio.run(main())
