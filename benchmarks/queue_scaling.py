@@ -1,7 +1,8 @@
 """Benchmark: push cost per queue entry at 1,000 vs 10,000 entries, and the push run's peak RSS; prints JSON.
 
 Each size runs in its own process (so its peak RSS is its own) against fresh emulators in a
-child process, with ``--latency-ms`` added to every mem0 request.
+child process, with ``--latency-ms`` added to every mem0 request. The queue file is written
+entry by entry, so the peak RSS is the push run's (``rss_before_push_mb``: the process before it).
 
 Usage: python benchmarks/queue_scaling.py [--small 1000] [--large 10000] [--latency-ms 5] [--concurrency 8]
 """
@@ -19,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulated import KEY, USER, ChildEmulators, peak_rss_mb
+from emulated import KEY, USER, ChildEmulators, current_rss_mb, peak_rss_mb
 
 from memsyncd.config import Paths, Settings
 from memsyncd.logs import configure_logging
-from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import SyncMode, format_ts, utc_now
 from memsyncd.syncer import Syncer
 
 GOAL_PER_ENTRY_RATIO = 1.5
@@ -35,8 +36,8 @@ async def push(emu: ChildEmulators, root: Path, concurrency: int) -> dict[str, A
                         cloud={"enabled": True, "url": emu.mem0_url, "user_id": USER},
                         sync={"default_level": 1, "concurrency": concurrency})
     syncer = Syncer(settings, Paths(root), KEY)
-    stamp = format_ts(utc_now())
-    syncer.queue.update(lambda doc: doc.pending.extend(QueueEntry(i, "push", stamp) for i in emu.local_ids))
+    write_queue(syncer.paths.queue, emu.local_ids)
+    rss_before = current_rss_mb()
     t0 = time.perf_counter()
     report = await syncer.run(SyncMode.PUSH)
     seconds = time.perf_counter() - t0
@@ -44,7 +45,19 @@ async def push(emu: ChildEmulators, root: Path, concurrency: int) -> dict[str, A
     assert report.push is not None and report.exit_code == 0 and report.push.created == len(emu.local_ids)
     left = len(syncer.queue.read().pending)
     return {"entries": len(emu.local_ids), "seconds": round(seconds, 3),
-            "ms_per_entry": round(seconds * 1000 / len(emu.local_ids), 3), "left_in_queue": left}
+            "ms_per_entry": round(seconds * 1000 / len(emu.local_ids), 3), "left_in_queue": left,
+            "rss_before_push_mb": round(rss_before, 1)}
+
+
+def write_queue(path: Path, ids: list[str]) -> None:
+    """The seed's queue file with one push entry per id, written entry by entry (no 10k-entry objects here)."""
+    stamp = format_ts(utc_now())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"pending": [')
+        for n, memory_id in enumerate(ids):
+            handle.write(("," if n else "") + json.dumps({"id": memory_id, "action": "push", "timestamp": stamp}))
+        handle.write('], "last_sync": null, "sync_errors": []}\n')
 
 
 def one(count: int, latency_ms: int, concurrency: int) -> None:
