@@ -4,9 +4,10 @@ WAL mode, one short transaction per change (or per batch, :meth:`StateStore.save
 schema versioned with ``PRAGMA user_version`` and an ordered list of migrations. Every
 ``sqlite3.DatabaseError`` (a damaged file, a full disk, a lock held too long) leaves this
 module as :class:`StateUnreadableError` naming the file and the way out: it is a run-level
-stop, never the failure of one item. Each public method holds the store's lock, so one
-call may run in a worker thread (the fsync of a push intent, see ``exactly_once``) while
-the event loop goes on with its network work.
+stop, never the failure of one item. Each public method holds the store's lock, so a call
+may come from a worker thread; :meth:`StateStore.record_intents` (the fsync of push intents,
+see ``exactly_once``) has a connection and lock of its own, so the event loop's reads never
+wait on that fsync.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()  # one connection, one statement or transaction at a time
+        self._intent_lock = threading.Lock()
+        self._intent_db: sqlite3.Connection | None = None  # record_intents' own connection
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -114,6 +117,10 @@ class StateStore:
         """Close the connection."""
         with self._lock, contextlib.suppress(sqlite3.DatabaseError):  # closing must never fail a shutdown
             self._db.close()
+        with self._intent_lock, contextlib.suppress(sqlite3.DatabaseError):
+            if self._intent_db is not None:
+                self._intent_db.close()
+                self._intent_db = None
 
     @_guarded
     def check(self) -> str | None:
@@ -289,28 +296,47 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
         return PushIntent(local_id, digest, started, event_id)
 
-    @_guarded
     def record_intents(self, items: Sequence[tuple[str, str]]) -> list[PushIntent]:
-        """:meth:`record_intent` for several creates in one transaction: one fsync makes them all durable."""
+        """:meth:`record_intent` for several creates in one transaction: one fsync makes them all durable.
+
+        Runs on a connection of its own (``synchronous=FULL``) under its own lock, so a call from
+        a worker thread never holds the store's lock through its fsync: the event loop's reads
+        (WAL readers never wait) go on meanwhile.
+
+        Raises:
+            StateUnreadableError: the database failed.
+        """
         ids = [local_id for local_id, _ in items]
-        started: dict[str, str] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start:start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            started.update(self._db.execute(
-                f"SELECT local_id, started_at FROM push_intents WHERE local_id IN ({marks})", chunk).fetchall())
-        now = _now()
-        intents = [PushIntent(local_id, digest, started.get(local_id, now)) for local_id, digest in items]
-        self._db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
         try:
-            with self._tx():
-                self._db.executemany(
-                    "INSERT INTO push_intents(local_id, content_hash, started_at, event_id) VALUES(?, ?, ?, NULL) "
-                    "ON CONFLICT(local_id) DO UPDATE SET content_hash=excluded.content_hash",
-                    [(i.local_id, i.content_hash, i.started_at) for i in intents])
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        return [self.intent_for(i.local_id) or i for i in intents]
+            with self._intent_lock:
+                if self._intent_db is None:
+                    self._intent_db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                                      check_same_thread=False)
+                    self._intent_db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
+                db = self._intent_db
+                now = _now()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(
+                        "INSERT INTO push_intents(local_id, content_hash, started_at, event_id) VALUES(?, ?, ?, NULL) "
+                        "ON CONFLICT(local_id) DO UPDATE SET content_hash=excluded.content_hash",
+                        [(local_id, digest, now) for local_id, digest in items])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.DatabaseError):
+                            db.execute("ROLLBACK")
+                    raise
+                found: dict[str, PushIntent] = {}
+                for start in range(0, len(ids), _IN_CHUNK):
+                    chunk = ids[start:start + _IN_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for row in db.execute("SELECT local_id, content_hash, started_at, event_id FROM push_intents "
+                                          f"WHERE local_id IN ({marks})", chunk):
+                        found[row[0]] = PushIntent(*row)
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from None
+        return [found.get(local_id) or PushIntent(local_id, digest, now) for local_id, digest in items]
 
     @_guarded
     def clear_intent(self, local_id: str) -> None:

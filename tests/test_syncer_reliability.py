@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +181,11 @@ def test_every_state_store_call_maps_a_damaged_file_to_state_unreadable(tmp_path
     store.close()
     _damage(path)
     store = StateStore(path)
-    calls = [lambda: store.get_meta("x"), lambda: store.mapping_for_local("l1"), lambda: list(store.mappings()),
+    calls: list[Callable[[], object]] = [
+             lambda: store.get_meta("x"), lambda: store.mapping_for_local("l1"), lambda: list(store.mappings()),
              lambda: store.mappings_for_cloud(["c1"]), lambda: store.save_mapping(Mapping("a", "b", "h", "t")),
-             lambda: store.record_intent("a", "h"), store.conflicts, store.count_mappings, lambda: store.device_id]
+             lambda: store.record_intent("a", "h"), lambda: store.record_intents([("a", "h")]), store.conflicts,
+             store.count_mappings, lambda: store.device_id]
     for call in calls:
         with pytest.raises(StateUnreadableError, match="state rebuild") as info:
             call()
@@ -214,6 +217,9 @@ def test_state_store_batches(tmp_path: Path) -> None:
     """save_mappings writes all pairs in one transaction; the batch reads cover ids beyond one IN chunk."""
     store = StateStore(tmp_path / "s.db")
     store.record_intent("l5", "h")
+    first = store.intent_for("l5")
+    (again,) = store.record_intents([("l5", "h2")])  # its own connection: sees and keeps the first start time
+    assert first is not None and again.started_at == first.started_at and again.content_hash == "h2"
     store.save_mappings([Mapping(f"l{i}", f"c{i}", "h", "t") for i in range(1200)])
     found = store.mappings_for_cloud([f"c{i}" for i in range(0, 1300, 2)])
     assert len(found) == 600 and found["c2"].local_id == "l2"
@@ -242,7 +248,7 @@ def test_worker_pool_bounds_concurrency_and_keeps_order() -> None:
             return n * 2
 
         async with WorkerPool(3) as pool:
-            futures = [pool.submit(lambda n=n: job(n)) for n in range(20)]
+            futures = [pool.submit(functools.partial(job, n)) for n in range(20)]
             results = await asyncio.gather(*futures, return_exceptions=True)
         assert peak == 3 and started == list(range(20))
         assert results[3] == 6 and isinstance(results[7], ValueError)
