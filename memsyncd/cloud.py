@@ -3,11 +3,19 @@
 Routes (API-NOTES): ``GET /v1/ping/``, ``POST /v3/memories/add/``, ``POST
 /v3/memories/`` (filtered, paginated list), ``GET|PUT|DELETE /v1/memories/{id}/``,
 ``GET /v1/event/{id}/``. Auth header ``Authorization: Token <key>``; the key never
-leaves this module except in that header.
+leaves this module except in that header (and is registered with the secret filter, so
+a server that echoes it never gets it into a message).
+
+At most ``max_in_flight`` requests are in flight at once (``sync.concurrency``), however
+many callers are waiting. A rejected key must not be sent over and over: the first request of a run
+(:meth:`CloudClient.begin_run`) goes alone, the others wait until one answer shows the key
+is accepted; after a 401/403 (or the network being unreachable) every request of the run
+fails at once without being sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 from collections.abc import AsyncIterator
@@ -17,8 +25,9 @@ from typing import Any
 
 import httpx
 
-from memsyncd.errors import NotFoundError, RemoteRejectedError
+from memsyncd.errors import NotFoundError, RemoteError, RemoteRejectedError
 from memsyncd.http_edge import RetryPolicy, json_body, request
+from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, parse_ts
 
 SERVICE = "mem0"
@@ -115,9 +124,16 @@ class CloudClient:
         policy: RetryPolicy | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_in_flight: int = 8,
     ) -> None:
         self.scope = scope
+        self.max_in_flight = max(1, max_in_flight)
+        self._slots = asyncio.Semaphore(self.max_in_flight)
         self.policy = policy or RetryPolicy()
+        register_secret(api_key)
+        self._accepted = False  # an answer of this run showed that the key is accepted
+        self._stopped: RemoteError | None = None  # a run-level error (401/403, unreachable) of this run
+        self._first = asyncio.Lock()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Token {api_key}", "Mem0-User-ID": scope.user_id,
@@ -130,9 +146,43 @@ class CloudClient:
         """Close connections."""
         await self._http.aclose()
 
+    def begin_run(self) -> None:
+        """Start a run: its first request goes alone, the rest wait until the key is known to be accepted."""
+        self._accepted = False
+        self._stopped = None
+        self._first = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+
     async def _call(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> Any:
-        response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry, **kwargs)
+        if self._stopped is not None:
+            raise self._stopped_again()
+        if not self._accepted:
+            async with self._first:  # one request at a time until one was answered with the key accepted
+                if self._stopped is not None:
+                    raise self._stopped_again()
+                if not self._accepted:
+                    return await self._send(method, url, retry=retry, **kwargs)
+        return await self._send(method, url, retry=retry, **kwargs)
+
+    async def _send(self, method: str, url: str, *, retry: bool, **kwargs: Any) -> Any:
+        try:
+            async with self._slots:
+                response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
+                                         **kwargs)
+        except RemoteError as exc:
+            if exc.stops_run:
+                self._stopped = exc
+            elif isinstance(exc, (NotFoundError, RemoteRejectedError)):
+                self._accepted = True  # the server judged the request itself: the key got through
+            raise
+        self._accepted = True
         return json_body(response, SERVICE) if response.content else None
+
+    def _stopped_again(self) -> RemoteError:
+        """A fresh copy of the error that stopped this run (raised without sending anything)."""
+        first = self._stopped
+        assert first is not None
+        return type(first)(first.message, status=first.status, service=first.service)
 
     async def ping(self) -> dict[str, Any]:
         """Validate the key; returns the platform's ping body."""

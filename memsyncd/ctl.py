@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--all", action="store_true", help="one line per registered root (health, counts, last sync)")
 
+    state = sub.add_parser("state", help="repair the sync state database")
+    state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
+    rebuild = state_sub.add_parser("rebuild", help="move a damaged state DB aside and rebuild the id map from "
+                                   "the memsync metadata of both stores")
+    rebuild.add_argument("--force", action="store_true", help="rebuild even when the database looks healthy")
+    rebuild.add_argument("--json", action="store_true")
+
     roots = sub.add_parser("roots", help="the projects (roots) the user's daemon serves")
     roots_sub = roots.add_subparsers(dest="roots_command", required=True, parser_class=_Parser)
     roots_add = roots_sub.add_parser("add", help="register a root and have the running daemon serve it")

@@ -5,6 +5,10 @@ once): record a push intent (fsynced) before sending the add; before any retry, 
 after a crash, resolve the intent — through the queued add's event if there is one,
 else by listing cloud memories whose metadata carries the ``memsync_local_id`` —
 before creating again. Queued adds are followed to their cloud id for a bounded time.
+
+Intents are committed in a worker thread with group commit (:class:`IntentLog`): each
+create still waits until its own intent is on disk, the event loop does not wait on the
+fsync, and the creates that become ready during one commit share the next one.
 """
 
 from __future__ import annotations
@@ -33,13 +37,54 @@ def cloud_metadata(local: LocalMemory, level: int, device_id: str) -> dict[str, 
             "content_hash": local.hash}
 
 
+class IntentLog:
+    """Durable push intents with group commit: creates that start together share one fsync."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self._waiting: list[tuple[str, str, asyncio.Future[PushIntent]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def record(self, local_id: str, digest: str) -> PushIntent:
+        """Return once the intent to create ``local_id`` is committed with a full fsync.
+
+        Raises:
+            StateUnreadableError: the state DB failed (nothing may be sent then).
+        """
+        future: asyncio.Future[PushIntent] = asyncio.get_running_loop().create_future()
+        self._waiting.append((local_id, digest, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit())
+        return await future
+
+    async def _commit(self) -> None:
+        while True:
+            await asyncio.sleep(0)  # one loop turn: creates that are ready too join this transaction
+            if not self._waiting:
+                return
+            batch, self._waiting = self._waiting, []
+            try:  # in a thread: the fsync does not stop the loop; creates arriving meanwhile form the next batch
+                intents = await asyncio.to_thread(self.state.record_intents,
+                                                  [(local_id, digest) for local_id, digest, _ in batch])
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), intent in zip(batch, intents, strict=True):
+                if not future.done():
+                    future.set_result(intent)
+
+
 class ExactlyOnce:
     """Creates cloud memories for local ones without ever creating the same one twice."""
 
-    def __init__(self, cloud: CloudClient, state: StateStore, event_wait_seconds: float) -> None:
+    def __init__(self, cloud: CloudClient, state: StateStore, event_wait_seconds: float,
+                 intents: IntentLog | None = None) -> None:
         self.cloud = cloud
         self.state = state
         self.event_wait_seconds = event_wait_seconds
+        self.intents = intents or IntentLog(state)
 
     async def create(self, local: LocalMemory, level: int) -> str:
         """Create ``local`` in the cloud (or find the copy an earlier attempt made); map it; return the cloud id.
@@ -48,7 +93,7 @@ class ExactlyOnce:
             CloudProcessingError: mem0 accepted the add but is still processing it.
             RemoteError: the add failed for good.
         """
-        intent = self.state.record_intent(local.id, local.hash)
+        intent = await self.intents.record(local.id, local.hash)  # durable before the add is sent
         metadata = cloud_metadata(local, level, self.state.device_id)
         async for attempt in retry_context(self.cloud.policy):
             with attempt:

@@ -25,6 +25,7 @@ from memsyncd.errors import (
     RemoteRejectedError,
     ServerError,
 )
+from memsyncd.logs import redact_text
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,22 @@ class RetryPolicy:
 
 
 def error_detail(response: httpx.Response) -> str:
-    """The server's own words from a JSON ``detail``/``error`` body, else a short text excerpt."""
+    """The server's own words from a JSON ``detail``/``error`` body, else a short text excerpt.
+
+    Secrets are redacted before anything is cut short (a cut must never leave half a key):
+    some proxies echo the request's ``Authorization`` header in their error bodies.
+    """
     if response.headers.get("content-type", "").startswith("text/html"):
-        return response.reason_phrase or "HTML error page"
+        return redact_text(response.reason_phrase or "HTML error page")[:200]
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200].strip()
+        return redact_text(response.text)[:200].strip()
     if isinstance(body, dict):
         for key in ("detail", "error", "message"):
             if body.get(key):
-                return str(body[key])[:300]
-    return str(body)[:200]
+                return redact_text(str(body[key]))[:300]
+    return redact_text(str(body))[:200]
 
 
 @contextlib.contextmanager

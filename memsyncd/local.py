@@ -15,6 +15,7 @@ import httpx
 
 from memsyncd.errors import ConfigError, LocalUnreachableError, NotFoundError, RemoteRejectedError
 from memsyncd.http_edge import RetryPolicy, json_body, request
+from memsyncd.logs import redact_text
 from memsyncd.models import LocalMemory
 
 SERVICE = "OpenMemory"
@@ -110,7 +111,8 @@ class LocalClient:
         if body is None:
             raise RemoteRejectedError("OpenMemory added nothing for the create", service=SERVICE)
         if isinstance(body, dict) and "error" in body and "id" not in body:
-            raise RemoteRejectedError(f"OpenMemory refused the create: {body['error']}", service=SERVICE)
+            reason = redact_text(str(body["error"]))[:300]
+            raise RemoteRejectedError(f"OpenMemory refused the create: {reason}", service=SERVICE)
         return _memory(body, "content")
 
     async def update(self, memory_id: str, text: str) -> None:

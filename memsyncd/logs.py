@@ -25,12 +25,22 @@ def register_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+def redact_text(text: str) -> str:
+    """``text`` with every registered secret replaced by ``<redacted>``.
+
+    Every string that came from a server (error bodies, reason phrases) passes through
+    this before it reaches an error message, a file, the output or a log: some proxies
+    echo the request's ``Authorization`` header in their error pages.
+    """
+    for secret in tuple(_SECRETS):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _SECRETS:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: REDACTED if str(k).lower() in _SENSITIVE_KEYS else _scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -44,6 +44,7 @@ class PullReport:
     conflicts: int = 0
     errors: int = 0
     error_messages: list[str] = field(default_factory=list)
+    failed: str = ""  # the error that ended the pull early (a page could not be listed, ...); "" when it finished
 
     @property
     def to_apply(self) -> int:
@@ -86,7 +87,7 @@ class SyncReport:
         """SPEC 5 exit code."""
         if self.fatal is not None:
             return self.fatal.exit_code
-        if (self.push and self.push.errors) or (self.pull and self.pull.errors):
+        if (self.push and self.push.errors) or (self.pull and (self.pull.errors or self.pull.failed)):
             return EXIT_PARTIAL
         return EXIT_OK
 

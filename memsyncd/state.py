@@ -1,15 +1,25 @@
 """SQLite state of one root: id map with merge bases, conflicts, push intents, cursors.
 
-WAL mode, one short transaction per change, schema versioned with ``PRAGMA
-user_version`` and an ordered list of migrations.
+WAL mode, one short transaction per change (or per batch, :meth:`StateStore.save_mappings`),
+schema versioned with ``PRAGMA user_version`` and an ordered list of migrations. Every
+``sqlite3.DatabaseError`` (a damaged file, a full disk, a lock held too long) leaves this
+module as :class:`StateUnreadableError` naming the file and the way out: it is a run-level
+stop, never the failure of one item. Each public method holds the store's lock, so a call
+may come from a worker thread; :meth:`StateStore.record_intents` (the fsync of push intents,
+see ``exactly_once``) has a connection and lock of its own, so the event loop's reads never
+wait on that fsync.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from memsyncd.errors import StateUnreadableError
 from memsyncd.models import Conflict, Mapping, PushIntent, format_ts, utc_now
@@ -45,10 +55,42 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _now() -> str:
     return format_ts(utc_now())
+
+
+def unreadable(path: Path, exc: sqlite3.Error) -> StateUnreadableError:
+    """The error a user sees for a SQLite failure on ``path``: what happened and what to do."""
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        how = "Another process kept it locked; stop other memsyncd/memsyncctl runs of this root and try again."
+    elif "full" in lowered or "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        how = "Free disk space or fix the file's permissions, then sync again."
+    else:
+        how = ("The file is damaged. Run 'memsyncctl state rebuild': it moves the file aside and rebuilds the "
+               "id map from the cloud, so the next sync neither duplicates nor loses a memory.")
+    return StateUnreadableError(f"{path}: {text}. {how}")
+
+
+def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concatenate[StateStore, P], R]:
+    """Turn any ``sqlite3.DatabaseError`` of a StateStore method into ``StateUnreadableError``."""
+
+    def wrapper(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            with self._lock:
+                return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from None
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
 
 
 class StateStore:
@@ -56,6 +98,9 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()  # one connection, one statement or transaction at a time
+        self._intent_lock = threading.Lock()
+        self._intent_db: sqlite3.Connection | None = None  # record_intents' own connection
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -66,13 +111,22 @@ class StateStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StateUnreadableError(
-                f"{path}: {exc}. Move the file aside to start over (mappings will be rebuilt by content hash)."
-            ) from None
+            raise unreadable(path, exc) from None
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
+        with self._lock, contextlib.suppress(sqlite3.DatabaseError):  # closing must never fail a shutdown
+            self._db.close()
+        with self._intent_lock, contextlib.suppress(sqlite3.DatabaseError):
+            if self._intent_db is not None:
+                self._intent_db.close()
+                self._intent_db = None
+
+    @_guarded
+    def check(self) -> str | None:
+        """``PRAGMA quick_check`` (reads every page): None when healthy, else SQLite's first complaint."""
+        rows = [str(row[0]) for row in self._db.execute("PRAGMA quick_check")]
+        return None if rows == ["ok"] else "; ".join(rows[:3])
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -89,17 +143,21 @@ class StateStore:
 
     # --- meta -------------------------------------------------------------------------------
 
+    @_guarded
     def get_meta(self, key: str) -> str | None:
         """Read one meta value."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_guarded
     def set_meta(self, key: str, value: str) -> None:
         """Write one meta value."""
-        self._db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                         (key, value))
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value))
 
     @property
+    @_guarded
     def device_id(self) -> str:
         """This root's stable device id (created on first use)."""
         value = self.get_meta("device_id")
@@ -115,6 +173,7 @@ class StateStore:
     def _mapping(row: tuple[str, str, str, str, int]) -> Mapping:
         return Mapping(local_id=row[0], cloud_id=row[1], base_hash=row[2], base_text=row[3], level=row[4])
 
+    @_guarded
     def mapping_for_local(self, local_id: str) -> Mapping | None:
         """The mapping of a local id."""
         row = self._db.execute(
@@ -122,6 +181,7 @@ class StateStore:
         ).fetchone()
         return self._mapping(row) if row else None
 
+    @_guarded
     def mapping_for_cloud(self, cloud_id: str) -> Mapping | None:
         """The mapping of a cloud id."""
         row = self._db.execute(
@@ -130,14 +190,46 @@ class StateStore:
         return self._mapping(row) if row else None
 
     def mappings(self) -> Iterator[Mapping]:
-        """Every mapping."""
-        for row in self._db.execute("SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings"):
-            yield self._mapping(row)
+        """Every mapping (read lazily; a damaged page raises ``StateUnreadableError`` while iterating)."""
+        try:
+            with self._lock:
+                rows = self._db.execute("SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings")
+                for row in rows:
+                    yield self._mapping(row)
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from None
 
+    @_guarded
+    def mappings_for_cloud(self, cloud_ids: Sequence[str]) -> dict[str, Mapping]:
+        """The mappings of many cloud ids at once (cloud id -> mapping; unmapped ids are absent)."""
+        found: dict[str, Mapping] = {}
+        for start in range(0, len(cloud_ids), _IN_CHUNK):
+            chunk = list(cloud_ids[start:start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE cloud_id IN ({marks})",
+                chunk,
+            ):
+                found[row[1]] = self._mapping(row)
+        return found
+
+    @_guarded
+    def mapped_local_ids(self, local_ids: Sequence[str]) -> set[str]:
+        """Which of ``local_ids`` have a mapping (one query per chunk)."""
+        found: set[str] = set()
+        for start in range(0, len(local_ids), _IN_CHUNK):
+            chunk = list(local_ids[start:start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self._db.execute(
+                f"SELECT local_id FROM mappings WHERE local_id IN ({marks})", chunk))
+        return found
+
+    @_guarded
     def count_mappings(self) -> int:
         """How many pairs are synced."""
         return int(self._db.execute("SELECT COUNT(*) FROM mappings").fetchone()[0])
 
+    @_guarded
     def save_mapping(self, mapping: Mapping) -> None:
         """Store a pair and its new merge base; clears the pair's push intent and open conflict.
 
@@ -145,18 +237,32 @@ class StateStore:
         for the pair before is settled by definition.
         """
         with self._tx():
-            self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (mapping.local_id,))
-            self._db.execute("DELETE FROM mappings WHERE cloud_id = ? AND local_id != ?",
-                             (mapping.cloud_id, mapping.local_id))
-            self._db.execute(
-                "INSERT INTO mappings(local_id, cloud_id, base_hash, base_text, level, updated_at) "
-                "VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(local_id) DO UPDATE SET cloud_id=excluded.cloud_id, "
-                "base_hash=excluded.base_hash, base_text=excluded.base_text, level=excluded.level, "
-                "updated_at=excluded.updated_at",
-                (mapping.local_id, mapping.cloud_id, mapping.base_hash, mapping.base_text, mapping.level, _now()),
-            )
-            self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (mapping.local_id,))
+            self._write_mapping(mapping, _now())
 
+    @_guarded
+    def save_mappings(self, mappings: Sequence[Mapping]) -> None:
+        """:meth:`save_mapping` for many pairs in one transaction (a pull page's results)."""
+        if not mappings:
+            return
+        now = _now()
+        with self._tx():
+            for mapping in mappings:
+                self._write_mapping(mapping, now)
+
+    def _write_mapping(self, mapping: Mapping, now: str) -> None:
+        self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (mapping.local_id,))
+        self._db.execute("DELETE FROM mappings WHERE cloud_id = ? AND local_id != ?",
+                         (mapping.cloud_id, mapping.local_id))
+        self._db.execute(
+            "INSERT INTO mappings(local_id, cloud_id, base_hash, base_text, level, updated_at) "
+            "VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(local_id) DO UPDATE SET cloud_id=excluded.cloud_id, "
+            "base_hash=excluded.base_hash, base_text=excluded.base_text, level=excluded.level, "
+            "updated_at=excluded.updated_at",
+            (mapping.local_id, mapping.cloud_id, mapping.base_hash, mapping.base_text, mapping.level, now),
+        )
+        self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (mapping.local_id,))
+
+    @_guarded
     def delete_mapping(self, local_id: str) -> None:
         """Forget a pair (gone on both sides), and with it any conflict it had."""
         with self._tx():
@@ -165,6 +271,7 @@ class StateStore:
 
     # --- push intents -----------------------------------------------------------------------
 
+    @_guarded
     def intent_for(self, local_id: str) -> PushIntent | None:
         """The unfinished create of a local id, if any."""
         row = self._db.execute(
@@ -172,6 +279,7 @@ class StateStore:
         ).fetchone()
         return PushIntent(*row) if row else None
 
+    @_guarded
     def record_intent(self, local_id: str, digest: str, event_id: str | None = None) -> PushIntent:
         """Record, durably and before the request, that a create is about to be sent."""
         existing = self.intent_for(local_id)
@@ -188,10 +296,54 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
         return PushIntent(local_id, digest, started, event_id)
 
+    def record_intents(self, items: Sequence[tuple[str, str]]) -> list[PushIntent]:
+        """:meth:`record_intent` for several creates in one transaction: one fsync makes them all durable.
+
+        Runs on a connection of its own (``synchronous=FULL``) under its own lock, so a call from
+        a worker thread never holds the store's lock through its fsync: the event loop's reads
+        (WAL readers never wait) go on meanwhile.
+
+        Raises:
+            StateUnreadableError: the database failed.
+        """
+        ids = [local_id for local_id, _ in items]
+        try:
+            with self._intent_lock:
+                if self._intent_db is None:
+                    self._intent_db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                                      check_same_thread=False)
+                    self._intent_db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
+                db = self._intent_db
+                now = _now()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(
+                        "INSERT INTO push_intents(local_id, content_hash, started_at, event_id) VALUES(?, ?, ?, NULL) "
+                        "ON CONFLICT(local_id) DO UPDATE SET content_hash=excluded.content_hash",
+                        [(local_id, digest, now) for local_id, digest in items])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.DatabaseError):
+                            db.execute("ROLLBACK")
+                    raise
+                found: dict[str, PushIntent] = {}
+                for start in range(0, len(ids), _IN_CHUNK):
+                    chunk = ids[start:start + _IN_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for row in db.execute("SELECT local_id, content_hash, started_at, event_id FROM push_intents "
+                                          f"WHERE local_id IN ({marks})", chunk):
+                        found[row[0]] = PushIntent(*row)
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from None
+        return [found.get(local_id) or PushIntent(local_id, digest, now) for local_id, digest in items]
+
+    @_guarded
     def clear_intent(self, local_id: str) -> None:
         """Forget an unfinished create (it failed for sure)."""
         self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (local_id,))
 
+    @_guarded
     def intents(self) -> list[PushIntent]:
         """All unfinished creates."""
         return [PushIntent(*row) for row in
@@ -201,6 +353,7 @@ class StateStore:
 
     _CONFLICT_COLS = "id, local_id, cloud_id, base_text, local_text, cloud_text, reason, created_at"
 
+    @_guarded
     def record_conflict(self, local_id: str, cloud_id: str, base_text: str | None, local_text: str | None,
                         cloud_text: str | None, reason: str) -> Conflict:
         """Store (or refresh) the open conflict of a memory."""
@@ -215,20 +368,25 @@ class StateStore:
         assert conflict is not None
         return conflict
 
+    @_guarded
     def conflict_for_local(self, local_id: str) -> Conflict | None:
         """The open conflict of a local id."""
-        row = self._db.execute(f"SELECT {self._CONFLICT_COLS} FROM conflicts WHERE local_id = ?", (local_id,)).fetchone()
+        row = self._db.execute(f"SELECT {self._CONFLICT_COLS} FROM conflicts WHERE local_id = ?",
+                               (local_id,)).fetchone()
         return Conflict(*row) if row else None
 
+    @_guarded
     def conflict(self, conflict_id: int) -> Conflict | None:
         """One open conflict by id."""
         row = self._db.execute(f"SELECT {self._CONFLICT_COLS} FROM conflicts WHERE id = ?", (conflict_id,)).fetchone()
         return Conflict(*row) if row else None
 
+    @_guarded
     def conflicts(self) -> list[Conflict]:
         """All open conflicts, oldest first."""
         return [Conflict(*row) for row in self._db.execute(f"SELECT {self._CONFLICT_COLS} FROM conflicts ORDER BY id")]
 
+    @_guarded
     def delete_conflict(self, conflict_id: int) -> None:
         """Close a conflict."""
         self._db.execute("DELETE FROM conflicts WHERE id = ?", (conflict_id,))
@@ -249,4 +407,8 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:  # a failed statement on a damaged file may have ended it already
+            with contextlib.suppress(sqlite3.DatabaseError):  # keep the original error
+                self._db.execute("ROLLBACK")

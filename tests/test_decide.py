@@ -16,6 +16,7 @@ from memsyncd.engine.decide import (
     coalesce,
     effective_level,
     merge3,
+    needs_local_read,
     parse_level,
     plan_mapped_push,
     plan_pull,
@@ -135,6 +136,14 @@ def test_plan_push(work: WorkItem, local: LocalMemory | None, mapped: bool, inte
                    step: PushStep) -> None:
     """Every first push step, including level 0 winning over any mapping or entry level."""
     assert plan_push(work, local, mapping() if mapped else None, intent, default_level=0).step is step
+
+
+def test_entry_queued_as_level_0_needs_no_local_read() -> None:
+    """Lowest level wins: a push queued with level 0 is skipped before (and without) reading the memory."""
+    assert not needs_local_read(item("push", level=0)) and not needs_local_read(item("delete"))
+    assert needs_local_read(item("push", level=None)) and needs_local_read(item("push", level=2))
+    plan = plan_push(item("push", level=0), None, mapping(), None, default_level=1)
+    assert plan.step is PushStep.SKIP_PRIVATE and plan.level == 0
 
 
 def test_plan_push_default_level_applies_when_nothing_set() -> None:

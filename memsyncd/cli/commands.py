@@ -196,6 +196,16 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
 
             sys.stdout.write(register_root(paths.root) + "\n")
         return EXIT_OK
+    if args.command == "state":
+        from memsyncd.rebuild import rebuild_state
+
+        rebuilt = await rebuild_state(paths, socket_path=args.socket, allow_daemon=not args.no_daemon,
+                                      force=args.force)
+        if args.json:
+            print_json(rebuilt.to_json())
+        else:
+            sys.stdout.write(rebuilt.render())
+        return EXIT_OK
     if args.command == "completion":
         from memsyncd.cli.completion import completion_script
         from memsyncd.ctl import build_parser

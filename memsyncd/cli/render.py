@@ -61,17 +61,24 @@ def render_unavailable() -> str:
 
 def render_sync(report: SyncReport) -> str:
     """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
-    if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE):
+    pull_failed = bool(report.pull and report.pull.failed)
+    if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE) \
+            and not pull_failed:
         return render_fatal(report.fatal)
     lines: list[str] = []
     push, pull = report.push, report.pull
     prefix = "DRY RUN (nothing written)\n" if report.dry_run else ""
-    if report.exit_code == EXIT_PARTIAL:
+    if report.exit_code == EXIT_PARTIAL or pull_failed:
+        if push and pull_failed:  # what the push did stands: show it before the pull's failure
+            lines.append(f"PUSH: {push.synced} memories synced to cloud")
+            lines.append(f"Errors: {push.errors} (see {report.queue_path})")
         lines.append("SYNC PARTIAL")
         if push:
             lines.append(f"Pushed: {push.synced} of {push.attempted} ({push.errors} errors)")
         if pull:
             lines.append(f"Pulled: {pull.synced} of {pull.to_apply}")
+        if pull and pull.failed:
+            lines.append(f"Pull stopped early: {pull.failed}")
         lines += ["", f"Errors logged to {report.queue_path}", "Run /memory/sync again to retry."]
         for message in (push.error_messages if push else [])[:5] + (pull.error_messages if pull else [])[:5]:
             lines.append(f"  - {message}")

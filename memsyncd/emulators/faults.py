@@ -6,14 +6,10 @@ whole, so ``{"fault": null}`` clears everything. The :class:`FaultInjector`
 turns a spec into one :class:`Decision` per request:
 
 * ``latency_ms`` delays every API request;
-* ``fault`` (one of :data:`FAULT_KINDS`: an HTTP error status ``"401"``,
-  ``"403"``, ``"404"``, ``"422"``, ``"429"``, ``"500"``, ``"502"``, ``"503"``;
-  ``"timeout"`` (no answer) or ``"reset"`` (connection dropped); a 200 whose body
-  is truncated JSON, ``"malformed-200"``, or well-formed JSON of the wrong shape,
-  ``"unexpected-shape-200"``; a 400 whose body echoes the request's headers, key
-  included, as a leaky gateway's debug page does, ``"400-echo"``) hits the requests whose path, query or body
-  contains ``match`` (all requests when ``match`` is unset), for the next
-  ``count`` of them (forever when unset);
+FAULT_KINDS: tuple[str, ...] = (
+    "401", "403", "404", "422", "429", "500", "502", "503", "timeout", "reset", "malformed-200",
+    "unexpected-shape-200", "400-echo", "echo",
+)
 * otherwise ``fail_rate`` turns that fraction of requests into 500s, drawn
   from a seedable RNG so runs are reproducible.
 
@@ -32,7 +28,7 @@ __all__ = ["FAULT_KINDS", "Decision", "FaultInjector", "FaultSpec", "FaultSpecEr
 
 FAULT_KINDS: tuple[str, ...] = (
     "401", "403", "404", "422", "429", "500", "502", "503", "timeout", "reset", "malformed-200",
-    "unexpected-shape-200", "400-echo",
+    "unexpected-shape-200", "400-echo", "echo",
 )
 _SPEC_KEYS = frozenset({"fault", "count", "match", "retry_after", "latency_ms", "fail_rate", "seed"})
 

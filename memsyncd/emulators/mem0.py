@@ -323,8 +323,9 @@ class Mem0Emulator(EmulatorService):
         body = self._body(request)
         self._reject_top_level_entities(body)
         predicate = self._filters(body, "get-memories")
-        records = [r.public(session_alias=True) for r in self.store.query(predicate)]
-        return Response.json(self._page(request, body, records, DEFAULT_PAGE_SIZE))
+        page = self._page(request, body, self.store.query(predicate), DEFAULT_PAGE_SIZE)
+        page["results"] = [r.public(session_alias=True) for r in page["results"]]  # only the page's rows
+        return Response.json(page)
 
     async def _search(self, request: Request, params: dict[str, str]) -> Response:
         body = self._body(request)

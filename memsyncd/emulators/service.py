@@ -168,6 +168,8 @@ class EmulatorService(ABC):
             if decision.fault == "400-echo":  # a leaky gateway: the key comes back in the error body
                 headers = ", ".join(f"{k}: {v}" for k, v in request.headers.items())
                 return Response.json({"detail": f"Bad request {request.method} {request.target} ({headers})"}, 400)
+            if decision.fault == "echo":
+                return echo_response(request)
             return self.fault_response(decision.fault, decision.retry_after)
         match = self.router.match(request.method, request.path)
         if not isinstance(match, (Found, MethodNotAllowed)):
@@ -235,6 +237,13 @@ def shared_fault_response(fault: str) -> Response | None:
     if fault == "unexpected-shape-200":
         return Response.json({"message": "OK"})
     return None
+
+
+def echo_response(request: Request) -> Response:
+    """The ``echo`` fault: a proxy's 502 that repeats the request's credentials in its text body."""
+    credentials = request.headers.get("authorization", "(none)")
+    return Response.text(f"502 Bad Gateway: upstream refused the request (Authorization: {credentials}); "
+                         f"{request.method} {request.path}", 502)
 
 
 def json_object(request: Request) -> dict[str, Any]:

@@ -109,6 +109,15 @@ class PushPlan:
     reason: str
 
 
+def needs_local_read(item: WorkItem) -> bool:
+    """False when the local memory need not be read: a delete, or a push queued as level 0.
+
+    The lowest level wins, so an entry queued with level 0 is local-only whatever the
+    memory's own metadata says; reading it would only cost a request.
+    """
+    return item.action == "push" and item.level != PRIVATE_LEVEL
+
+
 def plan_push(
     item: WorkItem,
     local: LocalMemory | None,
@@ -130,6 +139,8 @@ def plan_push(
         if mapping is None:
             return PushPlan(PushStep.DROP_UNMAPPED, level, "deleted before it was ever synced")
         return PushPlan(PushStep.DELETE_CLOUD, level, "deleted locally")
+    if not needs_local_read(item):
+        return PushPlan(PushStep.SKIP_PRIVATE, PRIVATE_LEVEL, "queued as level 0 (local-only)")
     if local is None or not local.alive:
         return PushPlan(PushStep.DROP_GONE, level, "no longer exists locally")
     if level == PRIVATE_LEVEL:

@@ -1,0 +1,136 @@
+"""Benchmark helper: both emulators in a child process (its own GIL), seeded in memory, per-service latency.
+
+Also a counting httpx transport, so a benchmark knows how many requests the engine sent to each
+side (the emulators' request logs are bounded) and can compute the network ideal from them, and
+``transport_floor``: the same requests sent by a bare httpx client with the same concurrency,
+i.e. what any httpx-based client achieves on this machine at this moment (CPU, scheduler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+KEY = "bench-key-0123456789"
+USER = "bench"
+
+
+def _serve(conn: multiprocessing.connection.Connection, cloud_count: int, local_count: int,
+           mem0_latency_ms: int, openmemory_latency_ms: int) -> None:
+    from memsyncd.emulators.runner import EmulatorConfig, EmulatorServers
+
+    async def main() -> None:
+        servers = EmulatorServers(EmulatorConfig(api_key=KEY, user=USER))
+        for i in range(cloud_count):
+            servers.mem0_store.add(f"bench cloud memory {i}", user_id=USER, metadata={"level": 1})
+        for i in range(local_count):
+            servers.openmemory_store.add(f"bench local memory {i}", {"level": 1}, user_id=USER)
+        await servers.start()
+        servers.mem0.faults.set(latency_ms=mem0_latency_ms)
+        servers.openmemory.faults.set(latency_ms=openmemory_latency_ms)
+        conn.send({"openmemory": servers.openmemory_url, "mem0": servers.mem0_url,
+                   "local_ids": [m["id"] for m in servers.openmemory_store.memories(user_id=USER)]})
+        loop = asyncio.get_running_loop()
+        while True:
+            command = await loop.run_in_executor(None, conn.recv)
+            if command == "stop":
+                break
+            if command == "counts":
+                conn.send({"cloud_memories": len(servers.mem0_store.memories()),
+                           "local_memories": len(servers.openmemory_store.memories(user_id=USER))})
+        await servers.close(save=False)
+
+    asyncio.run(main())
+
+
+@dataclass
+class ChildEmulators:
+    """``with ChildEmulators(cloud_count=..., mem0_latency_ms=...) as emu: emu.mem0_url``."""
+
+    cloud_count: int = 0
+    local_count: int = 0
+    mem0_latency_ms: int = 0
+    openmemory_latency_ms: int = 0
+
+    def __enter__(self) -> ChildEmulators:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, self.cloud_count, self.local_count,
+                                                      self.mem0_latency_ms, self.openmemory_latency_ms),
+                                 daemon=True)
+        self._proc.start()
+        if not self._conn.poll(120):
+            self._proc.kill()
+            raise RuntimeError("emulators did not start")
+        info: dict[str, Any] = self._conn.recv()
+        self.openmemory_url: str = info["openmemory"]
+        self.mem0_url: str = info["mem0"]
+        self.local_ids: list[str] = info["local_ids"]
+        return self
+
+    def counts(self) -> dict[str, int]:
+        """How many live memories each emulator holds."""
+        self._conn.send("counts")
+        return dict(self._conn.recv())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._conn.send("stop")
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that counts the requests it sends."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.count = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.count += 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Current resident set size of this process, in MB."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def transport_floor(base_url: str, path: str, body: Callable[[int], dict[str, Any]], count: int, concurrency: int,
+                    headers: dict[str, str] | None = None) -> float:
+    """Seconds a bare ``httpx.AsyncClient`` takes to POST ``count`` bodies to ``path``, ``concurrency`` at a time."""
+
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=base_url, headers=headers or {}) as client:
+            todo = iter(range(count))
+
+            async def worker() -> None:
+                for n in todo:
+                    (await client.post(path, json=body(n))).raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - started
