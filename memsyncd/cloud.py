@@ -268,9 +268,13 @@ class CloudClient:
                 if page == 1:
                     raise
                 return  # "Invalid page.": the listing shrank while we paged; the next run sees the rest
-            results = body.get("results", []) if isinstance(body, dict) else body
+            # A 200 without a "results" list is not an empty page: reading it as one would make the
+            # exactly-once lookup answer "not found" (a duplicate create) and a pull see an empty cloud.
+            results = body.get("results") if isinstance(body, dict) else body
             if not isinstance(results, list):
-                raise RemoteRejectedError("mem0 list answer has no results list", service=SERVICE)
+                raise RemoteRejectedError("mem0 answered a memory listing without a results list (a proxy or "
+                                          "captive portal?); nothing was read. Retry when mem0 answers normally.",
+                                          service=SERVICE)
             yield [memory_from_json(item) for item in results if isinstance(item, dict)]
             if not (isinstance(body, dict) and body.get("next")) or not results:
                 return

@@ -59,18 +59,8 @@ DAEMON_FAULTS = FAULTS if FULL else ("401", "500", "reset", "malformed-200", "un
 FAST: dict[str, Any] = {"attempts_per_run": 2, "max_retry_after_seconds": 1}
 QUICK_TIMEOUT: dict[str, Any] = {"request_timeout_seconds": 0.3}  # only under timeout faults: a loaded machine is slow
 
-# Known bugs of issue 8 (fixed on other branches): the cases they break today.
-ECHO = "issue 8.4: a key echoed in an error body reaches sync_errors and the output, fixed on branch engine"
-PULL_FAILS_SILENTLY = ("issue 8.5: a full sync whose pull fails prints nothing of the push that ran (the report "
-                       "is lost), fixed on branch engine")
-NEW_SHAPE = ("NEW: a 200 list answer without 'results' is read as an empty page (cloud.py pages()), so a pull "
-             "under it succeeds silently (exit 0)")
-KNOWN: dict[tuple[str, str], str] = {
-    **{("400-echo", c): ECHO for c in ("sync", "sync --push", "sync --pull", "daemon")},
-    **{(f, c): PULL_FAILS_SILENTLY for f in MEM0_ITEM_FAULTS if f not in ("unexpected-shape-200", "400-echo")
-       for c in ("sync", "daemon")},
-    ("unexpected-shape-200", "sync --pull"): NEW_SHAPE,
-}
+# Cases a known, unfixed bug still breaks: (fault, command) -> reason, marked xfail. None today.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def expected_codes(fault: str, command: str) -> set[int]:
@@ -270,8 +260,6 @@ def test_daemon_sync_under_fault(daemon_root: tuple[Path, list[DaemonProc]], emu
     wait_for(lambda: not read_queue(root)["pending"] and not read_queue(root)["sync_errors"])
 
 
-@pytest.mark.xfail(reason="issue 8.8: a rejected key costs several requests (8 measured, one per worker; "
-                          "target <= 2), fixed on branch engine", strict=False)
 def test_rejected_key_stops_after_at_most_two_requests(clean_root: Path, emu: Emulators) -> None:
     """401 on the first request: the run stops at once, no hammering with a key mem0 refuses."""
     root = make_root(clean_root, emu, **FAST)
@@ -289,8 +277,6 @@ def test_rejected_key_stops_after_at_most_two_requests(clean_root: Path, emu: Em
     assert len(sent) <= 2, [f"{r['method']} {r['path']}" for r in sent]
 
 
-@pytest.mark.xfail(reason="NEW: the exactly-once lookup reads a 200 list answer without 'results' as 'not found' "
-                          "(cloud.py pages()) and creates the memory a second time", strict=False)
 def test_recovery_lookup_answered_with_a_wrong_shape_creates_no_duplicate(clean_root: Path, emu: Emulators) -> None:
     """The kill -9 window (intent durable, add landed, mapping not saved), then the look-before-create gets a
     200 of the wrong shape: the item must fail and stay queued, never be created again."""

@@ -211,7 +211,6 @@ def test_huge_queue_is_handled_and_its_unknown_keys_kept(clean_root: Path, emu: 
 
 # --- a damaged state DB -----------------------------------------------------------------------------
 
-STATE_BUG = "issue 8.3: a corrupt state DB must give exit 6 and 'memsyncctl state rebuild', fixed on branch engine"
 
 
 def _synced_root(root: Path, emu: Emulators, prefix: str, count: int = 12) -> list[str]:
@@ -231,7 +230,6 @@ def _damage(db: Path, where: str) -> None:
     db.write_bytes(bytes(data))
 
 
-@pytest.mark.xfail(reason=STATE_BUG, strict=False)
 @pytest.mark.parametrize("where", ["header", "middle"])
 @pytest.mark.parametrize("command", ["sync", "status", "conflicts list"])
 def test_damaged_state_db_is_exit_6_and_untouched(clean_root: Path, emu: Emulators, where: str, command: str) -> None:
@@ -249,7 +247,6 @@ def test_damaged_state_db_is_exit_6_and_untouched(clean_root: Path, emu: Emulato
     assert db.read_bytes() == damaged
 
 
-@pytest.mark.xfail(reason=STATE_BUG, strict=False)
 def test_state_rebuild_after_damage_duplicates_nothing(clean_root: Path, emu: Emulators) -> None:
     """After 'memsyncctl state rebuild' a full sync finds its memories again instead of pushing them twice."""
     root, prefix = clean_root, "rebuild"

@@ -152,8 +152,6 @@ def test_kill_9_during_pull_loses_and_duplicates_nothing(clean_root: Path, emu: 
           f"once; {outputs} outputs and {files} files checked")
 
 
-@pytest.mark.xfail(reason="issue 8.7: the queue shrinks only at the end of a push run (a kill loses the progress "
-                          "record, so every restart re-checks everything), fixed on branch engine", strict=False)
 def test_queue_shrinks_while_a_long_push_runs(clean_root: Path, emu: Emulators) -> None:
     """Progress is durable as it happens: pushed entries leave the queue before the run ends."""
     root, prefix, count = clean_root, "shrink", 120
