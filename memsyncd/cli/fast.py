@@ -204,17 +204,26 @@ def _register_with_user_daemon(paths: Paths) -> None:
     runs, or when the root is already registered (the daemon watches it). A daemon that does not
     answer quickly is left alone: the entries are safe in the file either way.
     """
-    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
     from memsyncd.errors import MemsyncError
-    from memsyncd.roots import RootRegistry
     from memsyncd.runtime import default_socket_path, user_socket_path
 
+    problem: Exception | None = None
     try:
         user_socket = user_socket_path()
-        if default_socket_path(paths.root).exists() or not user_socket.exists() \
-                or RootRegistry().contains(paths.root):
+        if not user_socket.exists() or default_socket_path(paths.root).exists():
+            return  # no user daemon, or the root has a daemon of its own: nothing to tell
+        from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+        from memsyncd.roots import RootRegistry
+
+        if RootRegistry().contains(paths.root):
             return
-        call_daemon(user_socket, "POST", "/v1/roots", body={"path": str(paths.root)}, timeout=REGISTER_TIMEOUT_SECONDS)
-    except (NoDaemon, DaemonSilent, MemsyncError, OSError) as exc:
-        _note(f"memsyncctl hook: could not ask the daemon to serve {paths.root} ({exc}); "
+        try:
+            call_daemon(user_socket, "POST", "/v1/roots", body={"path": str(paths.root)},
+                        timeout=REGISTER_TIMEOUT_SECONDS)
+        except (NoDaemon, DaemonSilent) as exc:
+            problem = exc
+    except (MemsyncError, OSError) as exc:
+        problem = exc
+    if problem is not None:
+        _note(f"memsyncctl hook: could not ask the daemon to serve {paths.root} ({problem}); "
               f"run 'memsyncctl roots add {paths.root}'.")
