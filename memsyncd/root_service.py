@@ -334,7 +334,7 @@ class RootService:
         def work() -> T:
             with self._reader_lock:
                 if self._reader is None:
-                    self._reader = StateStore(self.paths.state)
+                    self._reader = StateStore(self.paths.state, verify=False)  # the engine's store verified it
                 return function(self._reader)
 
         return await asyncio.to_thread(work)

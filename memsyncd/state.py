@@ -96,7 +96,16 @@ def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concat
 class StateStore:
     """Typed access to the state database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, verify: bool = True) -> None:
+        """Open (and migrate) the state DB.
+
+        With ``verify``, every page is read once (``PRAGMA quick_check``, milliseconds for a DB of thousands
+        of memories): a file damaged where no query of this run would look is still refused at once,
+        before a sync could act on a partial id map.
+
+        Raises:
+            StateUnreadableError: the file cannot be opened, migrated or verified (the file is not changed).
+        """
         self.path = path
         self._lock = threading.RLock()  # one connection, one statement or transaction at a time
         self._intent_lock = threading.Lock()
@@ -110,8 +119,14 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+            problem = self._quick_check() if verify else None
         except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._db.close()
             raise unreadable(path, exc) from None
+        if problem is not None:
+            self._db.close()
+            raise unreadable(path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
 
     def close(self) -> None:
         """Close the connection."""
@@ -125,6 +140,9 @@ class StateStore:
     @_guarded
     def check(self) -> str | None:
         """``PRAGMA quick_check`` (reads every page): None when healthy, else SQLite's first complaint."""
+        return self._quick_check()
+
+    def _quick_check(self) -> str | None:
         rows = [str(row[0]) for row in self._db.execute("PRAGMA quick_check")]
         return None if rows == ["ok"] else "; ".join(rows[:3])
 

@@ -87,7 +87,7 @@ def test_openmemory_down_fails_and_skips_what_needs_it(root: Path, tmp_path: Pat
 
 
 def test_corrupt_queue_and_state_fail_with_their_repairs(root: Path) -> None:
-    """An unreadable queue → 'queue repair'; an unreadable state DB → move it aside. Nothing is changed."""
+    """An unreadable queue → 'queue repair'; an unreadable state DB → 'state rebuild'. Nothing is changed."""
     queue_path(root).parent.mkdir(parents=True, exist_ok=True)
     queue_path(root).write_text('{"pending": [oops')
     db = root / ".claude/memory/memsync.db"
@@ -96,7 +96,7 @@ def test_corrupt_queue_and_state_fail_with_their_repairs(root: Path) -> None:
     assert code == 1
     assert checks["queue"]["status"] == "fail" and "queue repair" in checks["queue"]["fix"]
     assert checks["sync errors"]["status"] == "skip"
-    assert checks["state"]["status"] == "fail" and f"mv {db}" in checks["state"]["fix"]
+    assert checks["state"]["status"] == "fail" and "memsyncctl state rebuild" in checks["state"]["fix"]
     assert queue_path(root).read_text() == '{"pending": [oops'
     assert db.read_bytes() == b"this is not sqlite" * 100
 

@@ -180,7 +180,9 @@ def test_every_state_store_call_maps_a_damaged_file_to_state_unreadable(tmp_path
     store.save_mappings([Mapping(f"l{i}", f"c{i}", content_hash(f"t{i}" * 50), f"t{i}" * 50) for i in range(200)])
     store.close()
     _damage(path)
-    store = StateStore(path)
+    with pytest.raises(StateUnreadableError, match="state rebuild"):
+        StateStore(path)  # opening verifies every page
+    store = StateStore(path, verify=False)  # as if opened before the damage: each call still maps it
     calls: list[Callable[[], object]] = [
              lambda: store.get_meta("x"), lambda: store.mapping_for_local("l1"), lambda: list(store.mappings()),
              lambda: store.mappings_for_cloud(["c1"]), lambda: store.save_mapping(Mapping("a", "b", "h", "t")),
@@ -202,7 +204,10 @@ def test_damaged_state_stops_the_run_and_leaves_the_queue_alone(tmp_path: Path, 
     assert run(syncer, SyncMode.PUSH).exit_code == 0
     _damage(syncer.paths.state)
     later = [admin.local_add(f"queued after the damage {i}") for i in range(5)]
-    syncer = make_syncer(tmp_path, servers)
+    with pytest.raises(StateUnreadableError, match="state rebuild"):
+        make_syncer(tmp_path, servers)  # a one-shot run refuses at once, before any request
+    settings = emulator_settings(servers, default_level=1)  # a daemon that opened it before the damage:
+    syncer = Syncer(settings, Paths(tmp_path), INPROC_KEY, state=StateStore(syncer.paths.state, verify=False))
     enqueue(syncer, later)
     before = syncer.paths.queue.read_bytes()
     admin.clear_requests("mem0")

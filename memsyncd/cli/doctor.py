@@ -367,7 +367,7 @@ def check_state(ctx: DoctorContext) -> Check:
         ctx.state = StateStore(path)
     except StateUnreadableError as exc:
         return Check("state", Status.FAIL, exc.message,
-                     f"mv {path} {path}.broken  (the next sync rebuilds the mappings by content hash)")
+                     "memsyncctl state rebuild  (moves it aside and rebuilds the id map from the cloud)")
     return Check("state", Status.OK, f"{ctx.state.count_mappings()} memories synced")
 
 

@@ -149,14 +149,20 @@ class TrafficWatch:
     seen: int = -1
     entries: list[dict[str, Any]] = field(default_factory=list)
 
+    _empty_at_start: bool = False
+
     def __post_init__(self) -> None:
         if self.seen < 0:  # start after whatever is logged now
             existing = self.emu.requests(self.service)
             self.seen = existing[-1]["seq"] if existing else 0
+            # an empty (e.g. just cleared) log keeps counting: its next entry, whatever its seq, is our first
+            self._empty_at_start = not existing
 
     def collect(self) -> list[dict[str, Any]]:
         """Read the entries logged since the last call; return all read so far."""
         new = self.emu.requests(self.service, since=self.seen)
+        if new and self._empty_at_start:
+            self.seen, self._empty_at_start = new[0]["seq"] - 1, False
         if new:
             assert new[0]["seq"] == self.seen + 1, (
                 f"the {self.service} request log evicted entries {self.seen + 1}..{new[0]['seq'] - 1} before "
