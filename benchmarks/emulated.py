@@ -1,4 +1,8 @@
-"""Benchmark helper: both emulators in a child process (its own GIL), seeded in memory, per-service latency.
+"""Benchmark helper: the emulators in child processes (one each, like two real servers), seeded in memory.
+
+Each emulator gets its own process (its own GIL and event loop), so the mem0 emulator's
+listing cost (it filters and sorts the whole store for every page) never stalls the
+OpenMemory emulator's answers, as it would not with two real servers.
 
 Also a counting httpx transport, so a benchmark knows how many requests the engine sent to each
 side (the emulators' request logs are bounded) and can compute the network ideal from them, and
@@ -63,31 +67,40 @@ class ChildEmulators:
 
     def __enter__(self) -> ChildEmulators:
         ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.cloud_count, self.local_count,
-                                                      self.mem0_latency_ms, self.openmemory_latency_ms),
-                                 daemon=True)
-        self._proc.start()
-        if not self._conn.poll(120):
-            self._proc.kill()
-            raise RuntimeError("emulators did not start")
-        info: dict[str, Any] = self._conn.recv()
-        self.openmemory_url: str = info["openmemory"]
-        self.mem0_url: str = info["mem0"]
-        self.local_ids: list[str] = info["local_ids"]
+        self._children: list[tuple[multiprocessing.connection.Connection, Any]] = []
+        for args in ((self.cloud_count, 0, self.mem0_latency_ms, 0), (0, self.local_count, 0,
+                                                                      self.openmemory_latency_ms)):
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(child, *args), daemon=True)
+            proc.start()
+            self._children.append((conn, proc))
+        infos: list[dict[str, Any]] = []
+        for conn, proc in self._children:
+            if not conn.poll(120):
+                proc.kill()
+                raise RuntimeError("emulators did not start")
+            infos.append(conn.recv())
+        self.mem0_url: str = infos[0]["mem0"]
+        self.openmemory_url: str = infos[1]["openmemory"]
+        self.local_ids: list[str] = infos[1]["local_ids"]
         return self
 
     def counts(self) -> dict[str, int]:
         """How many live memories each emulator holds."""
-        self._conn.send("counts")
-        return dict(self._conn.recv())
+        (mem0_conn, _), (local_conn, _) = self._children
+        mem0_conn.send("counts")
+        local_conn.send("counts")
+        return {"cloud_memories": mem0_conn.recv()["cloud_memories"],
+                "local_memories": local_conn.recv()["local_memories"]}
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._conn.send("stop")
-        self._proc.join(30)
-        if self._proc.is_alive():
-            self._proc.kill()
+        for conn, _ in self._children:
+            conn.send("stop")
+        for _, proc in self._children:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
