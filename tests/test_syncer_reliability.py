@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from harness import INPROC_KEY, emulator_settings, fresh_admin
 
+from memsyncd.cli.render import render_sync
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
@@ -20,7 +21,6 @@ from memsyncd.errors import EXIT_AUTH, EXIT_PARTIAL, EXIT_UNREADABLE, AuthError,
 from memsyncd.logs import register_secret
 from memsyncd.models import Mapping, QueueEntry, SyncMode, content_hash, format_ts, utc_now
 from memsyncd.pipeline import WorkerPool, prefetch
-from memsyncd.report import render_sync
 from memsyncd.state import StateStore
 from memsyncd.syncer import Syncer
 
