@@ -1,0 +1,249 @@
+"""The pull: cloud changes since the cursor to the local server, pipelined page by page, adopting instead of copying.
+
+Each changed cloud memory is observed (its mapped local memory, or a local memory it may
+be), decided by :func:`~memsyncd.engine.decide.plan_pull` in listing order, and applied
+through one worker pool; a page's mappings are stored in one transaction once its writes
+are done. A local copy left without a mapping by a crash carries ``memsync_cloud_id`` and
+is adopted by the next pull (:class:`~memsyncd.engine.context.LocalIndex`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from memsyncd.cloud import CloudClient
+from memsyncd.engine.context import META_CURSOR, LocalIndex, SyncContext, log, short, unmapped_local_index
+from memsyncd.engine.decide import PullStep, cloud_level, plan_pull
+from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
+from memsyncd.models import CloudMemory, LocalMemory, Mapping, parse_ts
+from memsyncd.pipeline import WorkerPool, prefetch
+from memsyncd.report import PullReport
+
+PULL_OVERLAP = timedelta(seconds=60)
+
+
+@dataclass
+class _PullPlan:
+    """What a pull knows about one changed cloud memory, and what it decided."""
+
+    memory: CloudMemory
+    mapping: Mapping | None
+    local: LocalMemory | None = None
+    adoptable: LocalMemory | None = None
+    step: PullStep = PullStep.ECHO
+
+
+@dataclass
+class _PullRun:
+    """What one pull shares across its pages."""
+
+    ctx: SyncContext
+    report: PullReport
+    device: str
+    index: LocalIndex | None = None
+    claimed: set[str] = field(default_factory=set)  # local ids adopted in this pull
+    in_flight: set[str] = field(default_factory=set)  # cloud ids whose writes are not recorded yet
+    fatal: MemsyncError | None = None
+    processed: int = 0  # listed cloud memories the pull is done with (applied, unchanged or failed)
+
+    def count_processed(self, n: int = 1) -> None:
+        if n:
+            self.processed += n
+            self.ctx.report_progress("pull", self.processed, None)
+
+
+@dataclass
+class _PageWork:
+    """One page's decided plans and the futures of their writes."""
+
+    plans: list[_PullPlan]
+    futures: list[asyncio.Future[Mapping | None]]
+
+
+async def run_pull(ctx: SyncContext, cloud: CloudClient, report: PullReport | None = None) -> PullReport:
+    """Pull what changed in the cloud: pipelined, page by page: observe, decide (in listing order), apply.
+
+    One pool of ``sync.concurrency`` workers serves every page: the next page is fetched
+    while the current one is applied, and its reads start as soon as slots free up. At
+    most two pages have work in flight (bounded memory). Decisions are taken in listing
+    order (adoption claims depend on it); a page's mappings are written in one
+    transaction once all of its writes are done. The progress callback hears
+    ``("pull", processed memories, None)`` as listed memories are done with (the total is
+    not known while the listing goes on).
+
+    Args:
+        ctx: the root's context.
+        cloud: the cloud client.
+        report: filled in place (so a caller keeps what was done when the pull fails).
+
+    Raises:
+        RemoteError: a page could not be listed, or a run-level error (401, network down).
+        StateUnreadableError: the state DB failed.
+    """
+    report = report if report is not None else PullReport()
+    cursor_text = ctx.state.get_meta(META_CURSOR)
+    cursor = parse_ts(cursor_text) if cursor_text else None
+    newest = cursor
+    run = _PullRun(ctx=ctx, report=report, device=ctx.state.device_id)
+    window: deque[_PageWork] = deque()
+    async with WorkerPool(ctx.settings.sync.concurrency) as pool:
+        try:
+            async for page in prefetch(cloud.changed_since(cursor, PULL_OVERLAP)):
+                report.seen += len(page)
+                stamps = [m.updated_at for m in page if m.updated_at is not None]
+                if stamps and (newest is None or max(stamps) > newest):
+                    newest = max(stamps)
+                while len(window) >= 2:
+                    await _finish_page(window.popleft(), run)
+                window.append(await _start_page(pool, page, run))
+            while window:
+                await _finish_page(window.popleft(), run)
+        except Exception as exc:  # (a cancelled run stops at once: the next pull adopts what landed)
+            run.fatal = run.fatal or (exc if isinstance(exc, MemsyncError) else RemoteError("pull stopped"))
+            while window:  # record what did land before the error, then re-raise it
+                with contextlib.suppress(Exception):
+                    await _finish_page(window.popleft(), run)
+            raise
+    if not ctx.dry and report.errors == 0 and newest is not None and newest != cursor:
+        ctx.state.set_meta(META_CURSOR, newest.isoformat())
+    return report
+
+
+async def _start_page(pool: WorkerPool, page: list[CloudMemory], run: _PullRun) -> _PageWork:
+    """Observe a page's changes through the pool, decide in order, and queue the writes."""
+    ctx = run.ctx
+    mapped = ctx.state.mappings_for_cloud([m.id for m in page])
+    # our own echo, or nothing new: the cloud still has the merge base. Ids whose earlier copy in
+    # this pull is still being written (a listing that shifted while we paged) are left alone.
+    changed = [(m, mapped.get(m.id)) for m in page
+               if m.id not in run.in_flight and (m.id not in mapped or m.hash != mapped[m.id].base_hash)]
+    run.count_processed(len(page) - len(changed))
+    observed = await asyncio.gather(
+        *(pool.submit(functools.partial(_observe_pull, ctx, m, mp, run.device)) for m, mp in changed),
+        return_exceptions=True)
+    plans: list[_PullPlan] = []
+    for (memory, _), seen in zip(changed, observed, strict=True):
+        if isinstance(seen, BaseException):
+            _pull_failed(run.report, memory, seen)
+            run.count_processed()
+            continue
+        if seen.mapping is None and (seen.adoptable is None or seen.adoptable.id in run.claimed):
+            if run.index is None:
+                run.index = await unmapped_local_index(ctx)
+            seen.adoptable = run.index.take(memory, run.claimed)
+        if seen.adoptable is not None:
+            run.claimed.add(seen.adoptable.id)
+            if run.index is not None:
+                run.index.discard(seen.adoptable)
+        seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable)
+        log.debug("pull.plan", cloud_id=memory.id, step=seen.step.value)
+        plans.append(seen)
+    run.in_flight.update(plan.memory.id for plan in plans)
+    futures = [pool.submit(functools.partial(_apply_guarded, plan, run)) for plan in plans]
+    return _PageWork(plans, futures)
+
+
+async def _apply_guarded(plan: _PullPlan, run: _PullRun) -> Mapping | None:
+    if run.fatal is not None:  # the pull is stopping: start no new write
+        raise run.fatal
+    try:
+        return await _apply_pull(run.ctx, plan, run.report)
+    except RemoteError as exc:
+        if exc.stops_run:
+            run.fatal = run.fatal or exc
+        raise
+    except StateUnreadableError as exc:
+        run.fatal = run.fatal or exc
+        raise
+    finally:  # applied or failed (then _finish_page reports it): done with either way
+        run.count_processed()
+
+
+async def _finish_page(work: _PageWork, run: _PullRun) -> None:
+    """Wait for a page's writes, store its mappings in one transaction, then report its failures."""
+    results = await asyncio.gather(*work.futures, return_exceptions=True)
+    batch = [r for r in results if isinstance(r, Mapping)]
+    if batch and not run.ctx.dry:
+        run.ctx.state.save_mappings(batch)
+    run.in_flight.difference_update(plan.memory.id for plan in work.plans)
+    for plan, result in zip(work.plans, results, strict=True):
+        if isinstance(result, BaseException):
+            _pull_failed(run.report, plan.memory, result)
+
+
+async def _observe_pull(ctx: SyncContext, memory: CloudMemory, mapping: Mapping | None, device: str) -> _PullPlan:
+    if mapping is not None:
+        return _PullPlan(memory, mapping, local=await ctx.local.get(mapping.local_id))
+    return _PullPlan(memory, None, adoptable=await _adoptable(ctx, memory, device))
+
+
+def _pull_failed(report: PullReport, memory: CloudMemory, exc: BaseException) -> None:
+    if isinstance(exc, (asyncio.CancelledError, StateUnreadableError)) or (
+            isinstance(exc, RemoteError) and exc.stops_run):
+        raise exc
+    if not isinstance(exc, MemsyncError):
+        log.error("pull.item_crashed", cloud_id=memory.id, error=repr(exc))
+    report.errors += 1
+    report.error_messages.append(f"{memory.id}: {short(exc)}")
+    log.warning("pull.item_failed", cloud_id=memory.id, error=short(exc))
+
+
+async def _adoptable(ctx: SyncContext, memory: CloudMemory, device: str) -> LocalMemory | None:
+    """The local memory this unmapped cloud memory was pushed from, if it is ours."""
+    local_id = memory.metadata.get("memsync_local_id")
+    if not isinstance(local_id, str) or memory.metadata.get("memsync_device") != device:
+        return None
+    if ctx.state.mapping_for_local(local_id) is not None:
+        return None
+    candidate = await ctx.local.get(local_id)
+    return candidate if candidate is not None and candidate.alive else None
+
+
+async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> Mapping | None:
+    """Carry out one pull decision; returns the mapping to store (written per page, in one transaction)."""
+    step, memory, mapping, local, adoptable = plan.step, plan.memory, plan.mapping, plan.local, plan.adoptable
+    if step is PullStep.ECHO:
+        return None
+    if step is PullStep.UPDATE_LOCAL:
+        assert mapping is not None
+        report.updated += 1
+        if ctx.dry:
+            return None
+        await ctx.local.update(mapping.local_id, memory.text)
+        return Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level)
+    if step is PullStep.REFRESH_BASE:
+        assert mapping is not None
+        return Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level)
+    if step in (PullStep.CONFLICT, PullStep.CONFLICT_LOCAL_DELETED):
+        assert mapping is not None
+        reason = "edited on both sides" if step is PullStep.CONFLICT else "deleted locally, edited in the cloud"
+        if not ctx.record_conflict(mapping, local.text if local and local.alive else None, memory.text, reason):
+            report.conflicts += 1
+        return None
+    if step is PullStep.ADOPT:
+        assert adoptable is not None
+        level = cloud_level(memory.metadata)
+        intent = ctx.state.intent_for(adoptable.id)
+        explained = adoptable.hash == memory.hash or (intent is not None and intent.content_hash == memory.hash)
+        report.adopted += 1
+        adopted = Mapping(adoptable.id, memory.id, memory.hash, memory.text, level)
+        if explained:
+            return adopted
+        if not ctx.dry:  # the mapping first (it clears conflicts), then the conflict: not batched
+            ctx.state.save_mapping(adopted)
+            ctx.state.record_conflict(adoptable.id, memory.id, None, adoptable.text, memory.text,
+                                      "same memory, different text, no common base")
+        report.conflicts += 1
+        return None
+    # CREATE_LOCAL
+    report.new += 1
+    if ctx.dry:
+        return None
+    level = cloud_level(memory.metadata)
+    created = await ctx.local.create(memory.text, {"memsync_cloud_id": memory.id, "level": level})
+    return Mapping(created.id, memory.id, memory.hash, memory.text, level)

@@ -1,0 +1,64 @@
+"""Reconcile: memories deleted in the cloud are deleted locally, or become conflicts when edited here (SPEC 4).
+
+A pull only sees memories that still exist in the cloud; this step lists every cloud id
+in scope and compares it with the mappings (:func:`~memsyncd.engine.decide.plan_reconcile`,
+which also refuses a suspiciously large share of deletions).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from memsyncd.engine.context import META_RECONCILE, SyncContext, log
+from memsyncd.engine.decide import plan_reconcile
+from memsyncd.models import format_ts, parse_ts
+from memsyncd.report import ReconcileReport
+
+
+def reconcile_due(ctx: SyncContext, now: datetime) -> bool:
+    """True when ``sync.reconcile_interval_seconds`` passed since the last reconcile (or none ran yet over mappings)."""
+    last = ctx.state.get_meta(META_RECONCILE)
+    if last is None:
+        return ctx.state.count_mappings() > 0
+    return (now - parse_ts(last)).total_seconds() >= ctx.settings.sync.reconcile_interval_seconds
+
+
+async def run_reconcile(ctx: SyncContext) -> ReconcileReport:
+    """Handle memories deleted in the cloud (SPEC 4, Cloud deletions).
+
+    Raises:
+        SyncUnavailableError: cloud not configured.
+        RemoteError: a listing or a local delete failed.
+        StateUnreadableError: the state DB failed.
+    """
+    cloud = ctx.require_cloud()
+    started = ctx.clock()
+    cloud_ids: set[str] = set()
+    async for cloud_page in cloud.pages():
+        cloud_ids.update(memory.id for memory in cloud_page)
+    local_hashes: dict[str, str | None] = {}
+    local_texts: dict[str, str] = {}
+    async for page in ctx.local.pages():
+        for memory in page:
+            if memory.alive:
+                local_hashes[memory.id] = memory.hash
+                local_texts[memory.id] = memory.text
+    plan = plan_reconcile(ctx.state.mappings(), cloud_ids, local_hashes, ctx.settings.sync.max_delete_fraction)
+    report = ReconcileReport(refused=plan.reason if plan.refused else "")
+    if plan.refused:
+        log.warning("reconcile.refused", reason=plan.reason)
+    for mapping in plan.delete_local:
+        await ctx.local.delete(mapping.local_id)
+        ctx.state.delete_mapping(mapping.local_id)
+        report.deleted_local += 1
+    for mapping in plan.conflicts:
+        ctx.state.record_conflict(mapping.local_id, mapping.cloud_id, mapping.base_text,
+                                  local_texts.get(mapping.local_id), None, "deleted in the cloud, edited locally")
+        report.conflicts += 1
+    for mapping in plan.forget:
+        ctx.state.delete_mapping(mapping.local_id)
+        report.forgotten += 1
+    ctx.state.set_meta(META_RECONCILE, format_ts(started))
+    log.info("reconcile.finished", deleted_local=report.deleted_local, conflicts=report.conflicts,
+             forgotten=report.forgotten, refused=bool(report.refused))
+    return report
