@@ -15,7 +15,7 @@ from memsyncd.logs import register_secret
 from memsyncd.models import Conflict, SyncMode
 from memsyncd.report import StatusReport, SyncReport
 from memsyncd.runtime import pair_lock_path
-from memsyncd.syncer import Syncer
+from memsyncd.syncer import ProgressCallback, Syncer
 
 RUN_LOCK_TIMEOUT = 600.0
 
@@ -53,12 +53,14 @@ class InProcessBackend:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self._syncer: Syncer | None = None
+        self.progress: ProgressCallback | None = None  # handed to the engine when it is built
 
     @property
     def syncer(self) -> Syncer:
         """The engine, built on first use (so config errors surface per command)."""
         if self._syncer is None:
             self._syncer = build_syncer(self.paths)
+            self._syncer.progress = self.progress
         return self._syncer
 
     def _configured(self) -> Syncer:

@@ -115,6 +115,9 @@ class RootService:
         self._reader: StateStore | None = None
         self._reader_lock = threading.Lock()
         self._queue_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memsyncd-queue-writer")
+        # the running sync's progress, set on the engine thread (whole-object swaps), read by health()
+        self._progress: dict[str, Any] | None = None
+        syncer.progress = self._on_progress
 
     def _job(self, name: str) -> str:
         return f"{self.id}:{name}"
@@ -218,8 +221,15 @@ class RootService:
 
     # --- runs (control loop side) -----------------------------------------------------------
 
+    def _on_progress(self, phase: str, done: int, total: int | None) -> None:
+        """Engine thread: what the current run has done, for ``memsyncctl sync``'s progress display."""
+        self._progress = {"phase": phase, "done": done, "total": total}
+
     async def _run(self, kinds: frozenset[str]) -> SyncReport:
-        outcome = await self.engine.call(self._engine_run(kinds))
+        try:
+            outcome = await self.engine.call(self._engine_run(kinds))
+        finally:
+            self._progress = None
         report = outcome.report
         self.metrics.record(report, time.time())
         self._remember_pull(kinds, outcome)
@@ -435,7 +445,8 @@ class RootService:
         next_pull = job.next_run_time.astimezone().isoformat(timespec="seconds") if job and job.next_run_time else None
         return {"root": str(self.paths.root), "paused": self.paused, "busy": self.coordinator.busy,
                 "next_pull": next_pull, "runs_started": self.coordinator.runs_started,
-                "watch_events": self._debouncer.fired if self._debouncer else 0}
+                "watch_events": self._debouncer.fired if self._debouncer else 0,
+                "progress": self._progress if self.coordinator.busy else None}
 
     async def metrics_text(self, uptime: float) -> str:
         """Prometheus text; the counts are read on a worker thread."""

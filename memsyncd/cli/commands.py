@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import httpx
 
-from memsyncd.backend import Backend, open_backend
+from memsyncd.backend import Backend, InProcessBackend, open_backend
 from memsyncd.cli.output import print_json
+from memsyncd.cli.progress import SyncProgress
 from memsyncd.cli.render import render_status, render_sync
 from memsyncd.config import Paths, resolve_root
 from memsyncd.control import conflict_to_json
-from memsyncd.control_client import daemon_client
+from memsyncd.control_client import DaemonClient, daemon_client
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import (
     EXIT_OK,
@@ -36,6 +38,8 @@ from memsyncd.models import Conflict, SyncMode, utc_now
 from memsyncd.queue_store import QueueStore
 from memsyncd.report import SyncReport
 from memsyncd.runtime import default_socket_path
+
+PROGRESS_POLL_SECONDS = 0.3  # how often a sync through the daemon asks for its progress (display only)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -100,12 +104,44 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
             sys.stdout.write(render_status(status, utc_now()))
         return EXIT_OK
     mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
-    report: SyncReport = await backend.sync(mode, dry_run=args.dry_run)
+    progress = None if args.dry_run else SyncProgress.for_command(args)
+    try:
+        report: SyncReport = await _sync_showing(backend, mode, args.dry_run, progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         print_json(report.to_json())
     else:
         sys.stdout.write(render_sync(report))
     return report.exit_code
+
+
+async def _sync_showing(backend: Backend, mode: SyncMode, dry_run: bool, progress: SyncProgress | None) -> SyncReport:
+    """Run the sync; with a display, feed it from the engine (in-process) or the daemon's health answers."""
+    if progress is None:
+        return await backend.sync(mode, dry_run=dry_run)
+    if isinstance(backend, InProcessBackend):
+        backend.progress = progress.update
+        return await backend.sync(mode, dry_run=dry_run)
+    if not isinstance(backend, DaemonClient):
+        return await backend.sync(mode, dry_run=dry_run)
+    daemon = backend
+
+    async def follow() -> None:  # the daemon reports its run's progress in /v1/health
+        while True:
+            await asyncio.sleep(PROGRESS_POLL_SECONDS)
+            shown = (await daemon.health()).get("progress")
+            if isinstance(shown, dict) and isinstance(shown.get("done"), int):
+                progress.update(str(shown.get("phase")), shown["done"], shown.get("total"))
+
+    follower = asyncio.create_task(follow())
+    try:
+        return await daemon.sync(mode, dry_run=dry_run)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, MemsyncError):
+            await follower
 
 
 async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:

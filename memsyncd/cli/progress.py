@@ -9,10 +9,12 @@ daemon's health answers (``progress`` of the root's running sync) feed :meth:`Sy
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import IO, Any
 
 SHOW_AFTER_SECONDS = 1.0
+DEFAULT_SIZE = (80, 24)  # columns, lines
 PHASE_UNITS = {"push": "memories pushed", "pull": "memories pulled"}
 
 
@@ -41,8 +43,10 @@ class SyncProgress:
             from tqdm import tqdm
 
             self._phase = phase
+            size = _fixed_size(self._stream)  # None: follow the terminal as it is resized
             self._bar = tqdm(total=total, desc=phase, unit=" " + PHASE_UNITS.get(phase, "items"), file=self._stream,
-                             delay=self._delay, mininterval=self._min_interval, dynamic_ncols=True, leave=False)
+                             delay=self._delay, mininterval=self._min_interval, dynamic_ncols=size is None,
+                             ncols=size[0] if size else None, nrows=size[1] if size else None, leave=False)
         bar = self._bar
         if total is not None and bar.total != total:
             bar.total = total
@@ -55,3 +59,15 @@ class SyncProgress:
             self._bar.close()
             self._bar = None
             self._phase = None
+
+
+def _fixed_size(stream: IO[str]) -> tuple[int, int] | None:
+    """None when the terminal reports its size (tqdm follows it), else a fixed 80 x 24.
+
+    A terminal that reports 0 x 0 (a fresh pseudo-terminal, some CI runners) would get no bar at all.
+    """
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_SIZE
+    return None if size.columns > 0 and size.lines > 0 else DEFAULT_SIZE
