@@ -63,7 +63,7 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout
 @contextlib.contextmanager
 def running_emulators(*extra: str) -> Iterator[Emulators]:
     """Start ``memsyncd emulate`` on free loopback ports and wait for its READY line."""
-    errors = tempfile.TemporaryFile(mode="w+")  # never a pipe: a full pipe would block the emulators
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in finally; never a pipe (a full one blocks)
     proc = subprocess.Popen(
         [sys.executable, "-m", "memsyncd", "emulate", "--openmemory-port", "0", "--mem0-port", "0",
          "--api-key", API_KEY, "--user", USER, *extra],

@@ -81,7 +81,8 @@ def test_pull_creates_locally_once_and_never_pulls_own_pushes(root: Path, emu: E
     assert first.returncode == 0, first.stderr
     assert "PULL: 2 memories synced from cloud" in first.stdout and "New: 2 | Updated: 0 | Conflicts: 0" in first.stdout
     after = emu.local_texts()
-    assert sorted(set(after) - set(before)) == ["pull-test: written in the cloud A", "pull-test: written in the cloud B"]
+    assert sorted(set(after) - set(before)) == ["pull-test: written in the cloud A",
+                                                "pull-test: written in the cloud B"]
     assert after.count("pull-test: written locally") == 1
     second = ctl(root, "sync", "--pull")
     assert "PULL: 0 memories synced from cloud" in second.stdout and emu.local_texts() == after
