@@ -258,6 +258,12 @@ class StateStore:
             self._write_mapping(mapping, _now())
 
     @_guarded
+    def set_mapping_level(self, local_id: str, level: int) -> None:
+        """Record a synced memory's new level only (no new base; its intent and conflict are left alone)."""
+        with self._tx():
+            self._db.execute("UPDATE mappings SET level = ? WHERE local_id = ?", (level, local_id))
+
+    @_guarded
     def save_mappings(self, mappings: Sequence[Mapping]) -> None:
         """:meth:`save_mapping` for many pairs in one transaction (a pull page's results)."""
         if not mappings:

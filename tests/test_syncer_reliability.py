@@ -298,3 +298,22 @@ def test_cloud_client_sends_one_request_with_a_rejected_key_and_bounds_the_rest(
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_marking_a_synced_memory_private_records_it_for_forget(tmp_path: Path, servers: RunningEmulators,
+                                                               admin: EmulatorAdmin) -> None:
+    """A synced memory queued again at level 0: nothing is sent, the earlier cloud copy stays, and the
+    mapping remembers the level, so 'doctor' and 'forget-cloud-copies' can offer to remove that copy."""
+    memory = admin.local_add("private now, synced before")
+    syncer = make_syncer(tmp_path, servers)
+    enqueue(syncer, [memory])
+    assert run(syncer, SyncMode.PUSH).exit_code == 0
+    admin.clear_requests("mem0")
+    syncer = make_syncer(tmp_path, servers)  # run() closed the first one
+    enqueue(syncer, [memory], level=0)
+    report = run(syncer, SyncMode.PUSH)
+    assert report.push is not None and report.push.skipped_private == 1
+    assert admin.requests("mem0") == []
+    mapping = StateStore(syncer.paths.state).mapping_for_local(memory)
+    assert mapping is not None and mapping.level == 0
+    assert admin.cloud_texts().count("private now, synced before") == 1

@@ -241,6 +241,10 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     log.debug("push.plan", id=item.id, step=plan.step.value, reason=plan.reason)
     step = plan.step
     if step is PushStep.SKIP_PRIVATE:
+        if mapping is not None and mapping.level != 0 and not ctx.dry:
+            # synced before, private now: remember it, so 'doctor' and 'forget-cloud-copies' can offer to
+            # remove the earlier cloud copy (never removed without the user saying so)
+            ctx.state.set_mapping_level(mapping.local_id, 0)
         return ItemResult(done, ItemStatus.SKIPPED)
     if step is PushStep.DROP_GONE:
         return ItemResult(done, ItemStatus.DROPPED)
