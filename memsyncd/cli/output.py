@@ -16,6 +16,7 @@ from memsyncd.errors import (
     FileAccessError,
     MemsyncError,
     QueueUnreadableError,
+    StateUnreadableError,
     SyncUnavailableError,
 )
 
@@ -41,7 +42,7 @@ def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
     if isinstance(error, SyncUnavailableError):
         sys.stdout.write(render_unavailable())
         return EXIT_UNAVAILABLE
-    if isinstance(error, QueueUnreadableError):
+    if isinstance(error, QueueUnreadableError | StateUnreadableError):  # the seed's SYNC ERROR block
         sys.stdout.write(render_fatal(error))
         return error.exit_code
     note(f"{PROG}: {error.title}: {error.message}" if error.message else f"{PROG}: {error.title}")
