@@ -19,10 +19,16 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+
+from memsyncd.cloud import CloudClient, Scope
+from memsyncd.config import Paths, Settings
+from memsyncd.local import LocalClient
+from memsyncd.syncer import Syncer
 
 KEY = "bench-key-0123456789"
 USER = "bench"
@@ -116,6 +122,23 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def bench_settings(emu: ChildEmulators, concurrency: int) -> Settings:
+    """Settings pointing an engine at the child emulators (default level 1: everything syncs)."""
+    return Settings.model_validate({"local": {"url": emu.openmemory_url, "user_id": USER},
+                                    "cloud": {"enabled": True, "url": emu.mem0_url, "user_id": USER},
+                                    "sync": {"default_level": 1, "concurrency": concurrency}})
+
+
+def counting_syncer(emu: ChildEmulators, root: Path, concurrency: int) -> tuple[Syncer, CountingTransport,
+                                                                                   CountingTransport]:
+    """An engine for ``root`` whose two clients count their requests: (syncer, local counter, cloud counter)."""
+    local_t, cloud_t = CountingTransport(), CountingTransport()
+    syncer = Syncer(bench_settings(emu, concurrency), Paths(root), KEY,
+                    local=LocalClient(emu.openmemory_url, USER, transport=local_t),
+                    cloud=CloudClient(emu.mem0_url, KEY, Scope(USER), transport=cloud_t))
+    return syncer, local_t, cloud_t
 
 
 def peak_rss_mb() -> float:

@@ -20,27 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulated import KEY, USER, ChildEmulators, CountingTransport, peak_rss_mb, transport_floor
+from emulated import USER, ChildEmulators, counting_syncer, peak_rss_mb, transport_floor
 
-from memsyncd.cloud import CloudClient, Scope
-from memsyncd.config import Paths, Settings
-from memsyncd.local import LocalClient
 from memsyncd.logs import configure_logging
 from memsyncd.models import SyncMode
-from memsyncd.syncer import Syncer
 
 GOAL_RATIO = 1.3
 GOAL_RSS_MB = 80.0
 
 
 async def measure(emu: ChildEmulators, root: Path, latency_ms: int, concurrency: int) -> dict[str, Any]:
-    settings = Settings(local={"url": emu.openmemory_url, "user_id": USER},
-                        cloud={"enabled": True, "url": emu.mem0_url, "user_id": USER},
-                        sync={"default_level": 1, "concurrency": concurrency})
-    local_t, cloud_t = CountingTransport(), CountingTransport()
-    syncer = Syncer(settings, Paths(root), KEY,
-                    local=LocalClient(emu.openmemory_url, USER, transport=local_t),
-                    cloud=CloudClient(emu.mem0_url, KEY, Scope(USER), transport=cloud_t))
+    syncer, local_t, cloud_t = counting_syncer(emu, root, concurrency)
     t0 = time.perf_counter()
     report = await syncer.run(SyncMode.PULL)
     seconds = time.perf_counter() - t0

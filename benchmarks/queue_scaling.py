@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulated import KEY, USER, ChildEmulators, current_rss_mb, peak_rss_mb
+from emulated import KEY, ChildEmulators, bench_settings, current_rss_mb, peak_rss_mb
 
-from memsyncd.config import Paths, Settings
+from memsyncd.config import Paths
 from memsyncd.logs import configure_logging
 from memsyncd.models import SyncMode, format_ts, utc_now
 from memsyncd.syncer import Syncer
@@ -32,10 +32,7 @@ GOAL_RSS_MB = 80.0
 
 
 async def push(emu: ChildEmulators, root: Path, concurrency: int) -> dict[str, Any]:
-    settings = Settings(local={"url": emu.openmemory_url, "user_id": USER},
-                        cloud={"enabled": True, "url": emu.mem0_url, "user_id": USER},
-                        sync={"default_level": 1, "concurrency": concurrency})
-    syncer = Syncer(settings, Paths(root), KEY)
+    syncer = Syncer(bench_settings(emu, concurrency), Paths(root), KEY)
     write_queue(syncer.paths.queue, emu.local_ids)
     rss_before = current_rss_mb()
     t0 = time.perf_counter()
