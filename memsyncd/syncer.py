@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 from memsyncd.cloud import CloudClient
 from memsyncd.config import Paths, Settings
@@ -41,7 +41,15 @@ class _InContext(Generic[T]):
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
 
-    def __get__(self, syncer: Syncer, owner: type[Any] | None = None) -> T:
+    @overload
+    def __get__(self, syncer: None, owner: type[Any]) -> _InContext[T]: ...
+
+    @overload
+    def __get__(self, syncer: Syncer, owner: type[Any] | None = None) -> T: ...
+
+    def __get__(self, syncer: Syncer | None, owner: type[Any] | None = None) -> T | _InContext[T]:
+        if syncer is None:  # looked up on the class (help, inspect, mocks)
+            return self
         return cast(T, getattr(syncer._ctx, self.name))
 
     def __set__(self, syncer: Syncer, value: T) -> None:
