@@ -83,7 +83,7 @@ class PidLock:
             os.close(fd)
             pid = self.holder()
             raise AlreadyRunningError(
-                f"another memsyncd (pid {pid if pid else 'unknown'}) already runs for this root "
+                f"another memsyncd (pid {pid if pid else 'unknown'}) already runs here "
                 f"(lock {self.path}). Stop it first, or use 'memsyncctl status'."
             ) from None
         os.ftruncate(fd, 0)
