@@ -12,17 +12,15 @@ File format::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from memsyncd.errors import RegistryUnreadableError, UsageError
+from memsyncd.errors import QueueBusyError, RegistryUnreadableError, UsageError
 from memsyncd.models import format_ts, utc_now
-from memsyncd.queue_store import atomic_write
+from memsyncd.queue_store import atomic_write, flock_exclusive
 
 LOCK_TIMEOUT_SECONDS = 10.0
 CLAUDE_DIR = ".claude"
@@ -133,18 +131,10 @@ class RootRegistry:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise UsageError(f"{self.lock_path} stayed locked for {LOCK_TIMEOUT_SECONDS:.0f} s; "
-                                         "another memsyncctl is changing the roots; try again.") from None
-                    time.sleep(0.01)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(flock_exclusive(self.lock_path, LOCK_TIMEOUT_SECONDS))
+            except QueueBusyError:  # the queue's lock helper names the file; say what it guards here
+                raise UsageError(f"{self.lock_path} stayed locked for {LOCK_TIMEOUT_SECONDS:.0f} s; "
+                                 "another memsyncctl is changing the roots; try again.") from None
             yield
-        finally:
-            os.close(fd)
