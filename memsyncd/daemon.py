@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ class _Root:
     problem_since: str | None = None
     config_watch: FileWatcher | None = None
     config_debounce: Debouncer | None = None
-    reloading: asyncio.Lock | None = None
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)  # one (re)start of this root at a time
 
 
 class Daemon:
@@ -174,7 +174,7 @@ class Daemon:
             await asyncio.to_thread(registry.add, root)
         held = self.roots.get(root)
         if held is None:
-            held = _Root(Paths(root), reloading=asyncio.Lock())
+            held = _Root(Paths(root))
             self.roots[root] = held
             self._watch_config(held)
             log.info("root.added", root=str(root))
@@ -188,6 +188,10 @@ class Daemon:
         if self.registry is not None:
             registry = self.registry
             await asyncio.to_thread(registry.remove, root)
+        return await self._stop_serving(root)
+
+    async def _stop_serving(self, root: Path) -> bool:
+        """Drop ``root`` from the served roots: its config watch, a pending reload, its service."""
         held = self.roots.pop(root, None)
         if held is None:
             return False
@@ -226,9 +230,8 @@ class Daemon:
 
     async def _reload(self, held: _Root) -> None:
         """(Re)start one root's service from its config; a bad config keeps the running service."""
-        assert held.reloading is not None
         async with held.reloading:
-            if self._stopping:
+            if self._stopping or self.roots.get(held.paths.root) is not held:  # stopping, or removed meanwhile
                 return
             try:
                 if self.registry is not None and not is_root(held.paths.root):
@@ -282,12 +285,7 @@ class Daemon:
         wanted = await self._wanted_roots()
         for root in list(self.roots):
             if root not in wanted:
-                held = self.roots.pop(root)
-                if held.config_watch is not None:
-                    held.config_watch.stop()
-                if held.service is not None:
-                    await held.service.stop(time.monotonic() + ROOT_STOP_SECONDS)
-                log.info("root.removed", root=str(root))
+                await self._stop_serving(root)
         for root in wanted:
             known = self.roots.get(root)
             if known is None:
