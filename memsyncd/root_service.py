@@ -48,7 +48,7 @@ from memsyncd.report import ReconcileReport, StatusReport, SyncReport
 from memsyncd.runtime import root_id, sd_notify
 from memsyncd.state import StateStore
 from memsyncd.syncer import Syncer
-from memsyncd.watcher import Debouncer, QueueWatcher
+from memsyncd.watcher import Debouncer, FileWatcher
 
 log = structlog.get_logger("memsyncd.daemon")
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class RootService:
         self._in_flight_keys: frozenset[QueueKey] = frozenset()
         self._retry_delay = RETRY_MIN_SECONDS
         self._background: set[asyncio.Task[Any]] = set()
-        self._watcher: QueueWatcher | None = None
+        self._watcher: FileWatcher | None = None
         self._debouncer: Debouncer | None = None
         self._run_lock = run_lock(syncer.settings)
         self._to_pull: int | None = None
@@ -129,7 +129,7 @@ class RootService:
         self._loop = asyncio.get_running_loop()
         self.engine.start()
         self._debouncer = Debouncer(self._loop, self.settings.sync.debounce_ms / 1000, self._on_queue_change)
-        self._watcher = QueueWatcher(self.paths.queue, self._queue_changed, observer=self._observer)
+        self._watcher = FileWatcher(self.paths.queue, self._queue_changed, observer=self._observer)
         self._watcher.start()
         sync = self.settings.sync
         self.scheduler.add_job(self._scheduled, "interval", seconds=sync.pull_interval_seconds,

@@ -1,7 +1,7 @@
-"""Watch the queue file with watchdog (inotify/FSEvents) and shape its change events into push triggers.
+"""Watch files (the queue, a root's config) with watchdog (inotify/FSEvents) and shape events into triggers.
 
-:class:`QueueWatcher` calls back on watchdog's observer thread for every event that touches the
-queue file. :class:`Debouncer` turns triggers into calls of an action on the event loop: the
+:class:`FileWatcher` calls back on watchdog's observer thread for every event that touches its
+file. :class:`Debouncer` turns triggers into calls of an action on the event loop: the
 first trigger after a quiet period fires at once (leading edge); triggers that follow within
 ``delay`` of each other form a burst that fires once, ``delay`` after its last trigger, but
 never later than ``ceiling`` after the burst began, so a writer that never pauses cannot
@@ -36,8 +36,8 @@ class TimerLoop(Protocol):
     def call_at(self, when: float, callback: Callable[[], object]) -> _Cancellable: ...
 
 
-class _QueueEvents(FileSystemEventHandler):
-    """Forwards events that touch the queue file (written in place or renamed into place)."""
+class _FileEvents(FileSystemEventHandler):
+    """Forwards events that touch one file (written in place or renamed into place)."""
 
     def __init__(self, name: str, notify: Callable[[], None]) -> None:
         self._name = name
@@ -117,7 +117,7 @@ class FileWatcher:
         self.path = path
         self._own = observer is None
         self._observer: BaseObserver = observer if observer is not None else Observer()
-        self._handler = _QueueEvents(path.name, on_change)
+        self._handler = _FileEvents(path.name, on_change)
         self._watch: ObservedWatch | None = None
 
     def start(self) -> None:
@@ -138,5 +138,3 @@ class FileWatcher:
                 self._observer.remove_handler_for_watch(self._handler, self._watch)
         self._watch = None
 
-
-QueueWatcher = FileWatcher  # the queue is the file most watched; the name reads better there

@@ -99,7 +99,9 @@ def _local_summary(root: Path) -> dict[str, Any]:
     except MemsyncError as exc:
         row["problem"] = exc.to_dict()
         return row
-    pending = len({entry.id for entry in doc.pending})  # entries of one id coalesce into one item
+    from memsyncd.engine.decide import coalesce
+
+    pending = len(coalesce(doc.pending))  # counted as status counts them
     row["status"] = {"pending_push": pending, "pending_pull": None, "conflicts": conflicts,
                      "last_sync": doc.last_sync, "errors": len(doc.sync_errors)}
     if not paths.config.is_file():
