@@ -8,7 +8,6 @@ root; without a daemon it reads each root's queue and state files here (no netwo
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,13 +112,13 @@ def _local_summary(root: Path) -> dict[str, Any]:
 def _open_conflicts(state: Path) -> int:
     if not state.exists():
         return 0
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=2) as db:
-            return int(db.execute("SELECT count(*) FROM conflicts").fetchone()[0])
-    except sqlite3.Error as exc:
-        from memsyncd.errors import StateUnreadableError
+    from memsyncd.state import StateStore
 
-        raise StateUnreadableError(f"{state}: {exc}. Run 'memsyncctl state rebuild' in that root.") from None
+    store = StateStore(state, verify=False)  # raises StateUnreadableError naming the file and 'state rebuild'
+    try:
+        return len(store.conflicts())
+    finally:
+        store.close()
 
 
 def render_roots(rows: list[dict[str, Any]], *, daemon: bool) -> str:
