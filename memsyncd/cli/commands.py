@@ -119,12 +119,9 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
 
 async def _sync_showing(backend: Backend, mode: SyncMode, dry_run: bool, progress: SyncProgress | None) -> SyncReport:
     """Run the sync; with a display, feed it from the engine (in-process) or the daemon's health answers."""
-    if progress is None:
-        return await backend.sync(mode, dry_run=dry_run)
-    if isinstance(backend, InProcessBackend):
-        backend.progress = progress.update
-        return await backend.sync(mode, dry_run=dry_run)
-    if not isinstance(backend, DaemonClient):
+    if progress is not None and isinstance(backend, InProcessBackend):
+        backend.progress = progress.update  # the engine calls it as it goes
+    if progress is None or not isinstance(backend, DaemonClient):
         return await backend.sync(mode, dry_run=dry_run)
     daemon = backend
 
