@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 
-from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings
-from memsyncd.local import LocalClient
-from memsyncd.syncer import Syncer
+from memsyncd.engine.syncer import Syncer
+from memsyncd.remote.cloud import CloudClient, Scope
+from memsyncd.remote.local import LocalClient
 
 KEY = "bench-key-0123456789"
 USER = "bench"

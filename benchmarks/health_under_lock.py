@@ -19,7 +19,7 @@ import time
 from daemon_bench import bench_setup, figure, percentile
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import atomic_write, dump_queue, parse_queue
+from memsyncd.store.queue import atomic_write, dump_queue, parse_queue
 
 
 def main() -> None:

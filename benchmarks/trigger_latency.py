@@ -25,7 +25,7 @@ import time
 from daemon_bench import bench_setup, figure, percentile
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
+from memsyncd.store.queue import QueueStore
 
 QUIET_SECONDS = 0.4  # longer than the default debounce (200 ms): each sample starts "after idle"
 CEILING_MS = 1000.0

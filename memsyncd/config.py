@@ -23,11 +23,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd.errors import ConfigError
-from memsyncd.paths import CONFIG_RELPATH as CONFIG_RELPATH
-from memsyncd.paths import QUEUE_RELPATH as QUEUE_RELPATH
-from memsyncd.paths import STATE_RELPATH as STATE_RELPATH
-from memsyncd.paths import Paths as Paths  # re-exported: root resolution lives in the stdlib-only paths.py
-from memsyncd.paths import resolve_root as resolve_root
+from memsyncd.store.paths import CONFIG_RELPATH as CONFIG_RELPATH
+from memsyncd.store.paths import QUEUE_RELPATH as QUEUE_RELPATH
+from memsyncd.store.paths import STATE_RELPATH as STATE_RELPATH
+from memsyncd.store.paths import Paths as Paths  # re-exported: root resolution lives in the stdlib-only paths.py
+from memsyncd.store.paths import resolve_root as resolve_root
 
 KEY_ENV = "MEM0_API_KEY"
 KEY_CREDENTIAL = "mem0_api_key"

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return demo_main(rest)
         if command == "run":
-            from memsyncd.daemon import run_main
+            from memsyncd.daemon.process import run_main
 
             return run_main(rest)
     except MemsyncError as error:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings, load_api_key, load_settings
 from memsyncd.errors import SyncUnavailableError
-from memsyncd.http_edge import RetryPolicy
-from memsyncd.local import LocalClient
 from memsyncd.logs import register_secret
+from memsyncd.remote.cloud import CloudClient, Scope
+from memsyncd.remote.http_edge import RetryPolicy
+from memsyncd.remote.local import LocalClient
 
 CHECK_TIMEOUT_SECONDS = 10.0  # a check answers within this, or says the server is unreachable
 

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import httpx
 
-from memsyncd.backend import Backend, InProcessBackend, open_backend
+from memsyncd.cli.backend import Backend, InProcessBackend, open_backend
+from memsyncd.cli.control_client import DaemonClient, daemon_client
+from memsyncd.cli.integration import integrate_claude, service
 from memsyncd.cli.output import print_json
 from memsyncd.cli.progress import SyncProgress
 from memsyncd.cli.render import render_status, render_sync
 from memsyncd.config import Paths, resolve_root
-from memsyncd.control import conflict_to_json
-from memsyncd.control_client import DaemonClient, daemon_client
+from memsyncd.daemon.control import conflict_to_json
 from memsyncd.engine.decide import Keep
+from memsyncd.engine.report import SyncReport
 from memsyncd.errors import (
     EXIT_OK,
     DaemonError,
@@ -32,12 +34,10 @@ from memsyncd.errors import (
     MemsyncError,
     StateUnreadableError,
 )
-from memsyncd.integration import integrate_claude, service
 from memsyncd.logs import configure_cli_logging
 from memsyncd.models import Conflict, SyncMode, utc_now
-from memsyncd.queue_store import QueueStore
-from memsyncd.report import SyncReport
-from memsyncd.runtime import default_socket_path
+from memsyncd.store.paths import default_socket_path
+from memsyncd.store.queue import QueueStore
 
 PROGRESS_POLL_SECONDS = 0.3  # how often a sync through the daemon asks for its progress (display only)
 
@@ -230,7 +230,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
             sys.stdout.write(register_root(paths.root) + "\n")
         return EXIT_OK
     if args.command == "state":
-        from memsyncd.rebuild import rebuild_state
+        from memsyncd.cli.rebuild import rebuild_state
 
         rebuilt = await rebuild_state(paths, socket_path=args.socket, allow_daemon=not args.no_daemon,
                                       force=args.force)
@@ -241,7 +241,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "completion":
         from memsyncd.cli.completion import completion_script
-        from memsyncd.ctl import build_parser
+        from memsyncd.cli.parser import build_parser
 
         sys.stdout.write(completion_script(build_parser(), args.shell))
         return EXIT_OK

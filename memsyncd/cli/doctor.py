@@ -27,7 +27,12 @@ from pydantic import SecretStr
 
 from memsyncd import __version__
 from memsyncd.cli.clients import cloud_client, local_client
-from memsyncd.cloud import PingInfo
+from memsyncd.cli.integration import (
+    HOOK_COMMAND,
+    SERVICE_NAME,
+    run_without_manager_help,
+    service_target,
+)
 from memsyncd.config import KEY_ENV, Paths, Settings, find_api_key, key_file_path, load_settings
 from memsyncd.errors import (
     EXIT_OK,
@@ -40,14 +45,9 @@ from memsyncd.errors import (
     RemoteError,
     StateUnreadableError,
 )
-from memsyncd.integration import (
-    HOOK_COMMAND,
-    SERVICE_NAME,
-    run_without_manager_help,
-    service_target,
-)
 from memsyncd.models import QueueDoc, utc_now
-from memsyncd.state import StateStore
+from memsyncd.remote.cloud import PingInfo
+from memsyncd.store.state import StateStore
 
 CLOCK_WARN_SECONDS = 60.0  # the pull's overlap window
 CLOCK_FAIL_SECONDS = 300.0  # the exactly-once lookup's skew margin (exactly_once.INTENT_SKEW)
@@ -229,7 +229,7 @@ def check_clock(ctx: DoctorContext) -> Check:
 
 async def check_daemon(ctx: DoctorContext) -> Check:
     """A daemon answers for this root, with the client's version."""
-    from memsyncd.control_client import connect_daemon
+    from memsyncd.cli.control_client import connect_daemon
 
     root = ctx.paths.root
     try:
@@ -347,7 +347,7 @@ def check_claude(ctx: DoctorContext) -> Check:
 
 def check_queue(ctx: DoctorContext) -> Check:
     """The shared sync queue parses."""
-    from memsyncd.queue_store import QueueStore
+    from memsyncd.store.queue import QueueStore
 
     try:
         ctx.queue_doc = QueueStore(ctx.paths.queue, ctx.paths.queue_lock).read()

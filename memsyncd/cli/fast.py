@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 from memsyncd.errors import EXIT_OK, UsageError
-from memsyncd.paths import Paths, resolve_root
+from memsyncd.store.paths import Paths, resolve_root
 
 if TYPE_CHECKING:
     from memsyncd.cli.daemon_http import DaemonAnswer
@@ -57,7 +57,7 @@ def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str,
     from urllib.parse import quote
 
     from memsyncd.cli.daemon_http import NoDaemon, call_daemon
-    from memsyncd.runtime import daemon_socket_candidates
+    from memsyncd.store.paths import daemon_socket_candidates
 
     target = f"{route}?root={quote(str(paths.root))}"
     for socket_path in daemon_socket_candidates(paths.root, args.socket):
@@ -126,7 +126,7 @@ def enqueue_command(args: argparse.Namespace) -> int:
     payload = {"id": args.id, "action": action, "level": args.level, "content_hash": args.content_hash}
     if args.no_daemon or not _enqueue_via_daemon(args, paths, payload):
         from memsyncd.models import QueueEntry
-        from memsyncd.queue_store import QueueStore
+        from memsyncd.store.queue import QueueStore
 
         entry = QueueEntry(args.id, action, timestamp, args.content_hash, args.level)
         QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
@@ -160,7 +160,7 @@ def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[st
 def hook_command(args: argparse.Namespace) -> int:
     """``hook post-tool-use``: exit 0 whatever stdin holds; a note on stderr when nothing could be queued."""
     from memsyncd.cli.hook import run_post_tool_use_hook
-    from memsyncd.queue_store import QueueStore
+    from memsyncd.store.queue import QueueStore
 
     try:
         stdin_text = _read_stdin()
@@ -205,7 +205,7 @@ def _register_with_user_daemon(paths: Paths) -> None:
     answer quickly is left alone: the entries are safe in the file either way.
     """
     from memsyncd.errors import MemsyncError
-    from memsyncd.runtime import default_socket_path, user_socket_path
+    from memsyncd.store.paths import default_socket_path, user_socket_path
 
     problem: Exception | None = None
     try:
@@ -213,7 +213,7 @@ def _register_with_user_daemon(paths: Paths) -> None:
         if not user_socket.exists() or default_socket_path(paths.root).exists():
             return  # no user daemon, or the root has a daemon of its own: nothing to tell
         from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
-        from memsyncd.roots import RootRegistry
+        from memsyncd.store.roots import RootRegistry
 
         if RootRegistry().contains(paths.root):
             return

@@ -20,15 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import Timeout
-
-from memsyncd.cloud import CloudClient
 from memsyncd.config import Paths, Settings
 from memsyncd.engine.decide import PRIVATE_LEVEL, parse_level
-from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, DaemonError, RemoteError, UsageError
-from memsyncd.local import LocalClient
+from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, RemoteError, UsageError
 from memsyncd.models import LocalMemory, Mapping, QueueEntry
-from memsyncd.state import StateStore
+from memsyncd.remote.cloud import CloudClient
+from memsyncd.remote.local import LocalClient
+from memsyncd.store.locks import pair_run_lock
+from memsyncd.store.state import StateStore
 
 RUN_LOCK_WAIT_SECONDS = 30.0
 
@@ -180,18 +179,11 @@ def _ask_terminal(question: str) -> bool:
 async def _delete_under_run_lock(settings: Settings, copies: Sequence[CloudCopy], state: StateStore,
                                  cloud: CloudClient) -> ForgetResult:
     """Delete while holding the root's run lock, so no sync (daemon or one-shot) runs meanwhile."""
-    from memsyncd.backend import run_lock
-
-    lock = run_lock(settings)
-    try:
-        lock.acquire(timeout=RUN_LOCK_WAIT_SECONDS)
-    except Timeout:
-        raise DaemonError(f"a sync of these stores has held {lock.lock_file} for {RUN_LOCK_WAIT_SECONDS:.0f} s; "
-                          "nothing was deleted. Try again.") from None
-    try:
+    async with pair_run_lock(settings.pair_key, wait_seconds=RUN_LOCK_WAIT_SECONDS,
+                             busy=lambda lock, _waited: f"a sync of these stores has held {lock} for "
+                                                        f"{RUN_LOCK_WAIT_SECONDS:.0f} s; nothing was deleted. "
+                                                        "Try again."):
         return await delete_cloud_copies(copies, state, cloud)
-    finally:
-        lock.release()
 
 
 async def run_forget(paths: Paths, args: Any, *, confirm: Callable[[str], bool] | None = None) -> int:
@@ -202,7 +194,7 @@ async def run_forget(paths: Paths, args: Any, *, confirm: Callable[[str], bool] 
         RemoteError: OpenMemory or mem0 failed for the whole run.
     """
     from memsyncd.cli.clients import cloud_settings, open_clients
-    from memsyncd.queue_store import QueueStore
+    from memsyncd.store.queue import QueueStore
 
     if args.json and not (args.yes or args.dry_run):
         raise UsageError("--json needs --yes (delete without asking) or --dry-run (only list); nothing was deleted.")

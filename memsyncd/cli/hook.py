@@ -14,7 +14,7 @@ from typing import Any
 from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
 from memsyncd.ids import id_problem
 from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
+from memsyncd.store.queue import QueueStore
 
 ADD_TOOL = "mcp__openmemory__add_memories"
 DELETE_TOOL = "mcp__openmemory__delete_memories"

@@ -53,7 +53,7 @@ from memsyncd.errors import (
     RemoteError,
     UsageError,
 )
-from memsyncd.queue_store import atomic_write
+from memsyncd.store.queue import atomic_write
 
 DEFAULT_LOCAL_URL = "http://localhost:8765"
 DEFAULT_CLOUD_URL = "https://api.mem0.ai"

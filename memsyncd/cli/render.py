@@ -23,7 +23,7 @@ from memsyncd.errors import (
 from memsyncd.timestamps import parse_ts
 
 if TYPE_CHECKING:
-    from memsyncd.report import StatusReport, SyncReport
+    from memsyncd.engine.report import StatusReport, SyncReport
 
 RULE = "═══════════════════════════════════════════"
 

@@ -16,9 +16,8 @@ from urllib.parse import quote
 from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
-from memsyncd.paths import Paths, resolve_root
-from memsyncd.roots import RootRegistry
-from memsyncd.runtime import user_socket_path
+from memsyncd.store.paths import Paths, resolve_root, user_socket_path
+from memsyncd.store.roots import RootRegistry
 
 DAEMON_TIMEOUT_SECONDS = 10.0
 
@@ -91,7 +90,7 @@ def _local_summary(root: Path) -> dict[str, Any]:
     paths = Paths(root)
     row: dict[str, Any] = {"root": str(root), "problem": None, "status": None}
     try:
-        from memsyncd.queue_store import QueueStore
+        from memsyncd.store.queue import QueueStore
 
         doc = QueueStore(paths.queue, paths.queue_lock).read()
         conflicts = _open_conflicts(paths.state)
@@ -112,7 +111,7 @@ def _local_summary(root: Path) -> dict[str, Any]:
 def _open_conflicts(state: Path) -> int:
     if not state.exists():
         return 0
-    from memsyncd.state import StateStore
+    from memsyncd.store.state import StateStore
 
     store = StateStore(state, verify=False)  # raises StateUnreadableError naming the file and 'state rebuild'
     try:

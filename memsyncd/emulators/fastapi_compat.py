@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from memsyncd.daemon.http_server import Request, Response
 from memsyncd.emulators.routing import Router
 from memsyncd.emulators.service import Reply
-from memsyncd.http_server import Request, Response
 
 __all__ = ["json_body", "redirect_slashes", "validate_model", "validate_value"]
 

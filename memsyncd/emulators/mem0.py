@@ -34,11 +34,11 @@ import uuid
 from typing import Any
 from urllib.parse import urlencode
 
+from memsyncd.daemon.http_server import Request, Response
 from memsyncd.emulators.faults import FaultInjector
 from memsyncd.emulators.mem0_filters import ENTITY_FIELDS, FilterError, compile_filters, has_entity_scope
 from memsyncd.emulators.mem0_store import QUEUED_MESSAGE, Mem0Store, MemoryRecord
 from memsyncd.emulators.service import EmulatorService, Reply, json_object, shared_fault_response
-from memsyncd.http_server import Request, Response
 
 __all__ = ["Mem0Emulator"]
 

@@ -31,11 +31,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from memsyncd.daemon.http_server import Request, Response
 from memsyncd.emulators.fastapi_compat import json_body, redirect_slashes, validate_model, validate_value
 from memsyncd.emulators.faults import FaultInjector
 from memsyncd.emulators.openmemory_store import OMMemory, OMUser, OpenMemoryStore
 from memsyncd.emulators.service import EmulatorService, Reply, json_object, shared_fault_response
-from memsyncd.http_server import Request, Response
 
 __all__ = ["OpenMemoryEmulator"]
 

@@ -30,13 +30,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from memsyncd.daemon.http_server import HTTPServer
 from memsyncd.emulators.faults import FAULT_KINDS, FaultInjector, FaultSpec
 from memsyncd.emulators.mem0 import Mem0Emulator
 from memsyncd.emulators.mem0_store import Mem0Store
 from memsyncd.emulators.openmemory import OpenMemoryEmulator
 from memsyncd.emulators.openmemory_store import OpenMemoryStore
 from memsyncd.emulators.service import EmulatorService
-from memsyncd.http_server import HTTPServer
 
 __all__ = ["EmulatorConfig", "EmulatorServers", "RunningEmulators", "build_parser", "emulate_main"]
 

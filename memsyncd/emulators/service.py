@@ -20,9 +20,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from memsyncd.daemon.http_server import BadRequest, Request, ResetConnection, Response
 from memsyncd.emulators.faults import FaultInjector, FaultSpec, FaultSpecError
 from memsyncd.emulators.routing import Found, MethodNotAllowed, Router
-from memsyncd.http_server import BadRequest, Request, ResetConnection, Response
 
 __all__ = ["EmulatorService", "Reply", "RequestLog", "RouteHandler", "json_object", "shared_fault_response"]
 

@@ -3,7 +3,7 @@
 The concern modules (:mod:`~memsyncd.engine.push`, :mod:`~memsyncd.engine.pull`,
 :mod:`~memsyncd.engine.reconcile`, :mod:`~memsyncd.engine.resolve`) each take a
 :class:`SyncContext` and import only this module of the engine's I/O side (plus the
-pure :mod:`~memsyncd.engine.decide`); the façade :mod:`memsyncd.syncer` imports them.
+pure :mod:`~memsyncd.engine.decide`); the façade :mod:`memsyncd.engine.syncer` imports them.
 Helpers used by more than one concern live here, below all of them, so the import graph
 has no cycle.
 """
@@ -17,16 +17,16 @@ from datetime import datetime
 
 import structlog
 
-from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings
+from memsyncd.engine.exactly_once import ExactlyOnce, IntentLog
 from memsyncd.errors import MemsyncError, SyncUnavailableError
-from memsyncd.exactly_once import ExactlyOnce, IntentLog
-from memsyncd.http_edge import RetryPolicy
-from memsyncd.local import LocalClient
 from memsyncd.logs import redact_text
 from memsyncd.models import CloudMemory, LocalMemory, Mapping
-from memsyncd.queue_store import QueueStore
-from memsyncd.state import StateStore
+from memsyncd.remote.cloud import CloudClient, Scope
+from memsyncd.remote.http_edge import RetryPolicy
+from memsyncd.remote.local import LocalClient
+from memsyncd.store.queue import QueueStore
+from memsyncd.store.state import StateStore
 
 log = structlog.get_logger("memsyncd.sync")
 

@@ -16,13 +16,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from memsyncd.cloud import CloudClient
 from memsyncd.engine.context import META_CURSOR, LocalIndex, SyncContext, log, short, unmapped_local_index
 from memsyncd.engine.decide import PullStep, cloud_level, plan_pull
+from memsyncd.engine.pipeline import WorkerPool, prefetch
+from memsyncd.engine.report import PullReport
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.models import CloudMemory, LocalMemory, Mapping, parse_ts
-from memsyncd.pipeline import WorkerPool, prefetch
-from memsyncd.report import PullReport
+from memsyncd.remote.cloud import CloudClient
 
 PULL_OVERLAP = timedelta(seconds=60)
 

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from memsyncd.cloud import CloudClient
 from memsyncd.engine.context import RunStop, SyncContext, log, short
 from memsyncd.engine.decide import (
     CloudStep,
@@ -26,12 +25,13 @@ from memsyncd.engine.decide import (
     plan_mapped_push,
     plan_push,
 )
+from memsyncd.engine.exactly_once import cloud_metadata
+from memsyncd.engine.report import PushReport
 from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, StateUnreadableError
-from memsyncd.exactly_once import cloud_metadata
 from memsyncd.logs import redact_text
 from memsyncd.models import CloudMemory, Mapping, WorkItem
-from memsyncd.queue_store import Outcome, QueueStore
-from memsyncd.report import PushReport
+from memsyncd.remote.cloud import CloudClient
+from memsyncd.store.queue import Outcome, QueueStore
 
 PUSH_WORKERS_PER_SLOT = 2  # push workers per cloud request slot (see run_push)
 

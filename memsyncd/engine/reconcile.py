@@ -11,8 +11,8 @@ from datetime import datetime
 
 from memsyncd.engine.context import META_RECONCILE, SyncContext, log
 from memsyncd.engine.decide import plan_reconcile
+from memsyncd.engine.report import ReconcileReport
 from memsyncd.models import format_ts, parse_ts
-from memsyncd.report import ReconcileReport
 
 
 def reconcile_due(ctx: SyncContext, now: datetime) -> bool:

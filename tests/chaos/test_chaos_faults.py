@@ -43,8 +43,8 @@ from chaos_checks import (
 from harness import API_KEY, DaemonProc, Emulators, make_root, queue_path, read_queue, wait_for
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
-from memsyncd.state import StateStore
+from memsyncd.store.queue import QueueStore
+from memsyncd.store.state import StateStore
 
 pytestmark = pytest.mark.timeout(600 if FULL else 120)
 

@@ -35,7 +35,7 @@ from chaos_checks import (
 from harness import API_KEY, DaemonProc, Emulators, ctl, make_root, queue_path, read_queue, start_daemon
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
+from memsyncd.store.queue import QueueStore
 
 pytestmark = pytest.mark.timeout(600 if FULL else 120)
 

@@ -35,7 +35,7 @@ from chaos_checks import (
 from harness import API_KEY, Emulators, base_env, ctl, queue_path, read_queue, start_daemon, wait_for
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.queue_store import QueueStore
+from memsyncd.store.queue import QueueStore
 
 SEED = int(os.environ.get("MEMSYNC_CHAOS_SEED", "8"))
 PUSH_MEMORIES, PUSH_KILLS = (1000, 30) if FULL else (200, 5)

@@ -1,0 +1,260 @@
+"""Claude Code and service-manager integration: slash commands, the hook settings, unit files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# The hook itself lives in memsyncd.cli.hook (stdlib only, for the thin client); re-exported here.
+from memsyncd.cli.hook import ADD_TOOL as ADD_TOOL
+from memsyncd.cli.hook import DELETE_ALL_TOOL as DELETE_ALL_TOOL
+from memsyncd.cli.hook import DELETE_TOOL as DELETE_TOOL
+from memsyncd.cli.hook import entries_from_hook as entries_from_hook
+from memsyncd.cli.hook import run_post_tool_use_hook as run_post_tool_use_hook
+from memsyncd.errors import MemsyncError, ServiceManagerError, ServiceNotActiveError, UsageError
+from memsyncd.store.queue import atomic_write
+
+HOOK_COMMAND = "memsyncctl hook post-tool-use"
+SERVICE_NAME = "memsyncd.service"
+PLIST_NAME = "io.memsyncd.agent.plist"
+
+
+def data_file(*parts: str) -> Path:
+    """A file shipped in ``memsyncd/data``."""
+    return Path(str(resources.files("memsyncd").joinpath("data", *parts)))
+
+
+def plugin_file(*parts: str) -> Path:
+    """A file of the Claude Code plugin (``memsyncd/data/claude``, linked as ``packaging/claude``).
+
+    The plugin is the one source of the slash commands and the hook: ``claude plugin install``
+    copies the whole directory, ``memsyncctl integrate claude`` copies its ``commands/`` and
+    merges its ``hooks/hooks.json`` into ``settings.json``.
+    """
+    return data_file("claude", *parts)
+
+
+# --- Claude Code files ---------------------------------------------------------------------------
+
+
+@dataclass
+class InstallResult:
+    """What an install wrote or left alone."""
+
+    written: list[Path]
+    unchanged: list[Path]
+
+
+def _install_file(source: Path, target: Path, force: bool, result: InstallResult) -> None:
+    content = source.read_text(encoding="utf-8")
+    if target.exists():
+        if target.read_text(encoding="utf-8") == content:
+            result.unchanged.append(target)
+            return
+        if not force:
+            raise UsageError(f"{target} exists with other content; nothing was overwritten. "
+                             "Compare it with the shipped version, or rerun with --force.")
+    atomic_write(target, content)
+    result.written.append(target)
+
+
+def merge_hook_settings(settings: dict[str, Any]) -> bool:
+    """Add memsyncd's PostToolUse hook to a Claude Code settings object; False when already there."""
+    wanted = json.loads(plugin_file("hooks", "hooks.json").read_text(encoding="utf-8"))["hooks"]["PostToolUse"][0]
+    hooks = settings.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise UsageError('"hooks" in the Claude settings file is not an object; fix it first.')
+    post = hooks.setdefault("PostToolUse", [])
+    if not isinstance(post, list):
+        raise UsageError('"hooks.PostToolUse" in the Claude settings file is not a list; fix it first.')
+    for group in post:
+        for hook in (group.get("hooks") or []) if isinstance(group, dict) else []:
+            if isinstance(hook, dict) and hook.get("command") == HOOK_COMMAND:
+                return False
+    post.append(wanted)
+    return True
+
+
+def integrate_claude(project: Path, *, force: bool = False) -> InstallResult:
+    """Install the slash commands and the hook into ``project/.claude`` (``~/.claude`` by default)."""
+    result = InstallResult([], [])
+    claude = project / ".claude"
+    commands = plugin_file("commands")
+    for source in sorted(commands.rglob("*.md")):
+        _install_file(source, claude / "commands" / source.relative_to(commands), force, result)
+    settings_path = claude / "settings.json"
+    settings: dict[str, Any] = {}
+    if settings_path.exists():
+        try:
+            settings = json.loads(settings_path.read_text(encoding="utf-8") or "{}")
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{settings_path} is not valid JSON (line {exc.lineno}); fix it first, "
+                             "nothing was changed.") from None
+        except RecursionError:
+            raise UsageError(f"{settings_path} is JSON nested too deeply to read; fix it first, "
+                             "nothing was changed.") from None
+        if not isinstance(settings, dict):
+            raise UsageError(f"{settings_path} must hold a JSON object; nothing was changed.")
+    if merge_hook_settings(settings):
+        atomic_write(settings_path, json.dumps(settings, indent=2) + "\n")
+        result.written.append(settings_path)
+    else:
+        result.unchanged.append(settings_path)
+    return result
+
+
+# --- service files -------------------------------------------------------------------------------
+
+
+def memsyncd_executable() -> str:
+    """Absolute path of the installed ``memsyncd`` script."""
+    found = shutil.which("memsyncd")
+    if found:
+        return str(Path(found).resolve())
+    candidate = Path(sys.executable).with_name("memsyncd")
+    if candidate.exists():
+        return str(candidate)
+    raise UsageError("cannot find the memsyncd executable on PATH; install memsyncd with pip/pipx first.")
+
+
+def render_unit(executable: str, key_file: Path | None = None) -> str:
+    """The shipped systemd unit with ExecStart (and the key credential) pointing at this installation."""
+    text = data_file("memsyncd.service").read_text(encoding="utf-8")
+    if key_file is not None:
+        text = text.replace("%h/.config/memsyncd/mem0_api_key", str(key_file))
+    return text.replace("%h/.local/bin/memsyncd", executable)
+
+
+def render_plist(executable: str, home: Path, key_file: Path | None = None) -> str:
+    """The shipped LaunchAgent with this installation's paths."""
+    text = data_file(PLIST_NAME).read_text(encoding="utf-8")
+    if key_file is not None:
+        text = text.replace("@HOME@/.config/memsyncd", str(key_file.parent))
+    return text.replace("@MEMSYNCD@", executable).replace("@HOME@", str(home))
+
+
+def service_target(home: Path) -> Path:
+    """Where the service file goes on this OS."""
+    if platform.system() == "Darwin":
+        return home / "Library" / "LaunchAgents" / PLIST_NAME
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return config / "systemd" / "user" / SERVICE_NAME
+
+
+def service_commands(action: str, target: Path) -> list[list[str]]:
+    """The service-manager commands for install/uninstall/status."""
+    if platform.system() == "Darwin":
+        domain = f"gui/{os.getuid()}"
+        return {"install": [["launchctl", "bootstrap", domain, str(target)]],
+                "uninstall": [["launchctl", "bootout", f"{domain}/io.memsyncd.agent"]],
+                "status": [["launchctl", "print", f"{domain}/io.memsyncd.agent"]]}[action]
+    return {"install": [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now",
+                                                                    SERVICE_NAME]],
+            "uninstall": [["systemctl", "--user", "disable", "--now", SERVICE_NAME],
+                          ["systemctl", "--user", "daemon-reload"]],
+            "status": [["systemctl", "--user", "--no-pager", "status", SERVICE_NAME]]}[action]
+
+
+SERVICE_MANAGER_TIMEOUT = 30.0
+# What systemctl says when this session has no reachable user manager (containers, su, ssh without
+# a login session, WSL without systemd): "Failed to connect to bus: No medium found", etc.
+_NO_MANAGER_MARKERS = ("failed to connect to bus", "no medium found", "$dbus_session_bus_address",
+                       "system has not been booted with systemd", "failed to connect to user scope bus")
+# systemctl status: 3 = unit not active, 4 = no such unit (LSB codes).
+_STATUS_INACTIVE, _STATUS_UNKNOWN_UNIT = 3, 4
+
+
+def run_without_manager_help(home: Path) -> str:
+    """What to do when there is no user service manager to run memsyncd."""
+    user = os.environ.get("USER") or "$USER"
+    return (f"Without a user service manager, run 'memsyncd run' from your login session "
+            f"(a terminal multiplexer or your desktop's autostart), or make systemd start your user manager "
+            f"at boot with 'loginctl enable-linger {user}', log in again and rerun 'memsyncctl service install'.")
+
+
+@dataclass
+class ServiceOutcome:
+    """What ``memsyncctl service`` did: lines to print, and the error to exit with (None = success)."""
+
+    lines: list[str]
+    error: MemsyncError | None = None
+
+
+def _manager_failure(command: list[str], returncode: int, output: str, action: str, home: Path) -> MemsyncError:
+    """The error for a failed service-manager call: unreachable manager (exit 5) or a unit problem (exit 1)."""
+    shown = " ".join(command)
+    reason = next((line.strip() for line in output.splitlines() if line.strip()), f"exit {returncode}")
+    if any(marker in output.lower() for marker in _NO_MANAGER_MARKERS):
+        return ServiceManagerError(f"'{shown}' failed: {reason}. {run_without_manager_help(home)}")
+    if action == "status" and returncode == _STATUS_UNKNOWN_UNIT:
+        return ServiceNotActiveError(f"systemd does not know {SERVICE_NAME} yet; run 'systemctl --user "
+                                     "daemon-reload && systemctl --user enable --now memsyncd'.")
+    if action == "status":
+        return ServiceNotActiveError(f"the service is installed but not running ({reason}). Start it with "
+                                     "'memsyncctl service install' and read its log with "
+                                     "'journalctl --user -u memsyncd -e'.")
+    return ServiceNotActiveError(f"'{shown}' failed (exit {returncode}): {reason}. Read the log with "
+                                 "'journalctl --user -u memsyncd -e' (macOS: ~/Library/Logs/memsyncd.log).")
+
+
+def _call_manager(commands: list[list[str]], action: str, home: Path, lines: list[str]) -> MemsyncError | None:
+    """Run the service-manager commands in order; stop at, and return, the first failure."""
+    for command in commands:
+        if shutil.which(command[0]) is None:
+            return ServiceManagerError(f"{command[0]} is not installed here, so nothing can start the service. "
+                                       + run_without_manager_help(home))
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False,
+                                  timeout=SERVICE_MANAGER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return ServiceManagerError(f"'{' '.join(command)}' did not answer within {SERVICE_MANAGER_TIMEOUT:.0f} s. "
+                                       + run_without_manager_help(home))
+        except OSError as exc:
+            return ServiceManagerError(f"cannot run {command[0]} ({exc.strerror}). " + run_without_manager_help(home))
+        output = done.stdout + done.stderr
+        lines.append(f"$ {' '.join(command)} -> exit {done.returncode}")
+        lines += [line for line in output.splitlines() if line.strip()]
+        if done.returncode != 0:
+            return _manager_failure(command, done.returncode, output, action, home)
+    return None
+
+
+def service(action: str, *, home: Path, start: bool = True, executable: str | None = None) -> ServiceOutcome:
+    """Install, uninstall or show the user service.
+
+    Returns:
+        The lines to print and, when the service manager failed or the service is not running,
+        the error to exit with (``ServiceManagerError`` exit 5, ``ServiceNotActiveError`` exit 1).
+    """
+    target = service_target(home)
+    lines: list[str] = []
+    if action == "install":
+        from memsyncd.config import key_file_path  # pydantic: kept off the hook's import path
+
+        exe = executable or memsyncd_executable()
+        key = key_file_path()
+        content = render_plist(exe, home, key) if target.suffix == ".plist" else render_unit(exe, key)
+        atomic_write(target, content)
+        lines.append(f"Wrote {target}")
+        if not key.exists():
+            lines.append(f"Store your mem0 key in {key} before starting (it is read as a credential): "
+                         "run 'memsyncctl init'.")
+    elif action == "uninstall" and not target.exists():
+        return ServiceOutcome([f"No service file at {target}; nothing to do."])
+    elif action == "status" and not target.exists():
+        return ServiceOutcome([f"No service file at {target}."], ServiceNotActiveError(
+            "the memsyncd service is not installed; install it with 'memsyncctl service install'."))
+    error = _call_manager(service_commands(action, target), action, home, lines) if start or action == "status" \
+        else None
+    if action == "uninstall":
+        target.unlink(missing_ok=True)
+        lines.append(f"Removed {target}")
+    return ServiceOutcome(lines, error)

@@ -1,0 +1,297 @@
+"""The only code that talks to the mem0 platform API: a thin httpx adapter returning models.
+
+Routes (API-NOTES): ``GET /v1/ping/``, ``POST /v3/memories/add/``, ``POST
+/v3/memories/`` (filtered, paginated list), ``GET|PUT|DELETE /v1/memories/{id}/``,
+``GET /v1/event/{id}/``. Auth header ``Authorization: Token <key>``; the key never
+leaves this module except in that header (and is registered with the secret filter, so
+a server that echoes it never gets it into a message).
+
+At most ``max_in_flight`` requests are in flight at once (``sync.concurrency``), however
+many callers are waiting. A rejected key must not be sent over and over: the first request of a run
+(:meth:`CloudClient.begin_run`) goes alone, the others wait until one answer shows the key
+is accepted; after a 401/403 (or the network being unreachable) every request of the run
+fails at once without being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from memsyncd.errors import NotFoundError, RemoteError, RemoteRejectedError
+from memsyncd.logs import register_secret
+from memsyncd.models import CloudMemory, parse_ts
+from memsyncd.remote.http_edge import RetryPolicy, json_body, request
+
+SERVICE = "mem0"
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which cloud memories are ours: the identity fields sent on every add and list."""
+
+    user_id: str
+    agent_id: str | None = None
+    app_id: str | None = None
+    org_id: str | None = None
+    project_id: str | None = None
+
+    def identity(self) -> dict[str, str]:
+        """Top-level identity fields for an add."""
+        fields = {"user_id": self.user_id, "agent_id": self.agent_id, "app_id": self.app_id,
+                  "org_id": self.org_id, "project_id": self.project_id}
+        return {k: v for k, v in fields.items() if v}
+
+    def filters(self) -> list[dict[str, Any]]:
+        """AND-clauses that select this scope in a v3 list."""
+        clauses: list[dict[str, Any]] = [{"user_id": self.user_id}]
+        if self.agent_id:
+            clauses.append({"agent_id": self.agent_id})
+        if self.app_id:
+            clauses.append({"app_id": self.app_id})
+        return clauses
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What an add returned: the cloud id when done, or the event id when queued."""
+
+    cloud_id: str | None
+    event_id: str | None
+
+
+@dataclass(frozen=True)
+class PingInfo:
+    """What a key check answered: the account the key belongs to and the server's clock."""
+
+    org_id: str | None
+    project_id: str | None
+    server_date: datetime | None  # from the HTTP Date header (second precision), None when absent
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """State of a queued add."""
+
+    status: str  # PENDING | PROCESSING | SUCCEEDED | FAILED
+    cloud_id: str | None
+
+
+def _ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_ts(value)
+    except ValueError:
+        return None
+
+
+def memory_from_json(raw: dict[str, Any]) -> CloudMemory:
+    """Build a ``CloudMemory`` from a platform memory object."""
+    text = raw.get("memory")
+    if text is None and isinstance(raw.get("data"), dict):
+        text = raw["data"].get("memory")
+    if not isinstance(raw.get("id"), str) or not isinstance(text, str):
+        raise RemoteRejectedError("mem0 sent a memory without id or text", service=SERVICE)
+    metadata: dict[str, Any] = raw["metadata"] if isinstance(raw.get("metadata"), dict) else {}
+    return CloudMemory(
+        id=raw["id"], text=text, metadata=metadata,
+        created_at=_ts(raw.get("created_at")), updated_at=_ts(raw.get("updated_at")),
+    )
+
+
+class CloudClient:
+    """mem0 platform client (async). ``transport`` lets tests inject ``httpx.MockTransport``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        scope: Scope,
+        *,
+        policy: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_in_flight: int = 8,
+    ) -> None:
+        self.scope = scope
+        self.max_in_flight = max(1, max_in_flight)
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self.policy = policy or RetryPolicy()
+        register_secret(api_key)
+        self._accepted = False  # an answer of this run showed that the key is accepted
+        self._stopped: RemoteError | None = None  # a run-level error (401/403, unreachable) of this run
+        self._first = asyncio.Lock()
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Token {api_key}", "Mem0-User-ID": scope.user_id,
+                     "User-Agent": "memsyncd"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()
+
+    def begin_run(self) -> None:
+        """Start a run: its first request goes alone, the rest wait until the key is known to be accepted."""
+        self._accepted = False
+        self._stopped = None
+        self._first = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+
+    async def _call(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> Any:
+        if self._stopped is not None:
+            raise self._stopped_again()
+        if not self._accepted:
+            async with self._first:  # one request at a time until one was answered with the key accepted
+                if self._stopped is not None:
+                    raise self._stopped_again()
+                if not self._accepted:
+                    return await self._send(method, url, retry=retry, **kwargs)
+        return await self._send(method, url, retry=retry, **kwargs)
+
+    async def _send(self, method: str, url: str, *, retry: bool, **kwargs: Any) -> Any:
+        try:
+            async with self._slots:
+                response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
+                                         **kwargs)
+        except RemoteError as exc:
+            if exc.stops_run:
+                self._stopped = exc
+            elif isinstance(exc, (NotFoundError, RemoteRejectedError)):
+                self._accepted = True  # the server judged the request itself: the key got through
+            raise
+        self._accepted = True
+        return json_body(response, SERVICE) if response.content else None
+
+    def _stopped_again(self) -> RemoteError:
+        """A fresh copy of the error that stopped this run (raised without sending anything)."""
+        first = self._stopped
+        assert first is not None
+        return type(first)(first.message, status=first.status, service=first.service)
+
+    async def ping(self) -> dict[str, Any]:
+        """Validate the key; returns the platform's ping body."""
+        body = await self._call("GET", "/v1/ping/")
+        return body if isinstance(body, dict) else {}
+
+    async def ping_info(self) -> PingInfo:
+        """Validate the key; the ping body's account fields and the server's clock (``Date`` header)."""
+        response = await request(self._http, "GET", "/v1/ping/", service=SERVICE, policy=self.policy)
+        body = json_body(response, SERVICE) if response.content else None
+        fields = body if isinstance(body, dict) else {}
+        server_date: datetime | None = None
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            server_date = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+        return PingInfo(org_id=_text(fields.get("org_id")), project_id=_text(fields.get("project_id")),
+                        server_date=server_date)
+
+    async def add(self, text: str, metadata: dict[str, Any], *, retry: bool = True) -> AddResult:
+        """Create one memory verbatim (``infer: false``)."""
+        payload: dict[str, Any] = {
+            "messages": [{"role": "user", "content": text}],
+            **self.scope.identity(),
+            "metadata": metadata,
+            "infer": False,
+        }
+        body = await self._call("POST", "/v3/memories/add/", json=payload, retry=retry)
+        results = body.get("results") if isinstance(body, dict) else body
+        if not isinstance(results, list) or not results or not isinstance(results[0], dict):
+            raise RemoteRejectedError("mem0 stored nothing for the add", service=SERVICE)
+        first = results[0]
+        if isinstance(first.get("id"), str) and first.get("status") != "PENDING":
+            return AddResult(cloud_id=first["id"], event_id=None)
+        if isinstance(first.get("event_id"), str):
+            return AddResult(cloud_id=None, event_id=first["event_id"])
+        raise RemoteRejectedError("mem0 add answer has neither an id nor an event_id", service=SERVICE)
+
+    async def event(self, event_id: str) -> EventResult:
+        """Status of a queued add."""
+        body = await self._call("GET", f"/v1/event/{event_id}/")
+        if not isinstance(body, dict):
+            raise RemoteRejectedError("mem0 event answer is not an object", service=SERVICE)
+        cloud_id = None
+        for item in body.get("results") or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                cloud_id = item["id"]
+                break
+        return EventResult(status=str(body.get("status", "PENDING")).upper(), cloud_id=cloud_id)
+
+    async def get(self, cloud_id: str) -> CloudMemory | None:
+        """One memory, or None when it does not exist."""
+        try:
+            body = await self._call("GET", f"/v1/memories/{cloud_id}/")
+        except NotFoundError:
+            return None
+        return memory_from_json(body)
+
+    async def update(self, cloud_id: str, text: str, metadata: dict[str, Any] | None = None) -> None:
+        """Replace a memory's text (and metadata)."""
+        payload: dict[str, Any] = {"text": text}
+        if metadata is not None:
+            payload["metadata"] = metadata
+        await self._call("PUT", f"/v1/memories/{cloud_id}/", json=payload)
+
+    async def delete(self, cloud_id: str) -> bool:
+        """Delete a memory; False when it was already gone (404 counts as done)."""
+        try:
+            await self._call("DELETE", f"/v1/memories/{cloud_id}/")
+        except NotFoundError:
+            return False
+        return True
+
+    async def pages(
+        self, extra: list[dict[str, Any]] | None = None, *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[list[CloudMemory]]:
+        """Stream the scope's memories page by page (never all in memory)."""
+        filters = {"AND": self.scope.filters() + list(extra or [])}
+        page = 1
+        while True:
+            try:
+                body = await self._call("POST", "/v3/memories/", params={"page": page, "page_size": page_size},
+                                        json={"filters": filters})
+            except NotFoundError:
+                if page == 1:
+                    raise
+                return  # "Invalid page.": the listing shrank while we paged; the next run sees the rest
+            # A 200 without a "results" list is not an empty page: reading it as one would make the
+            # exactly-once lookup answer "not found" (a duplicate create) and a pull see an empty cloud.
+            results = body.get("results") if isinstance(body, dict) else body
+            if not isinstance(results, list):
+                raise RemoteRejectedError("mem0 answered a memory listing without a results list (a proxy or "
+                                          "captive portal?); nothing was read. Retry when mem0 answers normally.",
+                                          service=SERVICE)
+            yield [memory_from_json(item) for item in results if isinstance(item, dict)]
+            if not (isinstance(body, dict) and body.get("next")) or not results:
+                return
+            page += 1
+
+    def changed_since(self, cursor: datetime | None, overlap: timedelta) -> AsyncIterator[list[CloudMemory]]:
+        """Pages of memories updated at or after ``cursor - overlap`` (all when no cursor)."""
+        extra = [] if cursor is None else [{"updated_at": {"gte": (cursor - overlap).isoformat()}}]
+        return self.pages(extra)
+
+    async def find_by_local_id(self, local_id: str, since: datetime | None) -> CloudMemory | None:
+        """Find the cloud memory an earlier create made for ``local_id`` (exactly-once recovery)."""
+        extra: list[dict[str, Any]] = [{"metadata": {"memsync_local_id": local_id}}]
+        if since is not None:
+            extra.append({"created_at": {"gte": since.isoformat()}})
+        async for page in self.pages(extra):
+            for memory in page:
+                if memory.metadata.get("memsync_local_id") == local_id:
+                    return memory
+        return None
