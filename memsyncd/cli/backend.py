@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from memsyncd.config import Paths, load_api_key, load_settings
-from memsyncd.engine.decide import Keep
 from memsyncd.engine.report import StatusReport, SyncReport
 from memsyncd.engine.syncer import ProgressCallback, Syncer, build_syncer
 from memsyncd.errors import SyncUnavailableError
 from memsyncd.models import Conflict, SyncMode
 from memsyncd.store.locks import pair_run_lock
+from memsyncd.wire import Keep
 
 RUN_LOCK_TIMEOUT = 600.0
 

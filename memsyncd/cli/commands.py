@@ -24,8 +24,6 @@ from memsyncd.cli.output import print_json
 from memsyncd.cli.progress import SyncProgress
 from memsyncd.cli.render import render_status, render_sync
 from memsyncd.config import Paths, resolve_root
-from memsyncd.daemon.control import conflict_to_json
-from memsyncd.engine.decide import Keep
 from memsyncd.engine.report import SyncReport
 from memsyncd.errors import (
     EXIT_OK,
@@ -38,6 +36,7 @@ from memsyncd.logs import configure_cli_logging
 from memsyncd.models import Conflict, SyncMode, utc_now
 from memsyncd.store.paths import default_socket_path
 from memsyncd.store.queue import QueueStore
+from memsyncd.wire import Keep, conflict_to_json
 
 PROGRESS_POLL_SECONDS = 0.3  # how often a sync through the daemon asks for its progress (display only)
 

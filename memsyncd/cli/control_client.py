@@ -1,4 +1,9 @@
-"""The daemon's client: the control API over its Unix socket, typed errors rebuilt from a fixed registry."""
+"""The slow commands' client of the daemon: the control API's routes as async methods.
+
+It speaks through :func:`memsyncd.cli.daemon_http.acall_daemon`, the same stdlib HTTP exchange
+and parser as the fast paths, so there is one client implementation; wire values come from
+:mod:`memsyncd.wire`. Error answers become the same typed errors (``error_from_dict``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-import httpx
-
+from memsyncd import wire
+from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, acall_daemon
 from memsyncd.config import Paths
-from memsyncd.daemon.control import conflict_from_json
-from memsyncd.engine.decide import Keep
 from memsyncd.engine.report import StatusReport, SyncReport
-from memsyncd.errors import DaemonNotRunningError, MemsyncError, error_from_dict
+from memsyncd.errors import DaemonError, DaemonNotRunningError, MemsyncError
 from memsyncd.models import Conflict, QueueEntry, SyncMode
 from memsyncd.store.paths import daemon_socket_candidates
 
@@ -27,28 +31,23 @@ class DaemonClient:
     def __init__(self, socket_path: Path, root: Path | None = None) -> None:
         self.socket_path = socket_path
         self.root = root
-        self._http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
-                                       base_url="http://memsyncd", timeout=CALL_TIMEOUT,
-                                       params={"root": str(root)} if root is not None else None)
+        self._query = f"?root={quote(str(root))}" if root is not None else ""
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Nothing to close: every call is one connection (the daemon answers ``Connection: close``)."""
 
     async def _call(self, method: str, path: str, *, json: Any = None, timeout: float | None = CALL_TIMEOUT) -> Any:
-        """One request; a JSON object (or the text of a text/plain answer); errors rebuilt and raised."""
+        """One request; a JSON value (or the text of a text/plain answer); error answers raised as typed errors."""
         try:
-            response = await self._http.request(method, path, json=json, timeout=timeout)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, FileNotFoundError) as exc:
-            raise DaemonNotRunningError(f"no answer on {self.socket_path} ({type(exc).__name__})") from None
-        if response.headers.get("content-type", "").startswith("text/plain"):
-            return response.text
-        body = response.json()
-        if response.status_code >= 400:
-            error = body.get("error") if isinstance(body, dict) else None
-            if isinstance(error, dict):
-                raise error_from_dict(error)
-            raise MemsyncError(f"daemon answered {response.status_code}: {body}")
-        return body
+            answer = await acall_daemon(self.socket_path, method, path + self._query, body=json, timeout=timeout)
+        except NoDaemon as exc:
+            raise DaemonNotRunningError(f"no answer on {self.socket_path} ({exc})") from None
+        except DaemonSilent as exc:
+            raise DaemonError(f"the daemon on {self.socket_path} did not answer in time ({exc}); check it with "
+                              "'memsyncctl -v status' or restart it (systemctl --user restart memsyncd).") from None
+        if answer.status >= 400:
+            raise answer.error()
+        return answer.body
 
     async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = await self._call(method, path, **kwargs)
@@ -57,38 +56,38 @@ class DaemonClient:
         return body
 
     async def health(self) -> dict[str, Any]:
-        return await self._object("GET", "/v1/health", timeout=PROBE_TIMEOUT)
+        return await self._object("GET", wire.HEALTH, timeout=PROBE_TIMEOUT)
 
     async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
-        body = await self._call("POST", "/v1/sync", json={"mode": mode.value, "dry_run": dry_run}, timeout=None)
+        body = await self._call("POST", wire.SYNC, json={"mode": mode.value, "dry_run": dry_run}, timeout=None)
         return SyncReport.from_json(body)
 
     async def status(self) -> StatusReport:
-        return StatusReport.from_json(await self._object("GET", "/v1/status", timeout=None))
+        return StatusReport.from_json(await self._object("GET", wire.STATUS, timeout=None))
 
     async def conflicts(self) -> list[Conflict]:
-        body = await self._call("GET", "/v1/conflicts")
-        return [conflict_from_json(c) for c in body["conflicts"]]
+        body = await self._call("GET", wire.CONFLICTS)
+        return [wire.conflict_from_json(c) for c in body["conflicts"]]
 
     async def conflict(self, conflict_id: int) -> Conflict:
-        return conflict_from_json(await self._call("GET", f"/v1/conflicts/{conflict_id}"))
+        return wire.conflict_from_json(await self._call("GET", wire.conflict_route(conflict_id)))
 
-    async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]:
-        payload = {"text": text} if keep is Keep.TEXT else {"keep": keep.value}
-        return await self._object("POST", f"/v1/conflicts/{conflict_id}/resolve", json=payload, timeout=None)
+    async def resolve(self, conflict_id: int, keep: wire.Keep, text: str | None) -> dict[str, Any]:
+        payload = {"text": text} if keep is wire.Keep.TEXT else {"keep": keep.value}
+        return await self._object("POST", wire.resolve_route(conflict_id), json=payload, timeout=None)
 
     async def enqueue(self, entry: QueueEntry) -> dict[str, Any]:
         payload = {"id": entry.id, "action": entry.action, "level": entry.level, "content_hash": entry.content_hash}
-        return await self._object("POST", "/v1/queue", json=payload)
+        return await self._object("POST", wire.QUEUE, json=payload)
 
     async def pause(self) -> dict[str, Any]:
-        return await self._object("POST", "/v1/pause")
+        return await self._object("POST", wire.PAUSE)
 
     async def resume(self) -> dict[str, Any]:
-        return await self._object("POST", "/v1/resume")
+        return await self._object("POST", wire.RESUME)
 
     async def metrics(self) -> str:
-        return str(await self._call("GET", "/v1/metrics"))
+        return str(await self._call("GET", wire.METRICS))
 
 
 @contextlib.asynccontextmanager

@@ -103,7 +103,7 @@ def call_daemon(socket_path: Path, method: str, path: str, *, body: Any = None, 
         try:
             sock.settimeout(timeout)
             sock.sendall(_request(method, path, body))
-            status, headers, raw = _read_answer(sock, deadline)
+            status, headers, raw = _read_answer(_Stream(sock, deadline))
         except TimeoutError:
             raise DaemonSilent(f"no answer from {socket_path} within {timeout:g} s") from None
         except OSError as exc:
@@ -112,6 +112,48 @@ def call_daemon(socket_path: Path, method: str, path: str, *, body: Any = None, 
             raise DaemonSilent(f"{socket_path} did not answer in HTTP ({exc})") from None
     finally:
         sock.close()
+    return _decode(socket_path, status, headers, raw)
+
+
+async def acall_daemon(socket_path: Path, method: str, path: str, *, body: Any = None,
+                       timeout: float | None, connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> DaemonAnswer:
+    """:func:`call_daemon` for asyncio code (the slow commands): same request, parser and outcomes.
+
+    ``timeout`` None waits as long as the daemon works (a whole sync); cancelling the task
+    (Ctrl-C) closes the connection at once.
+    """
+    import asyncio  # here, not at the top: the fast paths never load asyncio
+
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(socket_path)), connect_timeout)
+    except (OSError, TimeoutError) as exc:
+        raise NoDaemon(f"{socket_path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    try:
+        writer.write(_request(method, path, body))
+        raw = await asyncio.wait_for(_read_to_end(reader), timeout)
+        status, headers, payload = _read_answer(_Stream.complete(raw))
+    except TimeoutError:
+        raise DaemonSilent(f"no answer from {socket_path} within {timeout:g} s") from None
+    except OSError as exc:
+        raise DaemonSilent(f"{socket_path}: {type(exc).__name__}: {exc}") from None
+    except _Malformed as exc:
+        raise DaemonSilent(f"{socket_path} did not answer in HTTP ({exc})") from None
+    finally:
+        writer.close()
+    return _decode(socket_path, status, headers, payload)
+
+
+async def _read_to_end(reader: Any) -> bytes:
+    """Everything until the daemon closes the connection (it answers ``Connection: close``), capped."""
+    data = b""
+    while chunk := await reader.read(_READ_CHUNK):
+        data += chunk
+        if len(data) > MAX_ANSWER_BYTES:
+            raise _Malformed(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+    return data
+
+
+def _decode(socket_path: Path, status: int, headers: dict[str, str], raw: bytes) -> DaemonAnswer:
     if headers.get("content-type", "").startswith("text/plain"):
         return DaemonAnswer(status, raw.decode("utf-8", errors="replace"))
     try:
@@ -132,16 +174,24 @@ def _request(method: str, path: str, body: Any) -> bytes:
 class _Stream:
     """Buffered reads from the socket, each bounded by the exchange's deadline."""
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, sock: socket.socket | None, deadline: float) -> None:
         self.sock = sock
         self.deadline = deadline
         self.buffer = b""
         self.eof = False
 
+    @classmethod
+    def complete(cls, data: bytes) -> _Stream:
+        """A stream over an answer already read to its end (the asyncio client)."""
+        stream = cls(None, 0.0)
+        stream.buffer, stream.eof = data, True
+        return stream
+
     def fill(self) -> None:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
+        assert self.sock is not None  # a complete stream is at its end and never fills
         self.sock.settimeout(remaining)
         chunk = self.sock.recv(_READ_CHUNK)
         if not chunk:
@@ -173,9 +223,8 @@ class _Stream:
         return data
 
 
-def _read_answer(sock: socket.socket, deadline: float) -> tuple[int, dict[str, str], bytes]:
+def _read_answer(stream: _Stream) -> tuple[int, dict[str, str], bytes]:
     """(status, lower-cased headers, body) of one HTTP/1.x answer."""
-    stream = _Stream(sock, deadline)
     lines = stream.until(b"\r\n\r\n").decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():

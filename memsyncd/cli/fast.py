@@ -18,6 +18,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, Literal
 
+from memsyncd import wire
 from memsyncd.errors import EXIT_OK, UsageError
 from memsyncd.store.paths import Paths, resolve_root
 
@@ -83,7 +84,7 @@ def status_command(args: argparse.Namespace) -> int | None:
 
     paths = _paths(args)
     try:
-        answer = _ask_daemon(args, paths, "GET", "/v1/status", timeout=STATUS_TIMEOUT_SECONDS)
+        answer = _ask_daemon(args, paths, "GET", wire.STATUS, timeout=STATUS_TIMEOUT_SECONDS)
     except NoDaemon:
         args.no_daemon = True
         return None
@@ -142,7 +143,7 @@ def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[st
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
 
     try:
-        answer = _ask_daemon(args, paths, "POST", "/v1/queue", body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
+        answer = _ask_daemon(args, paths, "POST", wire.QUEUE, body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
     except NoDaemon:
         return False
     except DaemonSilent as exc:
@@ -218,7 +219,7 @@ def _register_with_user_daemon(paths: Paths) -> None:
         if RootRegistry().contains(paths.root):
             return
         try:
-            call_daemon(user_socket, "POST", "/v1/roots", body={"path": str(paths.root)},
+            call_daemon(user_socket, "POST", wire.ROOTS, body={"path": str(paths.root)},
                         timeout=REGISTER_TIMEOUT_SECONDS)
         except (NoDaemon, DaemonSilent) as exc:
             problem = exc

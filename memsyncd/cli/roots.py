@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from memsyncd import wire
 from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
@@ -44,7 +44,7 @@ def roots_command(args: argparse.Namespace) -> int:
         sys.stdout.write(register_root(target, registry) + "\n")
         return EXIT_OK
     removed = registry.remove(target)
-    _daemon("DELETE", f"/v1/roots?root={quote(str(target))}")
+    _daemon("DELETE", wire.roots_route(str(target)))
     sys.stdout.write(f"{target}: {'removed' if removed else 'was not registered'}; its files are untouched.\n")
     return EXIT_OK
 
@@ -52,7 +52,7 @@ def roots_command(args: argparse.Namespace) -> int:
 def register_root(root: Path, registry: RootRegistry | None = None) -> str:
     """Register ``root`` and have a running user daemon serve it now; returns the line to print."""
     added = (registry or RootRegistry()).add(root)
-    served = _daemon("POST", "/v1/roots", {"path": str(root)}) is not None
+    served = _daemon("POST", wire.ROOTS, {"path": str(root)}) is not None
     state = "registered" if added else "already registered"
     tail = ("the daemon serves it now" if served else
             "the daemon serves it once it runs ('memsyncctl service install' or 'memsyncd run')")
@@ -76,7 +76,7 @@ def _list(registry: RootRegistry, args: argparse.Namespace) -> int:
 
 def status_all_command(args: argparse.Namespace) -> int:
     """One line per root: health, pending counts, conflicts, last sync; exit 1 when a root needs attention."""
-    answer = None if args.no_daemon else _daemon("GET", "/v1/roots")
+    answer = None if args.no_daemon else _daemon("GET", wire.ROOTS)
     rows = answer["roots"] if answer is not None else [_local_summary(e.path) for e in RootRegistry().roots()]
     if args.json:
         print_json({"daemon": answer is not None, "roots": rows})

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from memsyncd import wire
 from memsyncd.daemon.http_server import BadRequest, Request, Response
-from memsyncd.engine.decide import Keep
 from memsyncd.engine.report import StatusReport, SyncReport
 from memsyncd.errors import (
     EXIT_AUTH,
@@ -55,7 +55,7 @@ class RootApi(Protocol):
     async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
-    async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
+    async def resolve(self, conflict_id: int, keep: wire.Keep, text: str | None) -> dict[str, Any]: ...
     async def enqueue(self, entry: QueueEntry) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
@@ -72,19 +72,6 @@ class DaemonApi(Protocol):
     async def metrics_text(self, root: str | None = None) -> str: ...
 
 
-def conflict_to_json(conflict: Conflict) -> dict[str, Any]:
-    """A conflict as the API and ``--json`` show it."""
-    return {"id": conflict.id, "local_id": conflict.local_id, "cloud_id": conflict.cloud_id,
-            "reason": conflict.reason, "created_at": conflict.created_at, "base": conflict.base_text,
-            "local": conflict.local_text, "cloud": conflict.cloud_text}
-
-
-def conflict_from_json(data: dict[str, Any]) -> Conflict:
-    """Inverse of :func:`conflict_to_json`."""
-    return Conflict(int(data["id"]), data["local_id"], data["cloud_id"], data.get("base"), data.get("local"),
-                    data.get("cloud"), data.get("reason", ""), data.get("created_at", ""))
-
-
 def _status_for(error: MemsyncError) -> int:
     if isinstance(error, ConflictError):
         return 409
@@ -99,7 +86,7 @@ def _status_for(error: MemsyncError) -> int:
 
 def error_response(error: MemsyncError, status: int | None = None) -> Response:
     """JSON error body for a project error."""
-    return Response.json({"error": error.to_dict()}, status=status or _status_for(error))
+    return Response.json(wire.error_body(error), status=status or _status_for(error))
 
 
 def _bad(message: str, status: int = 400) -> Response:
@@ -140,37 +127,36 @@ class ControlApi:
     async def _route(self, request: Request) -> Response:
         method, path = request.method, request.path.rstrip("/") or "/"
         root = request.query.get("root") or None
-        if method == "GET" and path == "/v1/health":
+        if method == "GET" and path == wire.HEALTH:
             return Response.json(self.daemon.health(root))
-        if method == "GET" and path == "/v1/metrics":
+        if method == "GET" and path == wire.METRICS:
             return Response.text(await self.daemon.metrics_text(root),
                                  content_type="text/plain; version=0.0.4; charset=utf-8")
-        if path == "/v1/roots":
+        if path == wire.ROOTS:
             return await self._roots(method, request, root)
-        if method == "GET" and path == "/v1/status":
+        if method == "GET" and path == wire.STATUS:
             status = await self.daemon.service_for(root).status()
             status.daemon = self.daemon.health(root)
             return Response.json(status.to_json())
-        if method == "GET" and path == "/v1/conflicts":
+        if method == "GET" and path == wire.CONFLICTS:
             conflicts = await self.daemon.service_for(root).conflicts()
-            return Response.json({"conflicts": [conflict_to_json(c) for c in conflicts]})
-        if method == "POST" and path == "/v1/sync":
+            return Response.json({"conflicts": [wire.conflict_to_json(c) for c in conflicts]})
+        if method == "POST" and path == wire.SYNC:
             return await self._sync(request, root)
-        if method == "POST" and path == "/v1/queue":
+        if method == "POST" and path == wire.QUEUE:
             return await self._enqueue(request, root)
-        if method == "POST" and path in ("/v1/pause", "/v1/resume"):
+        if method == "POST" and path in (wire.PAUSE, wire.RESUME):
             service = self.daemon.service_for(root)
-            (service.pause if path.endswith("pause") else service.resume)()
+            (service.pause if path == wire.PAUSE else service.resume)()
             return Response.json(self.daemon.health(root))
         match = _CONFLICT.match(path)
         if match and method == "GET":
-            return Response.json(conflict_to_json(await self.daemon.service_for(root).conflict(int(match.group(1)))))
+            conflict = await self.daemon.service_for(root).conflict(int(match.group(1)))
+            return Response.json(wire.conflict_to_json(conflict))
         match = _RESOLVE.match(path)
         if match and method == "POST":
             return await self._resolve(int(match.group(1)), request, root)
-        known = {"/v1/health", "/v1/metrics", "/v1/status", "/v1/conflicts", "/v1/sync", "/v1/queue",
-                 "/v1/pause", "/v1/resume"}
-        if path in known or _CONFLICT.match(path) or _RESOLVE.match(path):
+        if path in wire.ROOT_ROUTES or _CONFLICT.match(path) or _RESOLVE.match(path):
             return _bad(f"method {method} is not allowed on {path}", 405)
         return _bad(f"no route {path}; see the control API in the README", 404)
 
@@ -233,9 +219,9 @@ class ControlApi:
         if text is not None and not isinstance(text, str):
             return _bad('"text" must be a string')
         try:
-            keep = Keep(keep_raw) if keep_raw is not None else Keep.TEXT
+            keep = wire.Keep(keep_raw) if keep_raw is not None else wire.Keep.TEXT
         except ValueError:
             return _bad('"keep" must be "local", "cloud" or "both"')
-        if keep is Keep.TEXT and keep_raw is not None:
+        if keep is wire.Keep.TEXT and keep_raw is not None:
             return _bad('"keep" must be "local", "cloud" or "both"')
         return Response.json(await self.daemon.service_for(root).resolve(conflict_id, keep, text))

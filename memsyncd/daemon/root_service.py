@@ -40,7 +40,7 @@ from memsyncd.daemon.engine_thread import CANCEL_GRACE_SECONDS, EngineThread
 from memsyncd.daemon.metrics import Metrics
 from memsyncd.daemon.runtime import sd_notify
 from memsyncd.daemon.watcher import Debouncer, FileWatcher
-from memsyncd.engine.decide import Keep, coalesce
+from memsyncd.engine.decide import coalesce
 from memsyncd.engine.report import ReconcileReport, StatusReport, SyncReport
 from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import MemsyncError, QueueBusyError, SyncUnavailableError, UsageError
@@ -49,6 +49,7 @@ from memsyncd.store.locks import pair_run_lock
 from memsyncd.store.paths import root_id
 from memsyncd.store.queue import QueueStore
 from memsyncd.store.state import StateStore
+from memsyncd.wire import Keep
 
 log = structlog.get_logger("memsyncd.daemon")
 T = TypeVar("T")

@@ -22,6 +22,7 @@ from memsyncd.models import (
     QueueEntry,
     WorkItem,
 )
+from memsyncd.wire import Keep
 
 PRIVATE_LEVEL = 0
 
@@ -284,15 +285,6 @@ def plan_reconcile(
             f"sync.max_delete_fraction={max_delete_fraction:g}: refusing to delete them locally",
         )
     return ReconcilePlan(tuple(delete), tuple(conflicts), tuple(forget), False, "")
-
-
-class Keep(enum.Enum):
-    """How the user resolves a conflict."""
-
-    LOCAL = "local"
-    CLOUD = "cloud"
-    BOTH = "both"
-    TEXT = "text"
 
 
 @dataclass(frozen=True)

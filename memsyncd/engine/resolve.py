@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from memsyncd.engine.context import SyncContext, log, unmapped_local_index
-from memsyncd.engine.decide import Keep, changed_since_recorded, plan_resolution
+from memsyncd.engine.decide import changed_since_recorded, plan_resolution
 from memsyncd.engine.exactly_once import cloud_metadata
 from memsyncd.errors import ConflictError, UsageError
 from memsyncd.models import Conflict, LocalMemory, Mapping, content_hash
+from memsyncd.wire import Keep
 
 
 def list_conflicts(ctx: SyncContext) -> list[Conflict]:

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 
 from memsyncd.config import Paths, Settings, load_api_key, load_settings
 from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short
-from memsyncd.engine.decide import Keep, coalesce
+from memsyncd.engine.decide import coalesce
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ItemStatus, run_push
 from memsyncd.engine.reconcile import reconcile_due, run_reconcile
@@ -30,6 +30,7 @@ from memsyncd.remote.cloud import CloudClient
 from memsyncd.remote.local import LocalClient
 from memsyncd.store.queue import QueueStore
 from memsyncd.store.state import StateStore
+from memsyncd.wire import Keep
 
 __all__ = ["ItemStatus", "ProgressCallback", "Syncer"]
 

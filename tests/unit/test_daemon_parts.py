@@ -24,11 +24,11 @@ from memsyncd.daemon.http_server import Request
 from memsyncd.daemon.metrics import Metrics
 from memsyncd.daemon.runtime import PidLock, sd_notify, watchdog_interval
 from memsyncd.daemon.watcher import Debouncer
-from memsyncd.engine.decide import Keep
 from memsyncd.engine.report import PushReport, StatusReport, SyncReport
 from memsyncd.errors import AlreadyRunningError, DaemonError, RootNotServedError, SyncUnavailableError, UsageError
 from memsyncd.logs import configure_logging, register_secret
 from memsyncd.models import Conflict, QueueEntry, SyncMode
+from memsyncd.wire import Keep
 
 
 def test_coordinator_runs_one_at_a_time_and_coalesces_into_one_follow_up() -> None:

@@ -22,10 +22,10 @@ from harness import INPROC_KEY, emulator_settings, fresh_admin
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import wait_until
 from memsyncd.emulators.runner import RunningEmulators
-from memsyncd.engine.decide import Keep
 from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import ConflictError, RemoteError
 from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.wire import Keep
 
 
 class History:

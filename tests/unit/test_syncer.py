@@ -131,7 +131,7 @@ def test_reconcile_refuses_mass_deletion(tmp_path: Path, servers: RunningEmulato
 def test_cloud_edit_of_a_locally_deleted_memory_is_a_conflict(tmp_path: Path, servers: RunningEmulators,
                                                               admin: EmulatorAdmin) -> None:
     """Deleted here, edited there: never resolved silently; keep cloud brings it back."""
-    from memsyncd.engine.decide import Keep
+    from memsyncd.wire import Keep
 
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("fragile")
@@ -162,8 +162,8 @@ def test_dry_run_writes_nothing(tmp_path: Path, servers: RunningEmulators, admin
 def test_resolution_refuses_when_a_side_changed_after_listing(tmp_path: Path, servers: RunningEmulators,
                                                               admin: EmulatorAdmin) -> None:
     """Re-check before writing: a newer local edit is never overwritten by a stale choice."""
-    from memsyncd.engine.decide import Keep
     from memsyncd.errors import ConflictError
+    from memsyncd.wire import Keep
 
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("v1")
