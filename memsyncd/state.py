@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from memsyncd.errors import StateUnreadableError
-from memsyncd.models import Conflict, Mapping, PushIntent, format_ts, utc_now
+from memsyncd.models import Conflict, LocalReplace, Mapping, PushIntent, content_hash, format_ts, utc_now
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -51,6 +51,19 @@ MIGRATIONS: tuple[str, ...] = (
         content_hash TEXT NOT NULL,
         started_at TEXT NOT NULL,
         event_id TEXT
+    );
+    """,
+    # 2: local rewrites in progress (create the new copy, delete the old one, move the mapping)
+    """
+    CREATE TABLE local_replaces (
+        old_local_id TEXT PRIMARY KEY,
+        cloud_id TEXT NOT NULL,
+        token TEXT NOT NULL,
+        old_hash TEXT,
+        level INTEGER NOT NULL DEFAULT 1,
+        base_text TEXT,
+        new_local_id TEXT,
+        started_at TEXT NOT NULL
     );
     """,
 )
@@ -372,6 +385,81 @@ class StateStore:
         """All unfinished creates."""
         return [PushIntent(*row) for row in
                 self._db.execute("SELECT local_id, content_hash, started_at, event_id FROM push_intents")]
+
+    # --- local rewrites (engine/replace.py) ---------------------------------------------------
+
+    _REPLACE_COLS = "old_local_id, cloud_id, token, old_hash, level, base_text, new_local_id, started_at"
+
+    @_guarded
+    def record_local_replace(self, old_local_id: str, cloud_id: str, token: str, old_hash: str | None,
+                             level: int, base_text: str | None) -> LocalReplace:
+        """Record, durably and before the local create is sent, that ``old_local_id`` is being rewritten."""
+        self._db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
+        try:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO local_replaces({self._REPLACE_COLS}) VALUES(?, ?, ?, ?, ?, ?, NULL, ?)",
+                (old_local_id, cloud_id, token, old_hash, level, base_text, _now()))
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        found = self.local_replace(old_local_id)
+        assert found is not None
+        return found
+
+    @_guarded
+    def set_local_replace_new_id(self, old_local_id: str, new_local_id: str) -> None:
+        """Note the id of the new copy once its create answered (recovery then needs no search)."""
+        self._db.execute("UPDATE local_replaces SET new_local_id = ? WHERE old_local_id = ?",
+                         (new_local_id, old_local_id))
+
+    @_guarded
+    def local_replace(self, old_local_id: str) -> LocalReplace | None:
+        """The rewrite in progress of a local id, if any."""
+        row = self._db.execute(f"SELECT {self._REPLACE_COLS} FROM local_replaces WHERE old_local_id = ?",
+                               (old_local_id,)).fetchone()
+        return LocalReplace(*row) if row else None
+
+    @_guarded
+    def local_replaces(self) -> list[LocalReplace]:
+        """All rewrites in progress (left by a crash or a failed step), oldest first."""
+        return [LocalReplace(*row) for row in self._db.execute(
+            f"SELECT {self._REPLACE_COLS} FROM local_replaces ORDER BY started_at")]
+
+    @_guarded
+    def drop_local_replace(self, old_local_id: str) -> None:
+        """Forget a rewrite that did not happen (or was withdrawn)."""
+        self._db.execute("DELETE FROM local_replaces WHERE old_local_id = ?", (old_local_id,))
+
+    @_guarded
+    def finish_local_replace(self, old_local_id: str, new_local_id: str, base_text: str | None) -> Mapping | None:
+        """Move the pair, its open conflict and merge base to the new local id, in one transaction.
+
+        ``base_text`` None keeps the pair's merge base. Returns the mapping now held by
+        ``new_local_id`` (None when the old id had no mapping).
+        """
+        with self._tx():
+            row = self._db.execute(
+                "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id = ?",
+                (old_local_id,)).fetchone()
+            moved: Mapping | None = None
+            if row is not None:
+                old = self._mapping(row)
+                moved = Mapping(new_local_id, old.cloud_id,
+                                content_hash(base_text) if base_text is not None else old.base_hash,
+                                base_text if base_text is not None else old.base_text, old.level)
+                self._db.execute("DELETE FROM mappings WHERE local_id = ?", (old_local_id,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO mappings(local_id, cloud_id, base_hash, base_text, level, updated_at) "
+                    "VALUES(?, ?, ?, ?, ?, ?)",
+                    (moved.local_id, moved.cloud_id, moved.base_hash, moved.base_text, moved.level, _now()))
+            self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (new_local_id,))
+            if base_text is not None:  # a new base held by both sides settles the pair's conflict
+                self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (old_local_id,))
+            else:
+                self._db.execute("UPDATE conflicts SET local_id = ? WHERE local_id = ?",
+                                 (new_local_id, old_local_id))
+            self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (old_local_id,))
+            self._db.execute("DELETE FROM local_replaces WHERE old_local_id = ?", (old_local_id,))
+        return moved
 
     # --- conflicts --------------------------------------------------------------------------
 
