@@ -158,6 +158,20 @@ class PushIntent:
 
 
 @dataclass(frozen=True)
+class LocalDuplicate:
+    """A local memory with the same text as ``of_local_id``, whose cloud copy ``cloud_id`` stands for both.
+
+    mem0 deduplicates an exact repeat in the same scope, and a cloud memory maps to one local
+    memory only; so the second local copy is linked here and reported, not pushed again.
+    """
+
+    local_id: str
+    of_local_id: str
+    cloud_id: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
 class LocalReplace:
     """A local rewrite in progress: ``old_local_id`` is being replaced by a new copy holding the new text.
 

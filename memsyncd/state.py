@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from memsyncd.errors import StateUnreadableError
-from memsyncd.models import Conflict, LocalReplace, Mapping, PushIntent, content_hash, format_ts, utc_now
+from memsyncd.models import (
+    Conflict,
+    LocalDuplicate,
+    LocalReplace,
+    Mapping,
+    PushIntent,
+    content_hash,
+    format_ts,
+    utc_now,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -53,7 +62,8 @@ MIGRATIONS: tuple[str, ...] = (
         event_id TEXT
     );
     """,
-    # 2: local rewrites in progress (create the new copy, delete the old one, move the mapping)
+    # 2: local rewrites in progress (create the new copy, delete the old one, move the mapping), and
+    #    local memories whose text another local memory already holds in the cloud (mem0 kept one copy)
     """
     CREATE TABLE local_replaces (
         old_local_id TEXT PRIMARY KEY,
@@ -64,6 +74,13 @@ MIGRATIONS: tuple[str, ...] = (
         base_text TEXT,
         new_local_id TEXT,
         started_at TEXT NOT NULL
+    );
+    CREATE TABLE local_duplicates (
+        local_id TEXT PRIMARY KEY,
+        of_local_id TEXT NOT NULL,
+        cloud_id TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
     );
     """,
 )
@@ -298,6 +315,7 @@ class StateStore:
             (mapping.local_id, mapping.cloud_id, mapping.base_hash, mapping.base_text, mapping.level, now),
         )
         self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (mapping.local_id,))
+        self._db.execute("DELETE FROM local_duplicates WHERE local_id = ?", (mapping.local_id,))
 
     @_guarded
     def delete_mapping(self, local_id: str) -> None:
@@ -460,6 +478,33 @@ class StateStore:
             self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (old_local_id,))
             self._db.execute("DELETE FROM local_replaces WHERE old_local_id = ?", (old_local_id,))
         return moved
+
+    # --- local duplicates (exactly_once: mem0 deduplicated the add) ---------------------------
+
+    @_guarded
+    def record_local_duplicate(self, local_id: str, of_local_id: str, cloud_id: str, digest: str) -> None:
+        """Note that ``local_id`` holds the same text as ``of_local_id``, whose cloud copy ``cloud_id`` is shared.
+
+        Its push intent is done with: mem0 keeps one copy of an exact repeat.
+        """
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO local_duplicates(local_id, of_local_id, cloud_id, content_hash, recorded_at) "
+                "VALUES(?, ?, ?, ?, ?)", (local_id, of_local_id, cloud_id, digest, _now()))
+            self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (local_id,))
+
+    @_guarded
+    def local_duplicate(self, local_id: str) -> LocalDuplicate | None:
+        """The duplicate record of a local id, if any."""
+        row = self._db.execute("SELECT local_id, of_local_id, cloud_id, content_hash FROM local_duplicates "
+                               "WHERE local_id = ?", (local_id,)).fetchone()
+        return LocalDuplicate(*row) if row else None
+
+    @_guarded
+    def local_duplicates(self) -> list[LocalDuplicate]:
+        """All local duplicates, oldest first."""
+        return [LocalDuplicate(*row) for row in self._db.execute(
+            "SELECT local_id, of_local_id, cloud_id, content_hash FROM local_duplicates ORDER BY recorded_at")]
 
     # --- conflicts --------------------------------------------------------------------------
 
