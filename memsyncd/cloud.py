@@ -51,10 +51,16 @@ class Scope:
         return {k: v for k, v in fields.items() if v}
 
     def filters(self) -> list[dict[str, Any]]:
-        """AND-clauses that select this scope in a v3 list."""
+        """AND-clauses that select this scope in a v3 list.
+
+        The user's memories, and with an agent id also the agent's: ``OR``, not ``AND``. A
+        memory from a normal (inferring) ``client.add`` carries ``user_id`` or ``agent_id``,
+        never both (v2 filter docs), so ``AND`` would select only memsyncd's own
+        (``infer: false``) writes and never pull what other mem0 clients of the user wrote.
+        """
         clauses: list[dict[str, Any]] = [{"user_id": self.user_id}]
         if self.agent_id:
-            clauses.append({"agent_id": self.agent_id})
+            clauses = [{"OR": [{"user_id": self.user_id}, {"agent_id": self.agent_id}]}]
         if self.app_id:
             clauses.append({"app_id": self.app_id})
         return clauses

@@ -194,3 +194,44 @@ def test_add_answers_that_are_not_a_result_still_fail(loop: asyncio.Runner) -> N
         with pytest.raises(RemoteRejectedError):
             loop.run(client.add("x", {}))
     loop.run(client.aclose())
+
+
+# --- item 4: agent_id scoping --------------------------------------------------------------------
+
+def test_emulator_attributes_inferred_facts_to_their_speaker(servers: RunningEmulators,
+                                                             admin: EmulatorAdmin) -> None:
+    """A normal (inferring) add never stores user_id and agent_id together; a direct import does."""
+    r = admin.http.post(f"{admin.mem0}/v3/memories/add/", headers=admin.auth, json={
+        "messages": [{"role": "user", "content": "I run marathons"},
+                     {"role": "assistant", "content": "I suggested a training plan"}],
+        "user_id": INPROC_USER, "agent_id": "coach"})
+    r.raise_for_status()
+    raw_add(admin, "direct import", user_id=INPROC_USER, agent_id="coach")
+    scopes = {m["memory"]: (m["user_id"], m["agent_id"]) for m in admin.cloud_memories()}
+    assert scopes == {"I run marathons": (INPROC_USER, None), "I suggested a training plan": (None, "coach"),
+                      "direct import": (INPROC_USER, "coach")}
+
+
+def test_agent_scope_pulls_what_other_clients_wrote(tmp_path: Path, servers: RunningEmulators,
+                                                    admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
+    """With cloud.agent_id set, memories other mem0 clients wrote for the user (or the agent) are pulled."""
+    from memsyncd.config import Settings
+
+    admin.http.post(f"{admin.mem0}/v3/memories/add/", headers=admin.auth, json={
+        "messages": [{"role": "user", "content": "I run marathons"},
+                     {"role": "assistant", "content": "coach noted a knee injury"}],
+        "user_id": INPROC_USER, "agent_id": "coach"}).raise_for_status()
+    raw_add(admin, "someone else's memory", user_id="somebody-else")
+    settings = Settings(local={"url": servers.openmemory_url, "user_id": INPROC_USER},
+                        cloud={"enabled": True, "url": servers.mem0_url, "user_id": INPROC_USER, "agent_id": "coach"},
+                        sync={"default_level": 1})
+    syncer = Syncer(settings, Paths(tmp_path), INPROC_KEY)
+    local_id = admin.local_add("pushed by memsyncd")
+    enqueue(syncer, local_id)
+    report = loop.run(syncer.run(SyncMode.FULL))
+    assert report.exit_code == 0 and report.pull.new == 2
+    assert admin.local_texts() == ["I run marathons", "coach noted a knee injury", "pushed by memsyncd"]
+    ours = [m for m in admin.cloud_memories() if m["memory"] == "pushed by memsyncd"]
+    assert [(m["user_id"], m["agent_id"]) for m in ours] == [(INPROC_USER, "coach")]
+    assert loop.run(syncer.run(SyncMode.FULL)).pull.new == 0
+    loop.run(syncer.aclose())

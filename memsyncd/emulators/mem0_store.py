@@ -294,19 +294,31 @@ class Mem0Store(VersionedStore):
         """Store memories for an add request (no LLM: message text is kept verbatim).
 
         With ``infer`` false every non-system message becomes a memory (the
-        platform's "direct import"); with ``infer`` true the emulator stands in
-        for extraction by keeping each user message verbatim.
+        platform's "direct import") carrying every entity id passed; with
+        ``infer`` true the emulator stands in for extraction by keeping each
+        user message verbatim, and attributes each fact to its speaker as the
+        platform does (v2 filter docs: such a memory carries ``user_id`` or
+        ``agent_id``, never both): a user message's fact drops ``agent_id``
+        when a ``user_id`` was given, an assistant message's fact is kept only
+        when an ``agent_id`` was given, without ``user_id``.
         """
         roles = ("user",) if infer else ("user", "assistant")
+        if infer and entities.get("agent_id"):
+            roles = ("user", "assistant")
         with self._lock:
             records: list[MemoryRecord] = []
             for m in messages:
                 text = str(m.get("content", ""))
                 if m.get("role") not in roles or not text.strip():
                     continue
-                existing = None if infer else self._same_in_scope(text, entities)
+                scope = dict(entities)
+                if infer and m.get("role") == "assistant":
+                    scope["user_id"] = None
+                elif infer and scope.get("user_id"):
+                    scope["agent_id"] = None
+                existing = None if infer else self._same_in_scope(text, scope)
                 if existing is None:
-                    records.append(self._create(text, entities, metadata, messages))
+                    records.append(self._create(text, scope, metadata, messages))
                 elif self.add_mode.dedup == "existing":
                     records.append(existing)
                 # "empty": a deduplicated repeat adds nothing to the results
