@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping as MappingABC
 from datetime import timedelta
 from typing import Any
 
@@ -31,9 +32,14 @@ log = structlog.get_logger("memsyncd.sync")
 INTENT_SKEW = timedelta(minutes=5)
 
 
-def cloud_metadata(local: LocalMemory, level: int, device_id: str) -> dict[str, Any]:
-    """The metadata memsyncd stores with every cloud memory it writes."""
-    return {"memsync_local_id": local.id, "memsync_device": device_id, "level": level,
+def cloud_metadata(local: LocalMemory, level: int, device_id: str,
+                   current: MappingABC[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata memsyncd stores with every cloud memory it writes.
+
+    ``current``: the cloud memory's metadata now. An update sends the whole metadata object
+    (mem0's PUT replaces it), so the keys other tools set are kept and only ours change.
+    """
+    return {**(current or {}), "memsync_local_id": local.id, "memsync_device": device_id, "level": level,
             "content_hash": local.hash}
 
 

@@ -287,7 +287,8 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     log.debug("push.mapped", id=item.id, step=cloud_step.value)
     if cloud_step is CloudStep.UPDATE_CLOUD:
         if not ctx.dry:
-            metadata = cloud_metadata(local, plan.level, ctx.state.device_id)
+            metadata = cloud_metadata(local, plan.level, ctx.state.device_id,
+                                      cloud_copy.metadata if cloud_copy is not None else None)
             await cloud.update(mapping.cloud_id, local.text, metadata)
             ctx.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
         return ItemResult(done, ItemStatus.UPDATED)

@@ -108,6 +108,6 @@ async def _settle_cloud(ctx: SyncContext, cloud_id: str, local_id: str, text: st
     local = LocalMemory(id=local_id, text=text)
     if current is not None:
         if current.text != text:
-            await cloud.update(cloud_id, text, cloud_metadata(local, level, ctx.state.device_id))
+            await cloud.update(cloud_id, text, cloud_metadata(local, level, ctx.state.device_id, current.metadata))
         return cloud_id
     return await ctx.once(cloud).create(local, level)
