@@ -185,3 +185,27 @@ def test_old_copy_edited_after_a_crash_is_kept(tmp_path: Path, servers: RunningE
 
 async def _raise(exc: Exception) -> Any:
     raise exc
+
+
+def test_recovery_that_fails_again_neither_stops_the_run_nor_starts_a_second_rewrite(
+        tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin, loop: asyncio.Runner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenMemory keeps failing the delete: each run reports the item, no third copy appears, then it heals."""
+    from memsyncd.errors import ServerError
+
+    syncer = make_syncer(tmp_path, servers)
+    _, cloud_id = synced_pair(loop, syncer, admin, "drinks coffee")
+    admin.cloud_edit(cloud_id, "drinks decaf")
+    monkeypatch.setattr(LocalClient, "delete",
+                        lambda self, memory_id: _raise(ServerError("OpenMemory answered 503", service="OpenMemory")))
+    for _ in range(2):
+        report = loop.run(syncer.run(SyncMode.PULL))
+        assert report.fatal is None and report.pull.errors == 1
+        assert sorted(m["content"] for m in live_local(admin)) == ["drinks coffee", "drinks decaf"]
+        assert len(syncer.state.local_replaces()) == 1
+    monkeypatch.undo()
+    healed = loop.run(syncer.run(SyncMode.FULL))
+    assert healed.exit_code == 0
+    assert [m["content"] for m in live_local(admin)] == ["drinks decaf"]
+    assert admin.local_agent_texts() == ["drinks decaf"] and syncer.state.local_replaces() == []
+    loop.run(syncer.aclose())

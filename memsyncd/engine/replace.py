@@ -25,10 +25,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from memsyncd.engine.context import SyncContext, log
+from memsyncd.engine.context import REPLACE_TOKEN, SyncContext, log, short
+from memsyncd.errors import RemoteError, ServerError
+from memsyncd.local import SERVICE
 from memsyncd.models import LocalMemory, LocalReplace
-
-REPLACE_TOKEN = "memsync_replace_token"  # local metadata key: the replace intent that created this copy
 
 
 async def replace_local(ctx: SyncContext, old_local_id: str, cloud_id: str, text: str, level: int, *,
@@ -48,8 +48,21 @@ async def replace_local(ctx: SyncContext, old_local_id: str, cloud_id: str, text
         RemoteError: a local request failed; the intent stays and the next run finishes or forgets it.
         StateUnreadableError: the state DB failed.
     """
+    earlier = ctx.state.local_replace(old_local_id)
+    if earlier is not None:  # an unfinished rewrite of this memory: settle it first, never start a second one
+        await _resume(ctx, earlier)
+        if ctx.state.local_replace(old_local_id) is not None:
+            raise ServerError("an earlier rewrite of this local memory could not be finished; the next sync "
+                              "tries again", service=SERVICE)
+        moved = ctx.state.mapping_for_cloud(cloud_id)
+        if moved is not None and moved.local_id != old_local_id:  # it finished: go on from the new copy
+            old_local_id, current = moved.local_id, None
     if current is None:
         current = await ctx.local.get(old_local_id)
+    if current is not None and current.alive and current.text == text:  # already holds it (a resumed rewrite)
+        if base_text is not None:
+            ctx.state.finish_local_replace(old_local_id, old_local_id, base_text)
+        return old_local_id
     alive = current is not None and current.alive
     token = uuid.uuid4().hex
     metadata: dict[str, Any] = dict(current.metadata) if current is not None else {}
@@ -68,22 +81,37 @@ async def replace_local(ctx: SyncContext, old_local_id: str, cloud_id: str, text
 async def finish_local_replaces(ctx: SyncContext) -> int:
     """Complete or forget the rewrites a crash (or a failed step) left; returns how many were pending.
 
+    A rewrite whose requests fail now stays for the next run (logged); only a run-level error
+    (the server unreachable) or a state DB failure stops the caller.
+
     Raises:
-        RemoteError: a local request failed (the intents stay for the next run).
+        RemoteError: run-level (OpenMemory unreachable).
         StateUnreadableError: the state DB failed.
     """
     pending = ctx.state.local_replaces()
     if not pending or ctx.dry:
         return len(pending)
-    by_token: dict[str, LocalMemory] | None = None
     for intent in pending:
-        new = await ctx.local.get(intent.new_local_id) if intent.new_local_id else None
-        if new is None or not new.alive:
-            if by_token is None:
-                by_token = await _copies_by_token(ctx)
-            new = by_token.get(intent.token)
-        await _finish_one(ctx, intent, new)
+        try:
+            await _resume(ctx, intent)
+        except RemoteError as exc:
+            if exc.stops_run:
+                raise
+            # the intent stays: the next run tries again; this run goes on (the pair keeps its old mapping)
+            log.warning("local.replace_unfinished", old_local_id=intent.old_local_id, error=short(exc))
     return len(pending)
+
+
+async def _resume(ctx: SyncContext, intent: LocalReplace) -> None:
+    """Finish (or forget) one unfinished rewrite: find its new copy by id, else by token.
+
+    Raises:
+        RemoteError: a local request failed (the intent stays).
+    """
+    new = await ctx.local.get(intent.new_local_id) if intent.new_local_id else None
+    if new is None or not new.alive:
+        new = await _copy_with_token(ctx, intent.token)
+    await _finish_one(ctx, intent, new)
 
 
 async def _finish_one(ctx: SyncContext, intent: LocalReplace, new: LocalMemory | None) -> None:
@@ -105,12 +133,10 @@ async def _finish_one(ctx: SyncContext, intent: LocalReplace, new: LocalMemory |
     log.info("local.replace_finished", old_local_id=intent.old_local_id, local_id=new.id)
 
 
-async def _copies_by_token(ctx: SyncContext) -> dict[str, LocalMemory]:
-    """Live local memories that carry a replace token, by token."""
-    found: dict[str, LocalMemory] = {}
+async def _copy_with_token(ctx: SyncContext, token: str) -> LocalMemory | None:
+    """The live local memory a rewrite created (its metadata carries the rewrite's token), if any."""
     async for page in ctx.local.pages():
         for memory in page:
-            token = memory.metadata.get(REPLACE_TOKEN)
-            if memory.alive and isinstance(token, str):
-                found.setdefault(token, memory)
-    return found
+            if memory.alive and memory.metadata.get(REPLACE_TOKEN) == token:
+                return memory
+    return None
