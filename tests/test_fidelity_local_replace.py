@@ -209,3 +209,23 @@ def test_recovery_that_fails_again_neither_stops_the_run_nor_starts_a_second_rew
     assert [m["content"] for m in live_local(admin)] == ["drinks decaf"]
     assert admin.local_agent_texts() == ["drinks decaf"] and syncer.state.local_replaces() == []
     loop.run(syncer.aclose())
+
+
+def test_lost_state_after_a_rewrite_adopts_the_new_copy(tmp_path: Path, servers: RunningEmulators,
+                                                        admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
+    """The cloud copy still names the old local id; the new copy's memsync_cloud_id is what recovery matches."""
+    syncer = make_syncer(tmp_path / "a", servers)
+    old_id, cloud_id = synced_pair(loop, syncer, admin, "lives in Lyon")
+    admin.cloud_edit(cloud_id, "lives in Lyon, near the river")
+    loop.run(syncer.run(SyncMode.PULL))
+    loop.run(syncer.aclose())
+    (cloud,) = admin.cloud_memories()
+    assert cloud["metadata"]["memsync_local_id"] == old_id  # not rewritten: recovery tolerates it
+    fresh = make_syncer(tmp_path / "b", servers)  # the state DB is gone
+    report = loop.run(fresh.run(SyncMode.FULL))
+    assert report.exit_code == 0 and report.pull.adopted == 1 and report.pull.new == 0
+    (live,) = live_local(admin)
+    mapping = fresh.state.mapping_for_cloud(cloud_id)
+    assert mapping is not None and mapping.local_id == live["id"] != old_id
+    assert admin.cloud_texts() == ["lives in Lyon, near the river"]
+    loop.run(fresh.aclose())
