@@ -18,6 +18,7 @@ import httpx
 import pytest
 from harness import INPROC_KEY, INPROC_USER, emulator_settings, fresh_admin
 
+from memsyncd.cli.render import render_sync
 from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -89,6 +90,7 @@ def test_identical_local_memories_end_with_one_cloud_copy(tmp_path: Path, server
     report = loop.run(syncer.run(SyncMode.PUSH))
     assert report.exit_code == 0 and report.push.errors == 0, report.push.error_messages
     assert report.push.duplicates == 1
+    assert "Duplicates: 1 with the same text as another local memory" in render_sync(report)
     assert admin.cloud_texts() == ["prefers dark mode"]
     assert syncer.queue.read().sync_errors == [] and syncer.queue.read().pending == []
     (cloud,) = admin.cloud_memories()
