@@ -70,6 +70,15 @@ def test_emulator_put_leaves_the_agent_view_stale(admin: EmulatorAdmin) -> None:
     assert admin.local_agent_texts() == ["old text"]
     assert admin.local_agent_texts(query="OLD") == ["old text"]
 
+    def infer_add(text: str) -> Any:
+        r = admin.http.post(f"{admin.openmemory}/api/v1/memories/",
+                            json={"user_id": admin.user, "text": text, "infer": True, "app": "claude"})
+        r.raise_for_status()
+        return r.json()
+
+    assert infer_add("old text") is None  # the extractor sees the vector store, which still says "old text"
+    assert infer_add("new text")["content"] == "new text"
+
 
 def test_pulled_cloud_edit_reaches_the_agent_view(tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin,
                                                   loop: asyncio.Runner) -> None:

@@ -15,8 +15,8 @@ behaviour copies the real handlers, quirks included: create answers 200 with
 ``{"error": ...}`` when the memory client is down, ``GET /`` pages before it
 drops non-active items, ``POST /filter`` with ``size`` > 100 is a 500, and
 lists carry no ``updated_at``. No LLM runs: ``infer`` true stores the text
-verbatim too, except that re-adding text the user already has yields
-``null`` (the real extractor finds nothing new).
+verbatim too, except that re-adding text the user's vector store already
+holds yields ``null`` (the real extractor finds nothing new).
 
 The vector store MCP clients read is modelled too (see :mod:`.openmemory_store`): create
 adds a point, ``DELETE`` removes it, ``PUT`` leaves it holding the old text.
@@ -308,9 +308,8 @@ class OpenMemoryEmulator(EmulatorService):
         if not self.store.memory_client_available:
             return Response.json({"error": "Memory client is not available"})
         text = body.text.strip()
-        duplicate = body.infer and any(
-            m.content == text and m.state == "active" for m in self.store.user_memories(user)
-        )
+        # the extractor compares with the vector store (a PUT edit is not there), not with SQL
+        duplicate = body.infer and text in self.store.vector_texts(user.user_id)
         if not text or duplicate:
             return Response.json(None)
         return Response.json(self.store.create(user, app, text, body.metadata).row())

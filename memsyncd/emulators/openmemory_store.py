@@ -360,6 +360,11 @@ class OpenMemoryStore(VersionedStore):
             if self._vectors.pop(memory_id, None) is not None:
                 self._touch()
 
+    def vector_texts(self, user_id: str) -> set[str]:
+        """The ``data`` of a user's vector points (what mem0's extractor compares a new fact with)."""
+        with self._lock:
+            return {p.data for p in self._vectors.values() if p.user_id == user_id}
+
     def agent_memories(self, user_id: str | None = None, query: str | None = None) -> list[dict[str, Any]]:
         """What an MCP client of ``user_id`` reads: ``list_memories`` (or ``search_memory`` with ``query``).
 
