@@ -157,6 +157,41 @@ class PushIntent:
     event_id: str | None = None
 
 
+@dataclass(frozen=True)
+class LocalDuplicate:
+    """A local memory with the same text as ``of_local_id``, whose cloud copy ``cloud_id`` stands for both.
+
+    mem0 deduplicates an exact repeat in the same scope, and a cloud memory maps to one local
+    memory only; so the second local copy is linked here and reported, not pushed again.
+    """
+
+    local_id: str
+    of_local_id: str
+    cloud_id: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class LocalReplace:
+    """A local rewrite in progress: ``old_local_id`` is being replaced by a new copy holding the new text.
+
+    OpenMemory's vector store (what agents read) only follows a create and a delete, so a
+    local text change is written as: create the new copy (its metadata carries ``token``),
+    delete the old one, move the mapping. ``base_text`` is the merge base the pair gets
+    (None: keep the mapping's base); ``old_hash`` is the old copy's hash when the rewrite
+    started (a copy edited since is kept, and the new one withdrawn).
+    """
+
+    old_local_id: str
+    cloud_id: str
+    token: str
+    old_hash: str | None
+    level: int
+    base_text: str | None
+    new_local_id: str | None
+    started_at: str
+
+
 class MergeOutcome(enum.Enum):
     """Result of comparing both sides with the merge base."""
 

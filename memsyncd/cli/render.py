@@ -92,6 +92,9 @@ def render_sync(report: SyncReport) -> str:
             lines.append(f"New: {pull.new} | Updated: {pull.updated} | Conflicts: {found}")
     if push and push.waiting:
         lines.append(f"Waiting: {push.waiting} accepted by mem0, still processing (finished on the next sync)")
+    if push and push.duplicates:
+        lines.append(f"Duplicates: {push.duplicates} with the same text as another local memory "
+                     "(one cloud copy stands for both)")
     if push and push.skipped_private:
         lines.append(f"Skipped: {push.skipped_private} local-only (level 0)")
     if push and push.conflicts and not pull:

@@ -84,6 +84,13 @@ class EmulatorAdmin:
                 return sorted(texts)
             page += 1
 
+    def local_agent_texts(self, query: str | None = None) -> list[str]:
+        """Sorted texts an MCP client (Claude Code) reads: the vector store's ``data``, not SQL."""
+        params = {"user_id": self.user, **({"query": query} if query is not None else {})}
+        r = self.http.get(f"{self.openmemory}/_admin/mcp/memories", params=params)
+        r.raise_for_status()
+        return sorted(str(item["memory"]) for item in r.json()["results"])
+
     # --- mem0 (with the key) ----------------------------------------------------------------
 
     @property

@@ -20,7 +20,9 @@ Error bodies follow the platform (a Django REST framework service):
 ``{"detail": ...}`` for authentication, throttling, parse errors and bad
 pages; ``{"error": ...}`` for validation and missing memories; an HTML page
 for unknown URLs and server errors. Admin: ``POST /_admin/add_mode``
-``{"mode": "immediate"|"queued", "delay_ms"?, "shape"?, "fail_match"?}``.
+``{"mode": "immediate"|"queued", "delay_ms"?, "shape"?, "fail_match"?, "dedup"?}``
+(``dedup``: ``"empty"`` (default) | ``"existing"`` | ``"off"``, how an ``infer: false``
+repeat of text already stored in the same scope is answered; see ``AddMode``).
 """
 
 from __future__ import annotations
@@ -307,6 +309,9 @@ class Mem0Emulator(EmulatorService):
         event = self.store.new_event(body, status="RUNNING")
         records = self.store.add_messages(messages, entities, body.get("metadata"), body.get("infer", True))
         self.store.finish_event(event["id"], records)
+        if not records:  # e.g. an infer=false repeat the platform deduplicated: the reported answer
+            return Response.json({"message": "Memories stored successfully", "status": "SUCCEEDED",
+                                  "event_id": event["id"], "results": []})
         return Response.json(
             {
                 "results": [
@@ -443,7 +448,7 @@ class Mem0Emulator(EmulatorService):
 
     async def _admin_add_mode(self, request: Request, params: dict[str, str]) -> Response:
         body = json_object(request)
-        unknown = set(body) - {"mode", "delay_ms", "shape", "fail_match"}
+        unknown = set(body) - {"mode", "delay_ms", "shape", "fail_match", "dedup"}
         if unknown:
             raise ValueError(f"unknown keys: {sorted(unknown)}")
         mode = self.store.set_add_mode(
@@ -451,5 +456,6 @@ class Mem0Emulator(EmulatorService):
             delay_ms=body.get("delay_ms"),
             shape=body.get("shape"),
             fail_match=body.get("fail_match"),
+            dedup=body.get("dedup"),
         )
         return Response.json(mode.to_json())

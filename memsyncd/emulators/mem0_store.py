@@ -47,15 +47,22 @@ class AddMode:
             ``{"results": [{"message", "status": "PENDING", "event_id"}]}``,
             ``"v3"`` → ``{"event_id", "status": "PENDING"}``.
         fail_match: queued events whose payload contains this text end FAILED.
+        dedup: what an ``infer: false`` add of text already stored in the same scope (same
+            user/agent/app/run ids, same MD5 of the text) answers, as the direct-import docs
+            say such repeats are deduplicated: ``"empty"`` → ``SUCCEEDED`` with no results
+            (the reported answer), ``"existing"`` → the existing memory's id in ``results``,
+            ``"off"`` → a second copy (the emulator's behaviour before it modelled this).
     """
 
     mode: Literal["immediate", "queued"] = "immediate"
     delay_ms: int = 50
     shape: Literal["results", "v3"] = "results"
     fail_match: str | None = None
+    dedup: Literal["empty", "existing", "off"] = "empty"
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "delay_ms": self.delay_ms, "shape": self.shape, "fail_match": self.fail_match}
+        return {"mode": self.mode, "delay_ms": self.delay_ms, "shape": self.shape, "fail_match": self.fail_match,
+                "dedup": self.dedup}
 
 
 @dataclass
@@ -177,14 +184,17 @@ class Mem0Store(VersionedStore):
         delay_ms: int | None = None,
         shape: Literal["results", "v3"] | None = None,
         fail_match: str | None = None,
+        dedup: Literal["empty", "existing", "off"] | None = None,
     ) -> AddMode:
         """Switch between immediate and queued adds (see :class:`AddMode`).
 
         Raises:
-            ValueError: unknown mode/shape or a negative delay.
+            ValueError: unknown mode/shape/dedup or a negative delay.
         """
         if mode not in ("immediate", "queued"):
             raise ValueError("mode must be 'immediate' or 'queued'")
+        if dedup is not None and dedup not in ("empty", "existing", "off"):
+            raise ValueError("dedup must be 'empty', 'existing' or 'off'")
         if shape is not None and shape not in ("results", "v3"):
             raise ValueError("shape must be 'results' or 'v3'")
         if delay_ms is not None and (isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0):
@@ -195,6 +205,7 @@ class Mem0Store(VersionedStore):
                 delay_ms=self.add_mode.delay_ms if delay_ms is None else delay_ms,
                 shape=self.add_mode.shape if shape is None else shape,
                 fail_match=fail_match,
+                dedup=self.add_mode.dedup if dedup is None else dedup,
             )
             return self.add_mode
 
@@ -283,16 +294,47 @@ class Mem0Store(VersionedStore):
         """Store memories for an add request (no LLM: message text is kept verbatim).
 
         With ``infer`` false every non-system message becomes a memory (the
-        platform's "direct import"); with ``infer`` true the emulator stands in
-        for extraction by keeping each user message verbatim.
+        platform's "direct import") carrying every entity id passed; with
+        ``infer`` true the emulator stands in for extraction by keeping each
+        user message verbatim, and attributes each fact to its speaker as the
+        platform does (v2 filter docs: such a memory carries ``user_id`` or
+        ``agent_id``, never both): a user message's fact drops ``agent_id``
+        when a ``user_id`` was given, an assistant message's fact is kept only
+        when an ``agent_id`` was given, without ``user_id``.
         """
         roles = ("user",) if infer else ("user", "assistant")
+        if infer and entities.get("agent_id"):
+            roles = ("user", "assistant")
         with self._lock:
-            return [
-                self._create(str(m["content"]), entities, metadata, messages)
-                for m in messages
-                if m.get("role") in roles and str(m.get("content", "")).strip()
-            ]
+            records: list[MemoryRecord] = []
+            for m in messages:
+                text = str(m.get("content", ""))
+                if m.get("role") not in roles or not text.strip():
+                    continue
+                scope = dict(entities)
+                if infer and m.get("role") == "assistant":
+                    scope["user_id"] = None
+                elif infer and scope.get("user_id"):
+                    scope["agent_id"] = None
+                existing = None if infer else self._same_in_scope(text, scope)
+                if existing is None:
+                    records.append(self._create(text, scope, metadata, messages))
+                elif self.add_mode.dedup == "existing":
+                    records.append(existing)
+                # "empty": a deduplicated repeat adds nothing to the results
+            return records
+
+    def _same_in_scope(self, text: str, entities: dict[str, str | None]) -> MemoryRecord | None:
+        """A live memory with this exact text (MD5) in exactly this scope, when dedup is on."""
+        if self.add_mode.dedup == "off":
+            return None
+        digest = md5_hex(text)
+        scope = {k: entities.get(k) or None for k in ("user_id", "agent_id", "app_id", "run_id")}
+        for record in self._memories.values():
+            if record.deleted_at is None and md5_hex(record.memory) == digest \
+                    and all(getattr(record, k) == v for k, v in scope.items()):
+                return record
+        return None
 
     def _live(self, memory_id: str) -> MemoryRecord | None:
         record = self._memories.get(memory_id)
@@ -503,5 +545,6 @@ class Mem0Store(VersionedStore):
                 delay_ms=int(mode.get("delay_ms", 50)),
                 shape=mode.get("shape", "results"),
                 fail_match=mode.get("fail_match"),
+                dedup=mode.get("dedup", "empty"),
             )
             self._touch()

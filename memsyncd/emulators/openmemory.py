@@ -15,11 +15,16 @@ behaviour copies the real handlers, quirks included: create answers 200 with
 ``{"error": ...}`` when the memory client is down, ``GET /`` pages before it
 drops non-active items, ``POST /filter`` with ``size`` > 100 is a 500, and
 lists carry no ``updated_at``. No LLM runs: ``infer`` true stores the text
-verbatim too, except that re-adding text the user already has yields
-``null`` (the real extractor finds nothing new).
+verbatim too, except that re-adding text the user's vector store already
+holds yields ``null`` (the real extractor finds nothing new).
+
+The vector store MCP clients read is modelled too (see :mod:`.openmemory_store`): create
+adds a point, ``DELETE`` removes it, ``PUT`` leaves it holding the old text.
 
 Admin extras: ``POST /_admin/memory_client {"available": bool}``,
-``POST /_admin/users {"user_id"}``, ``POST /_admin/apps {"name", "user_id"?, "is_active"}``.
+``POST /_admin/users {"user_id"}``, ``POST /_admin/apps {"name", "user_id"?, "is_active"}``,
+``GET /_admin/mcp/memories?user_id=&query=`` (what MCP ``list_memories``, or
+``search_memory`` with ``query``, would return).
 """
 
 from __future__ import annotations
@@ -181,6 +186,7 @@ class OpenMemoryEmulator(EmulatorService):
         self.admin.add("POST", "/_admin/memory_client", self._admin_memory_client)
         self.admin.add("POST", "/_admin/users", self._admin_users)
         self.admin.add("POST", "/_admin/apps", self._admin_apps)
+        self.admin.add("GET", "/_admin/mcp/memories", self._admin_mcp_memories)
 
     # -- service hooks -------------------------------------------------------------
 
@@ -302,9 +308,8 @@ class OpenMemoryEmulator(EmulatorService):
         if not self.store.memory_client_available:
             return Response.json({"error": "Memory client is not available"})
         text = body.text.strip()
-        duplicate = body.infer and any(
-            m.content == text and m.state == "active" for m in self.store.user_memories(user)
-        )
+        # the extractor compares with the vector store (a PUT edit is not there), not with SQL
+        duplicate = body.infer and text in self.store.vector_texts(user.user_id)
         if not text or duplicate:
             return Response.json(None)
         return Response.json(self.store.create(user, app, text, body.metadata).row())
@@ -323,6 +328,7 @@ class OpenMemoryEmulator(EmulatorService):
         if not self.store.memory_client_available:
             return _detail("Memory client is not available", 503)
         for memory_id in body.memory_ids:
+            self.store.delete_vector(str(memory_id))  # memory_client.delete(): the vector point goes first
             self._set_state(memory_id, "deleted", user.id)
         return Response.json({"message": f"Successfully deleted {len(body.memory_ids)} memories"})
 
@@ -497,6 +503,10 @@ class OpenMemoryEmulator(EmulatorService):
         if not isinstance(user_id, str) or not user_id:
             raise ValueError("user_id must be a non-empty string")
         return Response.json(self.store.create_user(user_id))
+
+    async def _admin_mcp_memories(self, request: Request, params: dict[str, str]) -> Response:
+        user_id = request.query.get("user_id") or None
+        return Response.json({"results": self.store.agent_memories(user_id, request.query.get("query"))})
 
     async def _admin_apps(self, request: Request, params: dict[str, str]) -> Response:
         body = json_object(request)

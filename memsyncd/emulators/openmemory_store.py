@@ -8,11 +8,19 @@ lock, and helpers return JSON-ready dicts (copies), never live records.
 Like the real server, one user exists from the start (the server's ``$USER``,
 else ``default_user``) together with its ``openmemory`` app; REST calls never
 create users (:meth:`OpenMemoryStore.create_user` is for tests).
+
+The store also models OpenMemory's second store, the mem0 vector store (Qdrant), whose
+points' payload ``data`` is what MCP clients read (``search_memory`` and
+``list_memories`` in ``app/mcp_server.py``). As on the real server, a REST create adds a
+point (id = memory id), REST ``DELETE`` removes it, and REST ``PUT`` (``update_memory``)
+changes only the SQL ``content``: the point keeps the old text.
+:meth:`OpenMemoryStore.agent_memories` answers what an MCP client would read.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -22,7 +30,7 @@ from typing import Any, Literal
 from memsyncd.emulators.clock import Clock, MonotonicClock, iso_naive, parse_iso
 from memsyncd.emulators.versioned import VersionedStore
 
-__all__ = ["STATES", "OMApp", "OMMemory", "OMUser", "OpenMemoryStore", "default_user_name"]
+__all__ = ["STATES", "OMApp", "OMMemory", "OMUser", "OMVectorPoint", "OpenMemoryStore", "default_user_name"]
 
 State = Literal["active", "paused", "archived", "deleted"]
 STATES: tuple[str, ...] = ("active", "paused", "archived", "deleted")
@@ -116,6 +124,28 @@ def _load_dt(value: str | None) -> datetime | None:
     return parse_iso(value) if value else None
 
 
+@dataclass
+class OMVectorPoint:
+    """A point of the mem0 vector store: the payload MCP clients read (``data`` is the text)."""
+
+    id: str
+    data: str
+    user_id: str  # the user's name (``users.user_id``), as ``memory_client.add(user_id=...)`` stores it
+    created_at: datetime
+    mcp_client: str = DEFAULT_APP
+
+    def payload(self) -> dict[str, Any]:
+        """The point's payload as mem0's ``Memory.add(infer=False)`` writes it."""
+        return {
+            "data": self.data,
+            "hash": hashlib.md5(self.data.encode("utf-8")).hexdigest(),
+            "user_id": self.user_id,
+            "created_at": self.created_at.isoformat(),
+            "source_app": "openmemory",
+            "mcp_client": self.mcp_client,
+        }
+
+
 class OpenMemoryStore(VersionedStore):
     """Thread-safe in-memory state of the OpenMemory emulator."""
 
@@ -128,6 +158,7 @@ class OpenMemoryStore(VersionedStore):
         self._apps: dict[str, OMApp] = {}
         self._memories: dict[str, OMMemory] = {}
         self._history: list[dict[str, Any]] = []
+        self._vectors: dict[str, OMVectorPoint] = {}  # memory id -> vector point (what MCP clients read)
         self._bootstrap()
 
     def _bootstrap(self) -> None:
@@ -234,6 +265,7 @@ class OpenMemoryStore(VersionedStore):
                 updated_at=now,
             )
             self._memories[memory.id] = memory
+            self._vectors[memory.id] = OMVectorPoint(memory.id, text, user.user_id, now, app.name)
             self._record_state(memory.id, user.id, "deleted", "active", now)
             self._touch()
             return memory
@@ -282,7 +314,7 @@ class OpenMemoryStore(VersionedStore):
             ]
 
     def update_content(self, memory_id: str, text: str) -> dict[str, Any] | None:
-        """Replace a memory's text (any state, as the real route does)."""
+        """Replace a memory's SQL text (any state, as the real route does); the vector point is NOT updated."""
         with self._lock:
             memory = self._memories.get(memory_id)
             if memory is None:
@@ -317,8 +349,44 @@ class OpenMemoryStore(VersionedStore):
             return memory.row()
 
     def delete(self, memory_id: str) -> bool:
-        """Soft-delete a memory (test helper); ``False`` when unknown."""
-        return self.set_state(memory_id, "deleted") is not None
+        """Soft-delete a memory as REST ``DELETE`` does (vector point removed too); ``False`` when unknown."""
+        with self._lock:
+            self.delete_vector(memory_id)
+            return self.set_state(memory_id, "deleted") is not None
+
+    def delete_vector(self, memory_id: str) -> None:
+        """Remove a memory's vector point (``memory_client.delete``); nothing when there is none."""
+        with self._lock:
+            if self._vectors.pop(memory_id, None) is not None:
+                self._touch()
+
+    def vector_texts(self, user_id: str) -> set[str]:
+        """The ``data`` of a user's vector points (what mem0's extractor compares a new fact with)."""
+        with self._lock:
+            return {p.data for p in self._vectors.values() if p.user_id == user_id}
+
+    def agent_memories(self, user_id: str | None = None, query: str | None = None) -> list[dict[str, Any]]:
+        """What an MCP client of ``user_id`` reads: ``list_memories`` (or ``search_memory`` with ``query``).
+
+        Vector points of the user whose SQL memory is active (``check_memory_access_permissions``),
+        each ``{"id", "memory", "hash", "created_at"}`` with ``memory`` = the payload's ``data``.
+        The search is a case-insensitive substring match standing in for the embedding search
+        (at most 10 hits, as the real tool's ``limit=10``).
+        """
+        with self._lock:
+            name = user_id or self.default_user
+            needle = (query or "").lower()
+            rows = []
+            for point in self._vectors.values():
+                memory = self._memories.get(point.id)
+                if point.user_id != name or memory is None or memory.state != "active":
+                    continue
+                if needle and needle not in point.data.lower():
+                    continue
+                payload = point.payload()
+                rows.append({"id": point.id, "memory": payload["data"], "hash": payload["hash"],
+                             "created_at": payload["created_at"]})
+            return rows[:10] if query is not None else rows
 
     def _record_state(self, memory_id: str, changed_by: str, old: str, new: str, when: datetime) -> None:
         self._history.append(
@@ -341,6 +409,7 @@ class OpenMemoryStore(VersionedStore):
             self._apps.clear()
             self._memories.clear()
             self._history.clear()
+            self._vectors.clear()
             self.memory_client_available = True
             self._bootstrap()
             self._touch()
@@ -368,6 +437,9 @@ class OpenMemoryStore(VersionedStore):
                     for m in self._memories.values()
                 ],
                 "status_history": copy.deepcopy(self._history),
+                "vectors": [
+                    {**asdict(p), "created_at": _dump_dt(p.created_at)} for p in self._vectors.values()
+                ],
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -413,7 +485,22 @@ class OpenMemoryStore(VersionedStore):
                     deleted_at=_load_dt(m.get("deleted_at")),
                     categories=list(m.get("categories") or []),
                 )
+            if "vectors" in data:
+                vectors = {
+                    p["id"]: OMVectorPoint(id=p["id"], data=p["data"], user_id=p["user_id"],
+                                           created_at=parse_iso(p["created_at"]),
+                                           mcp_client=p.get("mcp_client", DEFAULT_APP))
+                    for p in data["vectors"]
+                }
+            else:  # a dump from before the vector store was modelled: points hold the SQL text
+                names = {u.id: u.user_id for u in users.values()}
+                vectors = {
+                    m.id: OMVectorPoint(m.id, m.content, names.get(m.user_id, ""), m.created_at)
+                    for m in memories.values()
+                    if m.state != "deleted"
+                }
             self._users, self._apps, self._memories = users, apps, memories
+            self._vectors = vectors
             self._history = list(data.get("status_history", []))
             self.memory_client_available = bool(data.get("memory_client_available", True))
             if self.default_user not in self._users:

@@ -30,6 +30,7 @@ from memsyncd.store.state import StateStore
 
 log = structlog.get_logger("memsyncd.sync")
 
+REPLACE_TOKEN = "memsync_replace_token"  # local metadata key: the local rewrite that created this copy
 META_CURSOR = "pull_cursor"  # state meta key: the newest cloud ``updated_at`` a complete pull saw
 META_RECONCILE = "last_reconcile"  # state meta key: when the last reconcile started
 
@@ -169,9 +170,12 @@ class LocalIndex:
 async def unmapped_local_index(ctx: SyncContext) -> LocalIndex:
     """Unmapped live local memories by content hash and by the ``memsync_cloud_id`` they were pulled from."""
     index = LocalIndex()
+    # a new copy whose local rewrite (engine/replace.py) is still in flight is not free for adoption
+    rewriting = {r.token for r in ctx.state.local_replaces()}
     async for page in ctx.local.pages():
         mapped = ctx.state.mapped_local_ids([m.id for m in page])
         for memory in page:
-            if memory.alive and memory.id not in mapped:
+            token = memory.metadata.get(REPLACE_TOKEN)
+            if memory.alive and memory.id not in mapped and not (isinstance(token, str) and token in rewriting):
                 index.add(memory)
     return index

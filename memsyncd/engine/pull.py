@@ -19,6 +19,7 @@ from datetime import timedelta
 from memsyncd.engine.context import META_CURSOR, LocalIndex, SyncContext, log, short, unmapped_local_index
 from memsyncd.engine.decide import PullStep, cloud_level, plan_pull
 from memsyncd.engine.pipeline import WorkerPool, prefetch
+from memsyncd.engine.replace import replace_local
 from memsyncd.engine.report import PullReport
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.models import CloudMemory, LocalMemory, Mapping, parse_ts
@@ -214,8 +215,10 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         report.updated += 1
         if ctx.dry:
             return None
-        await ctx.local.update(mapping.local_id, memory.text)
-        return Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level)
+        # not a PUT: OpenMemory's PUT leaves the vector store (what agents read) on the old text
+        local_id = await replace_local(ctx, mapping.local_id, memory.id, memory.text, mapping.level,
+                                       base_text=memory.text, current=local)
+        return Mapping(local_id, memory.id, memory.hash, memory.text, mapping.level)
     if step is PullStep.REFRESH_BASE:
         assert mapping is not None
         return Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level)

@@ -48,6 +48,7 @@ class ItemStatus(enum.Enum):
     DROPPED = "dropped"  # nothing to do any more (gone locally, never synced)
     FAILED = "failed"  # stays queued with a sync_errors row
     WAITING = "waiting"  # mem0 is still processing a queued add: stays queued, not an error
+    DUPLICATE = "duplicate"  # same text as another synced local memory: mem0 keeps one copy (linked, reported)
     CANCELLED = "cancelled"  # not attempted: the run stopped (401, network down, shutdown)
 
 
@@ -84,7 +85,8 @@ class _PushTally:
             deleted=counts[ItemStatus.DELETED], unchanged=counts[ItemStatus.UNCHANGED],
             conflicts=counts[ItemStatus.CONFLICT], skipped_private=counts[ItemStatus.SKIPPED],
             dropped=counts[ItemStatus.DROPPED], errors=counts[ItemStatus.FAILED],
-            waiting=counts[ItemStatus.WAITING], error_messages=self.error_messages,
+            waiting=counts[ItemStatus.WAITING], duplicates=counts[ItemStatus.DUPLICATE],
+            error_messages=self.error_messages,
         )
         report.attempted = (counts.total() - report.skipped_private - report.dropped - report.conflicts
                             - report.waiting)
@@ -270,9 +272,13 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             if not ctx.dry:
                 ctx.state.save_mapping(mapping)
     if step is PushStep.CREATE_CLOUD:
+        if _known_duplicate(ctx, local.id, local.hash):
+            return ItemResult(done, ItemStatus.DUPLICATE)
         if ctx.dry:
             return ItemResult(done, ItemStatus.CREATED)
         await ctx.once(cloud).create(local, plan.level)
+        if ctx.state.local_duplicate(local.id) is not None and ctx.state.mapping_for_local(local.id) is None:
+            return ItemResult(done, ItemStatus.DUPLICATE)
         return ItemResult(done, ItemStatus.CREATED)
     assert mapping is not None
     if cloud_copy is None:
@@ -281,7 +287,8 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     log.debug("push.mapped", id=item.id, step=cloud_step.value)
     if cloud_step is CloudStep.UPDATE_CLOUD:
         if not ctx.dry:
-            metadata = cloud_metadata(local, plan.level, ctx.state.device_id)
+            metadata = cloud_metadata(local, plan.level, ctx.state.device_id,
+                                      cloud_copy.metadata if cloud_copy is not None else None)
             await cloud.update(mapping.cloud_id, local.text, metadata)
             ctx.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
         return ItemResult(done, ItemStatus.UPDATED)
@@ -294,6 +301,15 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     reason = "edited locally, deleted in the cloud" if cloud_copy is None else "edited on both sides"
     known = ctx.record_conflict(mapping, local.text, cloud_copy.text if cloud_copy else None, reason)
     return ItemResult(done, ItemStatus.UNCHANGED if known else ItemStatus.CONFLICT)
+
+
+def _known_duplicate(ctx: SyncContext, local_id: str, digest: str) -> bool:
+    """True when ``local_id`` is a recorded local duplicate that still stands (same text, its twin still synced)."""
+    duplicate = ctx.state.local_duplicate(local_id)
+    if duplicate is None or duplicate.content_hash != digest:
+        return False
+    twin = ctx.state.mapping_for_local(duplicate.of_local_id)
+    return twin is not None and twin.cloud_id == duplicate.cloud_id
 
 
 async def _push_delete(ctx: SyncContext, cloud: CloudClient, item: WorkItem, mapping: Mapping) -> ItemResult:

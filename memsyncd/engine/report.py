@@ -25,12 +25,13 @@ class PushReport:
     skipped_private: int = 0
     dropped: int = 0
     waiting: int = 0  # accepted by mem0, still processing (queued add): finishes on the next sync
+    duplicates: int = 0  # same text as another local memory: mem0 keeps one cloud copy for both
     error_messages: list[str] = field(default_factory=list)
 
     @property
     def synced(self) -> int:
         """Items that reached the cloud, or needed nothing there."""
-        return self.created + self.updated + self.deleted + self.unchanged
+        return self.created + self.updated + self.deleted + self.unchanged + self.duplicates
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 from memsyncd.engine.context import SyncContext, log, unmapped_local_index
 from memsyncd.engine.decide import changed_since_recorded, plan_resolution
 from memsyncd.engine.exactly_once import cloud_metadata
+from memsyncd.engine.replace import finish_local_replaces, replace_local
 from memsyncd.errors import ConflictError, UsageError
 from memsyncd.models import Conflict, LocalMemory, Mapping, content_hash
 from memsyncd.wire import Keep
@@ -47,6 +48,7 @@ async def resolve_conflict(ctx: SyncContext, conflict_id: int, keep: Keep, text:
     """
     cloud = ctx.require_cloud()
     cloud.begin_run()
+    await finish_local_replaces(ctx)  # a crash may have left this conflict's local side mid-rewrite
     conflict = get_conflict(ctx, conflict_id)
     plan = plan_resolution(conflict, keep, text)
     mapping = ctx.state.mapping_for_local(conflict.local_id)
@@ -65,7 +67,7 @@ async def resolve_conflict(ctx: SyncContext, conflict_id: int, keep: Keep, text:
     if local_id and cloud_id and plan.local_text is not None:
         ctx.state.save_mapping(Mapping(local_id, cloud_id, content_hash(plan.local_text), plan.local_text, level))
     else:
-        ctx.state.delete_mapping(conflict.local_id)
+        ctx.state.delete_mapping(local_id or conflict.local_id)
     extra: dict[str, str] | None = None
     if plan.extra_text is not None:
         # an interrupted earlier attempt may have created the local copy already: reuse it
@@ -89,8 +91,8 @@ async def _settle_local(ctx: SyncContext, local_id: str, cloud_id: str, text: st
         return None
     if alive:
         assert current is not None
-        if current.text != text:
-            await ctx.local.update(local_id, text)
+        if current.text != text:  # a new copy, not a PUT: agents read OpenMemory's vector store
+            return await replace_local(ctx, local_id, cloud_id, text, level, base_text=None, current=current)
         return local_id
     created = await ctx.local.create(text, {"memsync_cloud_id": cloud_id, "level": level})
     return created.id
@@ -107,6 +109,6 @@ async def _settle_cloud(ctx: SyncContext, cloud_id: str, local_id: str, text: st
     local = LocalMemory(id=local_id, text=text)
     if current is not None:
         if current.text != text:
-            await cloud.update(cloud_id, text, cloud_metadata(local, level, ctx.state.device_id))
+            await cloud.update(cloud_id, text, cloud_metadata(local, level, ctx.state.device_id, current.metadata))
         return cloud_id
     return await ctx.once(cloud).create(local, level)

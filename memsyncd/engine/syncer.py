@@ -21,6 +21,7 @@ from memsyncd.engine.decide import coalesce
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ItemStatus, run_push
 from memsyncd.engine.reconcile import reconcile_due, run_reconcile
+from memsyncd.engine.replace import finish_local_replaces
 from memsyncd.engine.report import PullReport, PushReport, ReconcileReport, StatusReport, SyncReport
 from memsyncd.engine.resolve import get_conflict, list_conflicts, resolve_conflict
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
@@ -173,6 +174,7 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> S
     cloud.begin_run()
     try:
         await ctx.local.probe()
+        await finish_local_replaces(ctx)  # local rewrites a crash interrupted: one live version each
         if mode in (SyncMode.FULL, SyncMode.PUSH):
             report.push = await run_push(ctx, cloud)
         if mode in (SyncMode.FULL, SyncMode.PULL):

@@ -51,10 +51,16 @@ class Scope:
         return {k: v for k, v in fields.items() if v}
 
     def filters(self) -> list[dict[str, Any]]:
-        """AND-clauses that select this scope in a v3 list."""
+        """AND-clauses that select this scope in a v3 list.
+
+        The user's memories, and with an agent id also the agent's: ``OR``, not ``AND``. A
+        memory from a normal (inferring) ``client.add`` carries ``user_id`` or ``agent_id``,
+        never both (v2 filter docs), so ``AND`` would select only memsyncd's own
+        (``infer: false``) writes and never pull what other mem0 clients of the user wrote.
+        """
         clauses: list[dict[str, Any]] = [{"user_id": self.user_id}]
         if self.agent_id:
-            clauses.append({"agent_id": self.agent_id})
+            clauses = [{"OR": [{"user_id": self.user_id}, {"agent_id": self.agent_id}]}]
         if self.app_id:
             clauses.append({"app_id": self.app_id})
         return clauses
@@ -62,10 +68,19 @@ class Scope:
 
 @dataclass(frozen=True)
 class AddResult:
-    """What an add returned: the cloud id when done, or the event id when queued."""
+    """What an add returned: the cloud id when done, or the event id when queued; neither when deduplicated.
+
+    mem0 deduplicates an ``infer: false`` add whose exact text is already stored in the same
+    scope (direct-import docs); such an add answers ``SUCCEEDED`` with empty ``results``.
+    """
 
     cloud_id: str | None
     event_id: str | None
+
+    @property
+    def deduplicated(self) -> bool:
+        """mem0 stored nothing new: the text is already there (look the existing memory up)."""
+        return self.cloud_id is None and self.event_id is None
 
 
 @dataclass(frozen=True)
@@ -85,8 +100,13 @@ def _text(value: Any) -> str | None:
 class EventResult:
     """State of a queued add."""
 
-    status: str  # PENDING | PROCESSING | SUCCEEDED | FAILED
+    status: str  # PENDING | RUNNING | PROCESSING | SUCCEEDED | FAILED
     cloud_id: str | None
+
+    @property
+    def finished(self) -> bool:
+        """SUCCEEDED or FAILED; any other status (PENDING, RUNNING, ...) is still being processed."""
+        return self.status in ("SUCCEEDED", "FAILED")
 
 
 def _ts(value: Any) -> datetime | None:
@@ -209,7 +229,13 @@ class CloudClient:
             "infer": False,
         }
         body = await self._call("POST", "/v3/memories/add/", json=payload, retry=retry)
+        status = str(body.get("status") or "").upper() if isinstance(body, dict) else ""
+        if isinstance(body, dict) and isinstance(body.get("event_id"), str) and not body.get("results") \
+                and status not in ("SUCCEEDED", "FAILED"):
+            return AddResult(cloud_id=None, event_id=body["event_id"])  # v3: {"event_id", "status": "PENDING"}
         results = body.get("results") if isinstance(body, dict) else body
+        if isinstance(results, list) and not results and status in ("", "SUCCEEDED"):
+            return AddResult(cloud_id=None, event_id=None)  # deduplicated: the text is already stored
         if not isinstance(results, list) or not results or not isinstance(results[0], dict):
             raise RemoteRejectedError("mem0 stored nothing for the add", service=SERVICE)
         first = results[0]
@@ -284,6 +310,18 @@ class CloudClient:
         """Pages of memories updated at or after ``cursor - overlap`` (all when no cursor)."""
         extra = [] if cursor is None else [{"updated_at": {"gte": (cursor - overlap).isoformat()}}]
         return self.pages(extra)
+
+    async def find_by_text(self, text: str, digest: str) -> CloudMemory | None:
+        """The scope's memory holding exactly ``text`` (what a deduplicated add kept), if any.
+
+        First by the ``content_hash`` metadata memsyncd writes, then by reading the scope.
+        """
+        for extra in ([{"metadata": {"content_hash": digest}}], []):
+            async for page in self.pages(extra):
+                for memory in page:
+                    if memory.text == text:
+                        return memory
+        return None
 
     async def find_by_local_id(self, local_id: str, since: datetime | None) -> CloudMemory | None:
         """Find the cloud memory an earlier create made for ``local_id`` (exactly-once recovery)."""

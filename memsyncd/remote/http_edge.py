@@ -9,8 +9,10 @@ request with stamina retries on 429 (honouring ``Retry-After``, bounded) and on
 from __future__ import annotations
 
 import contextlib
+import email.utils
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -74,12 +76,21 @@ def map_transport_errors(service: str, unreachable: type[NetworkUnreachableError
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds: delay-seconds, or an HTTP date (RFC 9110 10.2.3) measured from the
+    answer's ``Date`` (the server's clock, so clock skew does not count), else from our clock."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        sent = response.headers.get("Date")
+        now = email.utils.parsedate_to_datetime(sent) if sent else datetime.now(UTC)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, IndexError):
         return None
 
 

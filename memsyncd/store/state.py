@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from memsyncd.errors import StateUnreadableError
-from memsyncd.models import Conflict, Mapping, PushIntent, format_ts, utc_now
+from memsyncd.models import (
+    Conflict,
+    LocalDuplicate,
+    LocalReplace,
+    Mapping,
+    PushIntent,
+    content_hash,
+    format_ts,
+    utc_now,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -51,6 +60,27 @@ MIGRATIONS: tuple[str, ...] = (
         content_hash TEXT NOT NULL,
         started_at TEXT NOT NULL,
         event_id TEXT
+    );
+    """,
+    # 2: local rewrites in progress (create the new copy, delete the old one, move the mapping), and
+    #    local memories whose text another local memory already holds in the cloud (mem0 kept one copy)
+    """
+    CREATE TABLE local_replaces (
+        old_local_id TEXT PRIMARY KEY,
+        cloud_id TEXT NOT NULL,
+        token TEXT NOT NULL,
+        old_hash TEXT,
+        level INTEGER NOT NULL DEFAULT 1,
+        base_text TEXT,
+        new_local_id TEXT,
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE local_duplicates (
+        local_id TEXT PRIMARY KEY,
+        of_local_id TEXT NOT NULL,
+        cloud_id TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
     );
     """,
 )
@@ -285,6 +315,7 @@ class StateStore:
             (mapping.local_id, mapping.cloud_id, mapping.base_hash, mapping.base_text, mapping.level, now),
         )
         self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (mapping.local_id,))
+        self._db.execute("DELETE FROM local_duplicates WHERE local_id = ?", (mapping.local_id,))
 
     @_guarded
     def delete_mapping(self, local_id: str) -> None:
@@ -372,6 +403,108 @@ class StateStore:
         """All unfinished creates."""
         return [PushIntent(*row) for row in
                 self._db.execute("SELECT local_id, content_hash, started_at, event_id FROM push_intents")]
+
+    # --- local rewrites (engine/replace.py) ---------------------------------------------------
+
+    _REPLACE_COLS = "old_local_id, cloud_id, token, old_hash, level, base_text, new_local_id, started_at"
+
+    @_guarded
+    def record_local_replace(self, old_local_id: str, cloud_id: str, token: str, old_hash: str | None,
+                             level: int, base_text: str | None) -> LocalReplace:
+        """Record, durably and before the local create is sent, that ``old_local_id`` is being rewritten."""
+        self._db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
+        try:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO local_replaces({self._REPLACE_COLS}) VALUES(?, ?, ?, ?, ?, ?, NULL, ?)",
+                (old_local_id, cloud_id, token, old_hash, level, base_text, _now()))
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        found = self.local_replace(old_local_id)
+        assert found is not None
+        return found
+
+    @_guarded
+    def set_local_replace_new_id(self, old_local_id: str, new_local_id: str) -> None:
+        """Note the id of the new copy once its create answered (recovery then needs no search)."""
+        self._db.execute("UPDATE local_replaces SET new_local_id = ? WHERE old_local_id = ?",
+                         (new_local_id, old_local_id))
+
+    @_guarded
+    def local_replace(self, old_local_id: str) -> LocalReplace | None:
+        """The rewrite in progress of a local id, if any."""
+        row = self._db.execute(f"SELECT {self._REPLACE_COLS} FROM local_replaces WHERE old_local_id = ?",
+                               (old_local_id,)).fetchone()
+        return LocalReplace(*row) if row else None
+
+    @_guarded
+    def local_replaces(self) -> list[LocalReplace]:
+        """All rewrites in progress (left by a crash or a failed step), oldest first."""
+        return [LocalReplace(*row) for row in self._db.execute(
+            f"SELECT {self._REPLACE_COLS} FROM local_replaces ORDER BY started_at")]
+
+    @_guarded
+    def drop_local_replace(self, old_local_id: str) -> None:
+        """Forget a rewrite that did not happen (or was withdrawn)."""
+        self._db.execute("DELETE FROM local_replaces WHERE old_local_id = ?", (old_local_id,))
+
+    @_guarded
+    def finish_local_replace(self, old_local_id: str, new_local_id: str, base_text: str | None) -> Mapping | None:
+        """Move the pair, its open conflict and merge base to the new local id, in one transaction.
+
+        ``base_text`` None keeps the pair's merge base. Returns the mapping now held by
+        ``new_local_id`` (None when the old id had no mapping).
+        """
+        with self._tx():
+            row = self._db.execute(
+                "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id = ?",
+                (old_local_id,)).fetchone()
+            moved: Mapping | None = None
+            if row is not None:
+                old = self._mapping(row)
+                moved = Mapping(new_local_id, old.cloud_id,
+                                content_hash(base_text) if base_text is not None else old.base_hash,
+                                base_text if base_text is not None else old.base_text, old.level)
+                self._db.execute("DELETE FROM mappings WHERE local_id = ?", (old_local_id,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO mappings(local_id, cloud_id, base_hash, base_text, level, updated_at) "
+                    "VALUES(?, ?, ?, ?, ?, ?)",
+                    (moved.local_id, moved.cloud_id, moved.base_hash, moved.base_text, moved.level, _now()))
+            self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (new_local_id,))
+            if base_text is not None:  # a new base held by both sides settles the pair's conflict
+                self._db.execute("DELETE FROM conflicts WHERE local_id = ?", (old_local_id,))
+            else:
+                self._db.execute("UPDATE conflicts SET local_id = ? WHERE local_id = ?",
+                                 (new_local_id, old_local_id))
+            self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (old_local_id,))
+            self._db.execute("DELETE FROM local_replaces WHERE old_local_id = ?", (old_local_id,))
+        return moved
+
+    # --- local duplicates (exactly_once: mem0 deduplicated the add) ---------------------------
+
+    @_guarded
+    def record_local_duplicate(self, local_id: str, of_local_id: str, cloud_id: str, digest: str) -> None:
+        """Note that ``local_id`` holds the same text as ``of_local_id``, whose cloud copy ``cloud_id`` is shared.
+
+        Its push intent is done with: mem0 keeps one copy of an exact repeat.
+        """
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO local_duplicates(local_id, of_local_id, cloud_id, content_hash, recorded_at) "
+                "VALUES(?, ?, ?, ?, ?)", (local_id, of_local_id, cloud_id, digest, _now()))
+            self._db.execute("DELETE FROM push_intents WHERE local_id = ?", (local_id,))
+
+    @_guarded
+    def local_duplicate(self, local_id: str) -> LocalDuplicate | None:
+        """The duplicate record of a local id, if any."""
+        row = self._db.execute("SELECT local_id, of_local_id, cloud_id, content_hash FROM local_duplicates "
+                               "WHERE local_id = ?", (local_id,)).fetchone()
+        return LocalDuplicate(*row) if row else None
+
+    @_guarded
+    def local_duplicates(self) -> list[LocalDuplicate]:
+        """All local duplicates, oldest first."""
+        return [LocalDuplicate(*row) for row in self._db.execute(
+            "SELECT local_id, of_local_id, cloud_id, content_hash FROM local_duplicates ORDER BY recorded_at")]
 
     # --- conflicts --------------------------------------------------------------------------
 

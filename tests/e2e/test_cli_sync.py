@@ -109,7 +109,10 @@ def test_one_sided_edits_fast_forward(root: Path, emu: Emulators) -> None:
     emu.cloud_edit(cloud_id, "ff: edited in the cloud")
     result = ctl(root, "sync")
     assert "Updated: 1" in result.stdout
-    assert emu.local_get(local_id)["text"] == "ff: edited in the cloud"
+    # written as a new local copy (OpenMemory's PUT would leave what agents read stale): the old one is deleted
+    texts = emu.local_texts()
+    assert texts.count("ff: edited in the cloud") == 1 and "ff: edited locally" not in texts
+    assert emu.local_get(local_id)["state"] == "deleted"
 
 
 @pytest.mark.parametrize("keep", ["local", "cloud", "both", "text"])

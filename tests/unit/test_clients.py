@@ -147,7 +147,7 @@ def test_list_pages_follow_next_and_send_scope_filters() -> None:
         return [m.id async for page in cloud_client(handler).pages() for m in page]
 
     assert run(collect()) == ["c1", "c2"]
-    assert bodies[0][1] == {"filters": {"AND": [{"user_id": "alice"}, {"agent_id": "claude"}]}}
+    assert bodies[0][1] == {"filters": {"AND": [{"OR": [{"user_id": "alice"}, {"agent_id": "claude"}]}]}}
     assert bodies[1][0]["page"] == "2"
 
 
