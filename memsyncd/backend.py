@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
 
-from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.config import Paths, Settings, load_api_key, load_settings, load_trusted_settings
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import DaemonError, SyncUnavailableError
 from memsyncd.logs import register_secret
@@ -41,6 +41,9 @@ def run_lock(settings: Settings) -> FileLock:
 
 def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
     """A Syncer for ``paths`` with settings and key loaded the documented way."""
+    from memsyncd.trust import require_trusted
+
+    require_trusted(paths.root)  # the key goes where this config says: only a trusted one (the daemon checks too)
     settings = settings or load_settings(paths)
     key = load_api_key()
     register_secret(key.get_secret_value() if key else None)
@@ -65,7 +68,7 @@ class InProcessBackend:
 
     def _configured(self) -> Syncer:
         """The engine, after checking (before anything is created on disk) that the cloud is configured."""
-        if self._syncer is None and not (load_settings(self.paths).cloud.enabled and load_api_key()):
+        if self._syncer is None and not (load_trusted_settings(self.paths).cloud.enabled and load_api_key()):
             raise SyncUnavailableError("Cloud sync is not configured.")
         syncer = self.syncer
         if not syncer.configured:

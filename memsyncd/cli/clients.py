@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from memsyncd.cloud import CloudClient, Scope
-from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.config import Paths, Settings, load_api_key, load_trusted_settings
 from memsyncd.errors import SyncUnavailableError
 from memsyncd.http_edge import RetryPolicy
 from memsyncd.local import LocalClient
@@ -51,7 +51,7 @@ def cloud_settings(paths: Paths) -> tuple[Settings, str]:
         ConfigError: the config is invalid (exit 2).
         SyncUnavailableError: cloud sync is off or no key is set (exit 3).
     """
-    settings = load_settings(paths)
+    settings = load_trusted_settings(paths)
     key = load_api_key()
     if not settings.cloud.enabled or key is None:
         raise SyncUnavailableError("Cloud sync is not configured.")

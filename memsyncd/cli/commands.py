@@ -38,6 +38,7 @@ from memsyncd.models import Conflict, SyncMode, utc_now
 from memsyncd.queue_store import QueueStore
 from memsyncd.report import SyncReport
 from memsyncd.runtime import default_socket_path
+from memsyncd.trust import require_trusted
 
 PROGRESS_POLL_SECONDS = 0.3  # how often a sync through the daemon asks for its progress (display only)
 
@@ -227,7 +228,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         if args.action == "install" and paths.config.exists():
             from memsyncd.cli.roots import register_root
 
-            sys.stdout.write(register_root(paths.root) + "\n")
+            sys.stdout.write(register_root(paths.root, trust=False) + "\n")
         return EXIT_OK
     if args.command == "state":
         from memsyncd.rebuild import rebuild_state
@@ -261,6 +262,12 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         return await _daemon_only(paths, args)
     if args.command == "queue":
         return _queue(paths, args)
+    if args.command in ("trust", "untrust"):
+        from memsyncd.cli.trust import trust_command
+
+        return trust_command(paths, args)
+    if args.command in ("sync", "status"):
+        require_trusted(paths.root)  # before any request: an untrusted config never gets the key (exit 2)
     async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
         if args.command in ("sync", "status"):
             return await _sync(backend, args)

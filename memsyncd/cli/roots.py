@@ -16,7 +16,7 @@ from urllib.parse import quote
 from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
-from memsyncd.paths import Paths, resolve_root
+from memsyncd.paths import CONFIG_RELPATH, Paths, resolve_root
 from memsyncd.roots import RootRegistry
 from memsyncd.runtime import user_socket_path
 
@@ -50,14 +50,34 @@ def roots_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register_root(root: Path, registry: RootRegistry | None = None) -> str:
-    """Register ``root`` and have a running user daemon serve it now; returns the line to print."""
+def register_root(root: Path, registry: RootRegistry | None = None, *, trust: bool = True) -> str:
+    """Register ``root`` and have a running user daemon serve it now; returns the lines to print.
+
+    With ``trust`` (``roots add``, ``init``: the user named this root) its config is trusted first
+    and the output says so; without, an untrusted root is not registered and the output says how
+    to trust it.
+
+    Raises:
+        UntrustedRootError: the root is refused outright (another owner, group/other-writable, a symlink).
+    """
+    from memsyncd.trust import describe, evaluate, record_trust, trust_command
+
+    root = Path(root).resolve()
+    lines = []
+    if trust:
+        lines.append(describe(record_trust(root) if (root / CONFIG_RELPATH).is_file() else evaluate(root)))
+    else:
+        current = evaluate(root)
+        if not current.trusted:
+            return (f"Root {root}: not registered: {current.config} is not trusted. Review it, then run "
+                    f"'{trust_command(root)}' and 'memsyncctl roots add {root}'.")
     added = (registry or RootRegistry()).add(root)
     served = _daemon("POST", "/v1/roots", {"path": str(root)}) is not None
     state = "registered" if added else "already registered"
     tail = ("the daemon serves it now" if served else
             "the daemon serves it once it runs ('memsyncctl service install' or 'memsyncd run')")
-    return f"Root {root}: {state}; {tail}."
+    lines.append(f"Root {root}: {state}; {tail}.")
+    return "\n".join(lines)
 
 
 def _list(registry: RootRegistry, args: argparse.Namespace) -> int:
@@ -106,6 +126,16 @@ def _local_summary(root: Path) -> dict[str, Any]:
     if not paths.config.is_file():
         row["problem"] = {"type": "ConfigError", "title": "not configured",
                           "message": f"no {paths.config}; run 'memsyncctl init --root {root}'."}
+        return row
+    from memsyncd.trust import evaluate, untrusted_error
+
+    try:
+        trust = evaluate(root)
+    except MemsyncError as exc:
+        row["problem"] = exc.to_dict()
+        return row
+    if not trust.trusted:
+        row["problem"] = untrusted_error(trust).to_dict()
     return row
 
 
