@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
-from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
+from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, MemsyncError, UntrustedRootError
 from memsyncd.paths import CONFIG_RELPATH, Paths, resolve_root
 from memsyncd.roots import RootRegistry
 from memsyncd.runtime import user_socket_path
@@ -58,16 +58,25 @@ def register_root(root: Path, registry: RootRegistry | None = None, *, trust: bo
     to trust it.
 
     Raises:
-        UntrustedRootError: the root is refused outright (another owner, group/other-writable, a symlink).
+        UntrustedRootError: with ``trust``, the root is refused outright (another owner, group/other-writable,
+            a symlink); without, that is said in the returned line instead.
     """
     from memsyncd.trust import describe, evaluate, record_trust, trust_command
 
     root = Path(root).resolve()
     lines = []
     if trust:
-        lines.append(describe(record_trust(root) if (root / CONFIG_RELPATH).is_file() else evaluate(root)))
+        try:
+            lines.append(describe(record_trust(root) if (root / CONFIG_RELPATH).is_file() else evaluate(root)))
+        except UntrustedRootError:  # refused outright: not registered
+            raise
+        except ConfigError as exc:  # unreadable: registered, reported by the daemon, trusted once fixed
+            lines.append(f"{exc.message} Not trusted: fix it, then run '{trust_command(root)}'.")
     else:
-        current = evaluate(root)
+        try:
+            current = evaluate(root)
+        except ConfigError as exc:  # refused outright, or unreadable: say so, register nothing
+            return f"Root {root}: not registered: {exc.message}"
         if not current.trusted:
             return (f"Root {root}: not registered: {current.config} is not trusted. Review it, then run "
                     f"'{trust_command(root)}' and 'memsyncctl roots add {root}'.")
