@@ -280,6 +280,7 @@ def test_attack_b_cloned_repo_is_queued_but_never_served_until_trusted(emu: Emul
         assert not registry.contains(repo) and str(repo) not in daemon.roots()
         queued = run_ctl("enqueue", "m-2", cwd=work, home=home, **env)
         assert queued.returncode == 0 and "memsyncctl trust" in queued.stderr
+        assert [e["id"] for e in read_queue(repo)["pending"]] == [memory, "m-2"]
         assert not registry.contains(repo) and str(repo) not in daemon.roots()
         # a client that asks the daemon anyway is refused, and nothing is registered
         for method, route, body in (("POST", "/v1/roots", {"path": str(repo)}),
@@ -384,3 +385,18 @@ def test_environment_overrides_are_trusted_without_a_config(tmp_path: Path, list
     assert "not trusted" not in done.stderr, done.stderr
     assert any(r["authorization"] == f"Token {API_KEY}" for r in listener.requests)
 
+
+
+def test_hook_and_enqueue_keep_the_id_when_the_config_is_unreadable(tmp_path: Path, runtime: Path) -> None:
+    """An unreadable config cannot be trusted; the id still goes into the queue file, the daemon is not told."""
+    root = tmp_path / "broken"
+    write_config(root, "{not json")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    hooked = run_ctl("hook", "post-tool-use", cwd=root, home=home, stdin=hook_payload("m-1"), **env)
+    assert hooked.returncode == 0 and len(hooked.stderr.strip().splitlines()) == 1, hooked.stderr
+    assert "not valid JSON" in hooked.stderr and "Traceback" not in hooked.stderr
+    queued = run_ctl("enqueue", "m-2", cwd=root, home=home, **env)
+    assert queued.returncode == 0, queued.stderr
+    assert [e["id"] for e in read_queue(root)["pending"]] == ["m-1", "m-2"]

@@ -83,13 +83,20 @@ def _require_trusted(paths: Paths) -> None:
 def _untrusted_note(paths: Paths) -> str | None:
     """None when the root is trusted; else one line: why the daemon is not told, and the command that trusts it.
 
+    An unreadable config counts as untrusted here: the id still goes into the queue file (never lost).
+
     Raises:
         UntrustedRootError: refused outright (not owned by you, group/other-writable, a symlink).
-        ConfigError: the config cannot be read.
     """
+    from memsyncd.errors import ConfigError, UntrustedRootError
     from memsyncd.trust import evaluate, trust_command
 
-    trust = evaluate(paths.root)
+    try:
+        trust = evaluate(paths.root)
+    except UntrustedRootError:
+        raise
+    except ConfigError as exc:
+        return f"{exc.message.rstrip('.')}; the daemon was not told. Fix it, then run '{trust_command(paths.root)}'."
     if trust.trusted:
         return None
     why = "its security settings changed since you trusted it" if trust.reason == "changed" else "it is not trusted"
