@@ -10,7 +10,12 @@ Each root is a :class:`~memsyncd.root_service.RootService` (engine thread, watch
 off the event loop; a root that cannot start (bad config, unreadable files) is reported for that root
 and never stops the others. A root's ``config.json`` is watched: a valid edit restarts that root's
 service with the new settings, a bad one is reported and the last good config stays in force.
-``SIGHUP`` re-reads the registry and every config. ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new
+``SIGHUP`` re-reads the registry and every config.
+
+A root whose config the user has not trusted (:mod:`memsyncd.trust`) is never served, from whichever
+source it comes; it is reported as that root's problem with the command that trusts it. A trusted
+root whose security fields change stops being served at once. The trust store is watched, so
+``memsyncctl trust`` / ``untrust`` apply without a restart. ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new
 work, in-flight requests finish or are abandoned within 10 s, exit 0.
 """
 
