@@ -172,6 +172,19 @@ def load_settings(paths: Paths) -> Settings:
     return settings_from_dict(data, paths.config)
 
 
+def load_trusted_settings(paths: Paths) -> Settings:
+    """:func:`load_settings` for anything that touches the network: only from a trusted root.
+
+    Raises:
+        UntrustedRootError: the config was never trusted, changed since, or is not safely owned.
+        ConfigError: naming the file (or environment variable), the key and what was expected.
+    """
+    from memsyncd.store.trust import require_trusted
+
+    require_trusted(paths.root)
+    return load_settings(paths)
+
+
 def settings_from_dict(data: dict[str, Any], source: Path) -> Settings:
     """Validate a config document (plus the ``MEMSYNC_*`` overrides) the way :func:`load_settings` does.
 

@@ -24,6 +24,7 @@ from memsyncd.ctl import main as ctl_main
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.errors import EXIT_OK
+from memsyncd.store.trust import TRUSTED_ROOTS_ENV
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_USER = "demo"
@@ -83,6 +84,7 @@ class Demo:
     def start_daemon(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSYNC_", "NOTIFY_SOCKET", "WATCHDOG_"))}
         env["MEM0_API_KEY"] = DEMO_KEY
+        env[TRUSTED_ROOTS_ENV] = str(self.root)  # the demo wrote this root's config itself
         log = open(self.root / "memsyncd.log", "wb")  # noqa: SIM115 - closed with the process
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "memsyncd", "run", "--root", str(self.root), "--socket", str(self.socket),
@@ -102,9 +104,11 @@ class Demo:
 
 
 @contextlib.contextmanager
-def _demo_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("MEM0_API_KEY", "MEMSYNC_ROOT")}
+def _demo_env(root: Path) -> Iterator[None]:
+    """The demo's key, and trust of its own throw-away root (through the environment: nothing is recorded)."""
+    saved = {k: os.environ.get(k) for k in ("MEM0_API_KEY", "MEMSYNC_ROOT", TRUSTED_ROOTS_ENV)}
     os.environ["MEM0_API_KEY"] = DEMO_KEY
+    os.environ[TRUSTED_ROOTS_ENV] = str(root)
     os.environ.pop("MEMSYNC_ROOT", None)
     try:
         yield
@@ -121,7 +125,7 @@ def run_demo(keep: bool = False) -> int:
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="memsyncd-demo-"))
     _say("memsyncd demo: local OpenMemory <-> mem0 cloud, on loopback emulators (no accounts, no network)\n")
-    with _demo_env(), RunningEmulators(api_key=DEMO_KEY, user=DEMO_USER) as emu:
+    with _demo_env(root), RunningEmulators(api_key=DEMO_KEY, user=DEMO_USER) as emu:
         admin = EmulatorAdmin(emu.openmemory_url, emu.mem0_url, DEMO_KEY, DEMO_USER)
         demo = Demo(root, emu, admin)
         try:

@@ -4,6 +4,7 @@ Hierarchy::
 
     MemsyncError                      title + message (what to do) + exit_code
     ├── ConfigError                   bad config.json / env / flags            (exit 2)
+    │   └── UntrustedRootError        a root's config is not trusted, or not safely owned (exit 2)
     ├── UsageError                    bad command-line or API arguments        (exit 2)
     ├── SyncUnavailableError          cloud not enabled / no API key           (exit 3)
     ├── QueueUnreadableError          sync queue file corrupt or wrong type    (exit 6)
@@ -68,6 +69,16 @@ class ConfigError(MemsyncError):
     """Raised when config.json, the environment or the key source is invalid."""
 
     title = "Invalid configuration"
+    exit_code = EXIT_USAGE
+
+
+class UntrustedRootError(ConfigError):
+    """Raised when a root's config was never trusted, changed since, or is not safely owned.
+
+    Nothing that touches the network (or the daemon, for the hook) happens for such a root.
+    """
+
+    title = "Untrusted root"
     exit_code = EXIT_USAGE
 
 
@@ -269,7 +280,8 @@ class ServiceManagerError(MemsyncError):
 _REGISTRY: dict[str, type[MemsyncError]] = {
     cls.__name__: cls
     for cls in (
-        MemsyncError, ConfigError, UsageError, SyncUnavailableError, StateUnreadableError, QueueBusyError,
+        MemsyncError, ConfigError, UntrustedRootError, UsageError, SyncUnavailableError, StateUnreadableError,
+        QueueBusyError,
         FileAccessError,
         DaemonError, DaemonNotRunningError, AlreadyRunningError, RemoteError,
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,

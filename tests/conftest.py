@@ -30,6 +30,22 @@ def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         os.environ["XDG_CONFIG_HOME"] = saved
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _trusted_tmp_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The roots tests make under pytest's tmp directory point at the emulators: trust them all.
+
+    ``MEMSYNC_TRUSTED_ROOTS`` reaches subprocesses through ``harness.base_env``. Tests of the trust
+    model itself (tests/test_trust.py) clear it, so they prove the refusal.
+    """
+    saved = os.environ.get("MEMSYNC_TRUSTED_ROOTS")
+    os.environ["MEMSYNC_TRUSTED_ROOTS"] = str(tmp_path_factory.getbasetemp())
+    yield
+    if saved is None:
+        os.environ.pop("MEMSYNC_TRUSTED_ROOTS", None)
+    else:
+        os.environ["MEMSYNC_TRUSTED_ROOTS"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _no_retry_sleeps() -> Iterator[None]:
     """stamina's testing mode: retries keep their configured attempt counts but never sleep."""

@@ -30,6 +30,8 @@ def base_env(**extra: str) -> dict[str, str]:
     """A clean environment for subprocesses: no inherited key, no real root, telemetry off."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET", "WATCHDOG_", "CREDENTIALS_DIRECTORY"))}
+    if os.environ.get("MEMSYNC_TRUSTED_ROOTS"):  # the suite's blanket trust of its tmp roots (conftest.py)
+        env["MEMSYNC_TRUSTED_ROOTS"] = os.environ["MEMSYNC_TRUSTED_ROOTS"]
     env["MEM0_TELEMETRY"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)

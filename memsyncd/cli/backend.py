@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from memsyncd.config import Paths, load_api_key, load_settings
+from memsyncd.config import Paths, load_api_key, load_trusted_settings
 from memsyncd.engine.report import StatusReport, SyncReport
 from memsyncd.engine.syncer import ProgressCallback, Syncer, build_syncer
 from memsyncd.errors import SyncUnavailableError
@@ -46,7 +46,7 @@ class InProcessBackend:
 
     def _configured(self) -> Syncer:
         """The engine, after checking (before anything is created on disk) that the cloud is configured."""
-        if self._syncer is None and not (load_settings(self.paths).cloud.enabled and load_api_key()):
+        if self._syncer is None and not (load_trusted_settings(self.paths).cloud.enabled and load_api_key()):
             raise SyncUnavailableError("Cloud sync is not configured.")
         syncer = self.syncer
         if not syncer.configured:

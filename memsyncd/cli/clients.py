@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.config import Paths, Settings, load_api_key, load_trusted_settings
 from memsyncd.errors import SyncUnavailableError
 from memsyncd.logs import register_secret
 from memsyncd.remote.cloud import CloudClient, Scope
@@ -51,7 +51,7 @@ def cloud_settings(paths: Paths) -> tuple[Settings, str]:
         ConfigError: the config is invalid (exit 2).
         SyncUnavailableError: cloud sync is off or no key is set (exit 3).
     """
-    settings = load_settings(paths)
+    settings = load_trusted_settings(paths)
     key = load_api_key()
     if not settings.cloud.enabled or key is None:
         raise SyncUnavailableError("Cloud sync is not configured.")

@@ -36,6 +36,7 @@ from memsyncd.logs import configure_cli_logging
 from memsyncd.models import Conflict, SyncMode, utc_now
 from memsyncd.store.paths import default_socket_path
 from memsyncd.store.queue import QueueStore
+from memsyncd.store.trust import require_trusted
 from memsyncd.wire import Keep, conflict_to_json
 
 PROGRESS_POLL_SECONDS = 0.3  # how often a sync through the daemon asks for its progress (display only)
@@ -226,7 +227,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         if args.action == "install" and paths.config.exists():
             from memsyncd.cli.roots import register_root
 
-            sys.stdout.write(register_root(paths.root) + "\n")
+            sys.stdout.write(register_root(paths.root, trust=False) + "\n")
         return EXIT_OK
     if args.command == "state":
         from memsyncd.cli.rebuild import rebuild_state
@@ -260,6 +261,12 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         return await _daemon_only(paths, args)
     if args.command == "queue":
         return _queue(paths, args)
+    if args.command in ("trust", "untrust"):
+        from memsyncd.cli.trust import trust_command
+
+        return trust_command(paths, args)
+    if args.command in ("sync", "status"):
+        require_trusted(paths.root)  # before any request: an untrusted config never gets the key (exit 2)
     async with open_backend(paths, socket_path=args.socket, allow_daemon=not args.no_daemon) as backend:
         if args.command in ("sync", "status"):
             return await _sync(backend, args)

@@ -115,6 +115,15 @@ def check_config(ctx: DoctorContext) -> Check:
     except ConfigError as exc:
         return Check("config", Status.FAIL, exc.message,
                      f"fix the file, or rewrite it with 'memsyncctl --root {ctx.paths.root} init --force'")
+    from memsyncd.store.trust import evaluate, trust_command, untrusted_error
+
+    try:
+        trust = evaluate(ctx.paths.root)
+    except ConfigError as exc:  # refused outright: another owner, group/other-writable, a symlink
+        return Check("config", Status.FAIL, exc.message, f"fix the ownership and mode of {path}")
+    if not trust.trusted:  # ctx.settings stays None: no server is contacted with an untrusted config
+        return Check("config", Status.FAIL, untrusted_error(trust).message,
+                     f"review {path}, then: {trust_command(ctx.paths.root)}")
     ctx.settings = settings
     if not path.exists() and not settings.cloud.enabled:
         return Check("config", Status.FAIL, f"no config at {path}: cloud sync is off",

@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 from memsyncd import wire
-from memsyncd.errors import EXIT_OK, UsageError
+from memsyncd.errors import EXIT_OK, MemsyncError, UsageError
 from memsyncd.store.paths import Paths, resolve_root
 
 if TYPE_CHECKING:
@@ -69,6 +69,42 @@ def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str,
     raise NoDaemon("no daemon listens for this root")
 
 
+def _require_trusted(paths: Paths) -> None:
+    """Refuse (exit 2) before any request when the root's config is not trusted (see :mod:`memsyncd.store.trust`).
+
+    Raises:
+        UntrustedRootError: never trusted, changed since, or refused outright (ownership).
+        ConfigError: the config cannot be read.
+    """
+    from memsyncd.store.trust import require_trusted
+
+    require_trusted(paths.root)
+
+
+def _untrusted_note(paths: Paths) -> str | None:
+    """None when the root is trusted; else one line: why the daemon is not told, and the command that trusts it.
+
+    An unreadable config counts as untrusted here: the id still goes into the queue file (never lost).
+
+    Raises:
+        UntrustedRootError: refused outright (not owned by you, group/other-writable, a symlink).
+    """
+    from memsyncd.errors import ConfigError, UntrustedRootError
+    from memsyncd.store.trust import evaluate, trust_command
+
+    try:
+        trust = evaluate(paths.root)
+    except UntrustedRootError:
+        raise
+    except ConfigError as exc:
+        return f"{exc.message.rstrip('.')}; the daemon was not told. Fix it, then run '{trust_command(paths.root)}'."
+    if trust.trusted:
+        return None
+    why = "its security settings changed since you trusted it" if trust.reason == "changed" else "it is not trusted"
+    return (f"{trust.config} decides where your mem0 key and memories go and {why}, so the daemon was not "
+            f"told and nothing is sent; review it, then run '{trust_command(paths.root)}'.")
+
+
 def _note(text: str) -> None:
     sys.stderr.write(text + "\n")
 
@@ -83,6 +119,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
+    _require_trusted(paths)
     try:
         answer = _ask_daemon(args, paths, "GET", wire.STATUS, timeout=STATUS_TIMEOUT_SECONDS)
     except NoDaemon:
@@ -125,7 +162,10 @@ def enqueue_command(args: argparse.Namespace) -> int:
     action: Literal["push", "delete"] = "delete" if args.delete else "push"
     timestamp = format_ts(utc_now())
     payload = {"id": args.id, "action": action, "level": args.level, "content_hash": args.content_hash}
-    if args.no_daemon or not _enqueue_via_daemon(args, paths, payload):
+    untrusted = _untrusted_note(paths)  # refused roots raise here: nothing is written under another's .claude
+    if untrusted is not None:
+        _note(f"{PROG}: {untrusted}")
+    if args.no_daemon or untrusted is not None or not _enqueue_via_daemon(args, paths, payload):
         from memsyncd.models import QueueEntry
         from memsyncd.store.queue import QueueStore
 
@@ -150,7 +190,7 @@ def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[st
         if args.verbose:
             _note(f"{PROG}: {exc}; writing {paths.queue} directly.")
         return False
-    if answer.status >= 500:
+    if answer.status >= 500 or answer.error_type() == "UntrustedRootError":  # the file keeps it; never lost
         if args.verbose:
             _note(f"{PROG}: the daemon could not queue it ({answer.error()}); writing {paths.queue} directly.")
         return False
@@ -174,13 +214,19 @@ def hook_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         paths = _paths(args)
+        untrusted = _untrusted_note(paths)
     except UsageError as exc:  # cwd deleted, no home directory
         _note(f"memsyncctl hook: cannot find the root to queue into: {exc.message} Nothing was queued.")
+        return EXIT_OK
+    except MemsyncError as exc:  # refused outright (another user's .claude) or an unreadable config
+        _note(f"memsyncctl hook: {exc} Nothing was queued.")
         return EXIT_OK
     result = run_post_tool_use_hook(stdin_text, QueueStore(paths.queue, paths.queue_lock))
     if result.note:
         _note(result.note)
-    if result.queued and not args.no_daemon:
+    if result.queued and untrusted is not None:  # queued in the file only: the daemon is never told
+        _note(f"memsyncctl hook: queued in {paths.queue} only; {untrusted}")
+    elif result.queued and not args.no_daemon:
         _register_with_user_daemon(paths)
     if args.verbose:
         _note(f"{PROG}: queued {len(result.queued)} entries in {paths.queue}")

@@ -54,6 +54,7 @@ from memsyncd.errors import (
     UsageError,
 )
 from memsyncd.store.queue import atomic_write
+from memsyncd.store.trust import describe, evaluate, record_trust, untrusted_error
 
 DEFAULT_LOCAL_URL = "http://localhost:8765"
 DEFAULT_CLOUD_URL = "https://api.mem0.ai"
@@ -304,6 +305,10 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
         settings = load_settings(paths)
         document = None
         say(f"Keeping the existing {paths.config} (rerun with --force to rewrite it).")
+        existing = evaluate(paths.root)
+        if not existing.trusted:  # someone else's choice of servers: check nothing, send no key
+            say(describe(existing))
+            raise untrusted_error(existing)
     else:
         say(f"Setting up memsyncd for {paths.root} (config {paths.config}).")
         document = config_document(gather_choices(args, prompter))
@@ -336,6 +341,7 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
                 atomic_write(paths.config, previous)
             raise
         say(f"{'Replaced' if exists else 'Wrote'} {paths.config}")
+        say(describe(record_trust(paths.root)) + " Trusted: you wrote it.")
     key_rejected = any(isinstance(a.error, AuthError) for a in answers)
     if key and not key_rejected:
         replaced = key_file_path().exists()
@@ -355,7 +361,7 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
     if paths.config.exists():
         from memsyncd.cli.roots import register_root
 
-        say(register_root(paths.root))
+        say(register_root(paths.root, trust=False))  # trusted above (written here, or found trusted)
     say(next_steps(paths, settings).rstrip("\n"))
     if refused:
         return _exit_code(refused[0])

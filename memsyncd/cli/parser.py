@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     roots_list = roots_sub.add_parser("list", help="the registered roots")
     roots_list.add_argument("--json", action="store_true")
 
+    trust = sub.add_parser("trust", help="trust a root's config.json: show where your key and memories would go, "
+                                         "and record it (needed before sync, status or the daemon use it)")
+    trust.add_argument("dir", nargs="?", help="project directory holding .claude/ (default: the current root)")
+    trust.add_argument("--list", action="store_true", help="list the trusted configs instead")
+    trust.add_argument("--json", action="store_true", help="print one JSON object")
+    untrust = sub.add_parser("untrust", help="forget the trust of a root's config (the daemon stops serving it)")
+    untrust.add_argument("dir", nargs="?", help="project directory holding .claude/ (default: the current root)")
+
     enqueue = sub.add_parser("enqueue", help="add a local memory id to the sync queue")
     enqueue.add_argument("id", help="OpenMemory memory id")
     enqueue.add_argument("--delete", action="store_true", help="queue a delete instead of a push")

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.config import Paths, Settings, load_api_key, load_trusted_settings
 from memsyncd.engine.decide import cloud_level
 from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import DaemonError, StateUnreadableError, SyncUnavailableError
@@ -93,7 +93,7 @@ async def rebuild_state(paths: Paths, *, socket_path: str | None = None, allow_d
         if client is not None:
             raise DaemonError(f"memsyncd is running for {paths.root} and holds the state database open; stop it "
                               "('systemctl --user stop memsyncd' or Ctrl-C), run 'memsyncctl state rebuild', start it.")
-    settings = load_settings(paths)
+    settings = load_trusted_settings(paths)
     key = load_api_key()
     if key is None or not settings.cloud.enabled:
         raise SyncUnavailableError("Cloud sync is not configured; the id map is rebuilt from the cloud.")

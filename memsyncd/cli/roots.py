@@ -15,8 +15,8 @@ from typing import Any
 from memsyncd import wire
 from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
-from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
-from memsyncd.store.paths import Paths, resolve_root, user_socket_path
+from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, MemsyncError, UntrustedRootError
+from memsyncd.store.paths import CONFIG_RELPATH, Paths, resolve_root, user_socket_path
 from memsyncd.store.roots import RootRegistry
 
 DAEMON_TIMEOUT_SECONDS = 10.0
@@ -49,14 +49,43 @@ def roots_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register_root(root: Path, registry: RootRegistry | None = None) -> str:
-    """Register ``root`` and have a running user daemon serve it now; returns the line to print."""
+def register_root(root: Path, registry: RootRegistry | None = None, *, trust: bool = True) -> str:
+    """Register ``root`` and have a running user daemon serve it now; returns the lines to print.
+
+    With ``trust`` (``roots add``, ``init``: the user named this root) its config is trusted first
+    and the output says so; without, an untrusted root is not registered and the output says how
+    to trust it.
+
+    Raises:
+        UntrustedRootError: with ``trust``, the root is refused outright (another owner, group/other-writable,
+            a symlink); without, that is said in the returned line instead.
+    """
+    from memsyncd.store.trust import describe, evaluate, record_trust, trust_command
+
+    root = Path(root).resolve()
+    lines = []
+    if trust:
+        try:
+            lines.append(describe(record_trust(root) if (root / CONFIG_RELPATH).is_file() else evaluate(root)))
+        except UntrustedRootError:  # refused outright: not registered
+            raise
+        except ConfigError as exc:  # unreadable: registered, reported by the daemon, trusted once fixed
+            lines.append(f"{exc.message} Not trusted: fix it, then run '{trust_command(root)}'.")
+    else:
+        try:
+            current = evaluate(root)
+        except ConfigError as exc:  # refused outright, or unreadable: say so, register nothing
+            return f"Root {root}: not registered: {exc.message}"
+        if not current.trusted:
+            return (f"Root {root}: not registered: {current.config} is not trusted. Review it, then run "
+                    f"'{trust_command(root)}' and 'memsyncctl roots add {root}'.")
     added = (registry or RootRegistry()).add(root)
     served = _daemon("POST", wire.ROOTS, {"path": str(root)}) is not None
     state = "registered" if added else "already registered"
     tail = ("the daemon serves it now" if served else
             "the daemon serves it once it runs ('memsyncctl service install' or 'memsyncd run')")
-    return f"Root {root}: {state}; {tail}."
+    lines.append(f"Root {root}: {state}; {tail}.")
+    return "\n".join(lines)
 
 
 def _list(registry: RootRegistry, args: argparse.Namespace) -> int:
@@ -105,6 +134,16 @@ def _local_summary(root: Path) -> dict[str, Any]:
     if not paths.config.is_file():
         row["problem"] = {"type": "ConfigError", "title": "not configured",
                           "message": f"no {paths.config}; run 'memsyncctl init --root {root}'."}
+        return row
+    from memsyncd.store.trust import evaluate, untrusted_error
+
+    try:
+        trust = evaluate(root)
+    except MemsyncError as exc:
+        row["problem"] = exc.to_dict()
+        return row
+    if not trust.trusted:
+        row["problem"] = untrusted_error(trust).to_dict()
     return row
 
 

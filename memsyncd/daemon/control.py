@@ -36,6 +36,7 @@ from memsyncd.errors import (
     MemsyncError,
     QueueBusyError,
     RootNotServedError,
+    UntrustedRootError,
     UsageError,
 )
 from memsyncd.ids import id_problem
@@ -79,6 +80,8 @@ def _status_for(error: MemsyncError) -> int:
         return 503
     if isinstance(error, RootNotServedError):
         return 404
+    if isinstance(error, UntrustedRootError):
+        return 403
     if isinstance(error, UsageError):
         return 404 if "no open conflict" in error.message else 400
     return {EXIT_UNAVAILABLE: 503, EXIT_AUTH: 502, EXIT_NETWORK: 502, EXIT_UNREADABLE: 500}.get(error.exit_code, 500)

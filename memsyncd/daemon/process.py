@@ -10,7 +10,12 @@ Each root is a :class:`~memsyncd.daemon.root_service.RootService` (engine thread
 off the event loop; a root that cannot start (bad config, unreadable files) is reported for that root
 and never stops the others. A root's ``config.json`` is watched: a valid edit restarts that root's
 service with the new settings, a bad one is reported and the last good config stays in force.
-``SIGHUP`` re-reads the registry and every config. ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new
+``SIGHUP`` re-reads the registry and every config.
+
+A root whose config the user has not trusted (:mod:`memsyncd.store.trust`) is never served, from whichever
+source it comes; it is reported as that root's problem with the command that trusts it. A trusted
+root whose security fields change stops being served at once. The trust store is watched, so
+``memsyncctl trust`` / ``untrust`` apply without a restart. ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new
 work, in-flight requests finish or are abandoned within 10 s, exit 0.
 """
 
@@ -40,11 +45,12 @@ from memsyncd.daemon.root_service import RootService
 from memsyncd.daemon.runtime import PidLock, sd_notify, watchdog_interval
 from memsyncd.daemon.watcher import Debouncer, FileWatcher
 from memsyncd.engine.syncer import build_syncer
-from memsyncd.errors import EXIT_OK, EXIT_USAGE, MemsyncError, RootNotServedError, UsageError
+from memsyncd.errors import EXIT_OK, EXIT_USAGE, MemsyncError, RootNotServedError, UntrustedRootError, UsageError
 from memsyncd.logs import configure_logging
 from memsyncd.models import format_ts, utc_now
 from memsyncd.store.paths import USER_PID_NAME, default_socket_path, root_id, runtime_dir, user_socket_path
 from memsyncd.store.roots import RootRegistry, is_root
+from memsyncd.store.trust import require_trusted, store_path
 
 log = structlog.get_logger("memsyncd.daemon")
 
@@ -85,6 +91,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopping = False
         self._reload_task: asyncio.Task[None] | None = None
+        self._trust_debounce: Debouncer | None = None
         self.ready = False  # every root of the start-up list has been started (or found broken)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -102,6 +109,7 @@ class Daemon:
         self.scheduler.start()
         self.observer.daemon = True
         self.observer.start()
+        self._watch_trust_store()
         for root in await self._wanted_roots():  # before the socket listens: a client sees every root or none
             await self.add_root(root, register=False)
         await self.server.listen_unix(str(self.socket_path), mode=0o600)
@@ -129,6 +137,8 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         if self._reload_task is not None:
             self._reload_task.cancel()
+        if self._trust_debounce is not None:
+            self._trust_debounce.cancel()
         for held in self.roots.values():
             if held.config_debounce is not None:
                 held.config_debounce.cancel()
@@ -215,6 +225,27 @@ class Daemon:
         except OSError as exc:  # the root vanished or is not writable: reported by its problem
             log.warning("root.config_unwatchable", root=str(held.paths.root), error=str(exc))
 
+    def _watch_trust_store(self) -> None:
+        """``memsyncctl trust`` / ``untrust`` changed the trust store: check every root's trust again, at once."""
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:
+            if not self._stopping:
+                for held in list(self.roots.values()):
+                    self._spawn(self._reload(held))
+
+        debounce = Debouncer(loop, CONFIG_SETTLE_SECONDS, changed, ceiling=CONFIG_SETTLE_SECONDS)
+        self._trust_debounce = debounce
+
+        def on_event() -> None:  # watchdog's thread
+            with contextlib.suppress(RuntimeError):  # loop closed: shutting down
+                loop.call_soon_threadsafe(debounce.trigger)
+
+        try:
+            FileWatcher(store_path(), on_event, observer=self.observer).start()
+        except OSError as exc:  # no config home: trust changes then apply on SIGHUP or a config change
+            log.warning("trust.store_unwatchable", path=str(store_path()), error=str(exc))
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(lambda t: None if t.cancelled() or t.exception() is None
@@ -229,7 +260,16 @@ class Daemon:
                 if self.registry is not None and not is_root(held.paths.root):
                     raise UsageError(f"{held.paths.root} has no .claude/ directory any more; restore it, or "
                                      f"'memsyncctl roots remove {held.paths.root}'.")
+                await asyncio.to_thread(require_trusted, held.paths.root)
                 settings = await asyncio.to_thread(load_settings, held.paths)
+            except UntrustedRootError as exc:  # never trusted, changed since, or unsafely owned: stop using it
+                self._set_problem(held, exc)
+                log.error("root.untrusted", root=str(held.paths.root), error=str(exc),
+                          stopped=held.service is not None)
+                if held.service is not None:
+                    old, held.service, held.settings = held.service, None, None
+                    await old.stop(time.monotonic() + ROOT_STOP_SECONDS)
+                return
             except MemsyncError as exc:
                 self._set_problem(held, exc)
                 log.error("root.config_rejected", root=str(held.paths.root), error=str(exc),
@@ -316,6 +356,8 @@ class Daemon:
         path = Path(root).resolve()
         if self.single_root is not None and path != self.single_root.root:
             raise RootNotServedError(f"this daemon serves only {self.single_root.root} (memsyncd run --root).")
+        if path not in self.roots:  # never registered from a client's say-so unless the user trusted the config
+            await asyncio.to_thread(require_trusted, path)
         held = await self.add_root(path)
         return self.service_for(str(held.paths.root))
 
@@ -380,6 +422,7 @@ def run_main(argv: Sequence[str]) -> int:
     try:
         if single:
             paths = Paths(resolve_root(args.root))
+            require_trusted(paths.root)  # an untrusted config never gets the key: exit 2 at once
             load_settings(paths)  # a bad config of the one root: exit 2 at once, as always
             lock = PidLock(paths.state.with_name("memsyncd.pid"))
             socket_path = Path(args.socket) if args.socket else default_socket_path(paths.root)

@@ -31,6 +31,7 @@ from memsyncd.remote.cloud import CloudClient
 from memsyncd.remote.local import LocalClient
 from memsyncd.store.queue import QueueStore
 from memsyncd.store.state import StateStore
+from memsyncd.store.trust import require_trusted
 from memsyncd.wire import Keep
 
 __all__ = ["ItemStatus", "ProgressCallback", "Syncer"]
@@ -243,7 +244,12 @@ def _log_summary(report: SyncReport) -> None:
 
 
 def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
-    """A Syncer for ``paths`` with settings and key loaded the documented way."""
+    """A Syncer for ``paths`` with settings and key loaded the documented way.
+
+    Raises:
+        UntrustedRootError: the root's config is not trusted (the key goes where it says).
+    """
+    require_trusted(paths.root)  # the daemon and the CLI check too; the engine never builds for an untrusted root
     settings = settings or load_settings(paths)
     key = load_api_key()
     register_secret(key.get_secret_value() if key else None)

@@ -41,8 +41,18 @@ class Paths(NamedTuple):
         return self.root / STATE_RELPATH
 
 
+def _owned_by(directory: Path, uid: int) -> bool:
+    try:
+        return os.stat(directory).st_uid == uid
+    except OSError:
+        return False
+
+
 def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
     """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home.
+
+    The upward search stops at the first directory the current user does not own (``/tmp``,
+    ``/home``, a directory another user made): a config planted there is never picked up.
 
     Raises:
         UsageError: the current directory was deleted, or there is no home directory to fall back to.
@@ -54,7 +64,10 @@ def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | Non
         if env_root:
             return Path(env_root).expanduser().resolve()
         here = (cwd or Path.cwd()).resolve()
+        me = os.geteuid()
         for candidate in (here, *here.parents):
+            if not _owned_by(candidate, me):  # another user's directory: its (or its parents') config is not ours
+                break
             if (candidate / CONFIG_RELPATH).is_file():
                 return candidate
         return Path.home().resolve()

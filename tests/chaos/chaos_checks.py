@@ -306,7 +306,8 @@ def with_prefix(memories: Sequence[dict[str, Any]], prefix: str, text_key: str) 
 @contextlib.contextmanager
 def _env(**values: str) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
-    stripped = {k: v for k, v in os.environ.items() if k.startswith("MEMSYNC_")}
+    stripped = {k: v for k, v in os.environ.items()
+                if k.startswith("MEMSYNC_") and k != "MEMSYNC_TRUSTED_ROOTS"}  # the suite's trust of its tmp roots
     for k in stripped:
         del os.environ[k]
     os.environ.update(values)

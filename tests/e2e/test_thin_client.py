@@ -44,7 +44,8 @@ STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", 
                "memsyncd.cli.render", "memsyncd.cli.output", "memsyncd.cli.daemon_http", "memsyncd.errors",
                "memsyncd.models", "memsyncd.store", "memsyncd.store.paths", "memsyncd.store.queue", "memsyncd.engine",
                "memsyncd.engine.report", "memsyncd.daemon", "memsyncd.daemon.runtime", "memsyncd.store.roots",
-               "memsyncd.ids", "memsyncd.timestamps", "memsyncd.cli.parser", "memsyncd.wire"}
+               "memsyncd.ids", "memsyncd.timestamps", "memsyncd.cli.parser", "memsyncd.wire",
+               "memsyncd.store.trust"}
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"
          "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules))))\n"
