@@ -1,21 +1,28 @@
-"""Benchmark: wall time of the interactive memsyncctl commands (thin client), as JSON.
+"""Benchmark: wall time of the interactive memsyncctl commands as users run them, as JSON.
 
-Starts the loopback emulators (in this process) and ``memsyncd run`` on a temporary root, then
-times, in interleaved rounds, each of: ``python -c pass`` (the floor), ``memsyncctl --version``,
-``memsyncctl status`` (daemon up), ``memsyncctl hook post-tool-use`` (a realistic add_memories
-event on stdin) and ``memsyncctl enqueue`` (daemon up). ``status`` and ``enqueue`` are also timed
-against a canned daemon (a thread here answering at once), which isolates the client's share
-from the daemon's. Prints medians of wall time and of CPU time (user + system; steadier when other processes load
-the machine), their ratios to ``python -c pass`` measured in the same run, the
-goals (hook <= 3x, status <= 2.5x, on wall time), and the requests mem0 received per ``status`` (goal 0: the
-daemon answers from memory).
+Hermetic: a temporary HOME, XDG_CONFIG_HOME and XDG_RUNTIME_DIR, the loopback emulators (in this
+process), and the user's daemon (``memsyncd run``, no flags) serving one registered, trusted root
+(``memsyncctl trust`` + ``memsyncctl roots add``, as a user sets it up). Then it times, in
+interleaved rounds, the INSTALLED console script (``memsyncctl`` next to this interpreter, i.e. the
+venv's ``bin/``) run from the root's directory with no flags, exactly what Claude Code and a user run:
 
-memsyncctl runs the way the console script does (``from memsyncd.ctl import main``) with the
-``memsyncd`` found on ``PYTHONPATH`` (children run in the temp directory, never in a checkout),
-so the same script measures any checkout. By default the
-children may write bytecode caches to a private ``PYTHONPYCACHEPREFIX`` (as an installed package
-has ``.pyc`` files) even when ``PYTHONDONTWRITEBYTECODE`` is set; ``--no-bytecode`` measures
-without them.
+* ``python -c pass`` (the floor, same interpreter);
+* ``memsyncctl --version``;
+* ``memsyncctl status`` (daemon up; root discovery, trust check and socket lookup included);
+* ``memsyncctl hook post-tool-use`` fed a realistic PostToolUse event of ``add_memories`` on stdin;
+* ``memsyncctl enqueue ID`` (daemon up).
+
+Second lines, for diagnosis: the in-process variant (``python -c "from memsyncd.ctl import main"``
+with ``--root``/``--socket`` given, which skips the wrapper, root discovery and socket lookup),
+and ``status``/``enqueue`` against a canned daemon (a thread here answering at once), which
+isolates the client's share from the daemon's. Prints medians of wall time and of CPU time
+(user + system; steadier when other processes load the machine), their ratios to
+``python -c pass`` measured in the same run, the goals (hook <= 3x, status <= 2.5x, on wall
+time), and the requests mem0 received per ``status`` (goal 0: the daemon answers from memory).
+
+The children may write bytecode caches to a private ``PYTHONPYCACHEPREFIX`` (as an installed
+package has ``.pyc`` files) even when ``PYTHONDONTWRITEBYTECODE`` is set; ``--no-bytecode``
+measures without them. Everything talks to 127.0.0.1 and Unix sockets under the temp directory.
 
 Usage: python benchmarks/interactive_latency.py [--runs N] [--no-bytecode]
 """
@@ -46,7 +53,7 @@ from memsyncd.emulators.runner import RunningEmulators
 KEY = "bench-key-0123456789"
 USER = "bench"
 CTL = "import sys; from memsyncd.ctl import main; sys.exit(main())"  # what the memsyncctl script runs
-GOALS = {"hook": 3.0, "status": 2.5, "status, client only": 2.5}
+GOALS = {"hook": 3.0, "status": 2.5}
 CANNED_STATUS: dict[str, Any] = {
     "local_url": "http://localhost:8765", "cloud_configured": True, "pending_push": 0, "pending_pull": 2,
     "conflicts": 0, "last_sync": "2026-01-18T10:00:00Z", "errors": 0, "queue_path": "", "pull_note": "",
@@ -86,21 +93,28 @@ class _CannedHandler(socketserver.StreamRequestHandler):
                 return
 
 
-def hook_event(memory_id: str) -> str:
+def hook_event(memory_id: str, cwd: Path) -> str:
     """A PostToolUse event as Claude Code sends it after ``add_memories`` (MCP content blocks)."""
     result = {"results": [{"id": memory_id, "memory": "prefers small focused commits", "event": "ADD"}]}
     return json.dumps({
-        "session_id": "0b8c5f3e-bench", "transcript_path": "/tmp/bench/transcript.jsonl", "cwd": "/tmp/bench",
+        "session_id": "0b8c5f3e-bench", "transcript_path": str(cwd / "transcript.jsonl"), "cwd": str(cwd),
+        "permission_mode": "default",
         "hook_event_name": "PostToolUse", "tool_name": "mcp__openmemory__add_memories",
         "tool_input": {"text": "The user prefers small, focused commits."},
         "tool_response": [{"type": "text", "text": json.dumps(result)}],
+        "tool_use_id": f"toolu_{memory_id}",
     })
 
 
-def child_env(cache_dir: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET"))}
-    env["MEM0_API_KEY"] = KEY
-    env["MEM0_TELEMETRY"] = "false"
+def child_env(tmp: Path, cache_dir: Path | None) -> dict[str, str]:
+    """The children's environment: the user's key, a private home, config and runtime dir (hermetic)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET", "XDG_"))}
+    home = tmp / "home"
+    for sub in ("", ".config", "run"):
+        (home / sub).mkdir(mode=0o700, exist_ok=True)
+    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_RUNTIME_DIR": str(home / "run"),
+                "MEM0_API_KEY": KEY, "MEM0_TELEMETRY": "false"})
     if cache_dir is not None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(cache_dir)
@@ -116,42 +130,56 @@ def health(socket_path: Path) -> bool:
         return False
 
 
-def run_once(argv: list[str], env: dict[str, str], stdin: str | None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds user+system) of one run of ``argv``."""
+def run_once(argv: list[str], env: dict[str, str], stdin: str | None, cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+system) of one run of ``argv`` in ``cwd``."""
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False)
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
+                          cwd=cwd)
     elapsed = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{argv[3:]} exited {done.returncode}: {done.stdout[-500:]} {done.stderr[-500:]}")
+    if done.returncode != 0 or done.stderr:
+        raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout[-500:]} {done.stderr[-500:]}")
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     return elapsed, cpu
 
 
+def installed_script() -> Path:
+    """The ``memsyncctl`` console script installed next to this interpreter (the venv's bin/)."""
+    script = Path(sys.executable).parent / "memsyncctl"
+    if not script.is_file():
+        raise SystemExit(f"{script} not found: install memsyncd in this interpreter's environment "
+                         "(pip install -e .) and run the benchmark with it.")
+    return script
+
+
 def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, runs: int,
             env: dict[str, str]) -> dict[str, Any]:
+    script = str(installed_script())
     ctl = [sys.executable, "-c", CTL]
     counter = iter(range(10**9))
+    flags = ["--root", str(root), "--socket", str(socket_path)]
     commands: dict[str, Callable[[], tuple[list[str], str | None]]] = {
         "python -c pass": lambda: ([sys.executable, "-c", "pass"], None),
-        "--version": lambda: ([*ctl, "--version"], None),
-        "status": lambda: ([*ctl, "--root", str(root), "--socket", str(socket_path), "status"], None),
-        "hook": lambda: ([*ctl, "--root", str(root), "hook", "post-tool-use"], hook_event(f"hook-{next(counter)}")),
-        "enqueue": lambda: ([*ctl, "--root", str(root), "--socket", str(socket_path), "enqueue",
-                             f"enq-{next(counter)}", "--level", "0"], None),
-        "status, client only": lambda: ([*ctl, "--root", str(root), "--socket", str(canned), "status"], None),
-        "enqueue, client only": lambda: ([*ctl, "--root", str(root), "--socket", str(canned), "enqueue", "x"], None),
+        "--version": lambda: ([script, "--version"], None),
+        "status": lambda: ([script, "status"], None),
+        "hook": lambda: ([script, "hook", "post-tool-use"], hook_event(f"hook-{next(counter)}", root)),
+        "enqueue": lambda: ([script, "enqueue", f"enq-{next(counter)}", "--level", "0"], None),
+        "status, in-process (python -c, --root/--socket)": lambda: ([*ctl, *flags, "status"], None),
+        "hook, in-process (python -c, --root)": lambda: ([*ctl, "--root", str(root), "hook", "post-tool-use"],
+                                                         hook_event(f"hook-{next(counter)}", root)),
+        "status, client only (canned daemon)": lambda: ([script, "--socket", str(canned), "status"], None),
+        "enqueue, client only (canned daemon)": lambda: ([script, "--socket", str(canned), "enqueue", "x"], None),
     }
     for make in commands.values():  # warm-up: bytecode caches, page cache
         argv, stdin = make()
-        run_once(argv, env, stdin)
+        run_once(argv, env, stdin, root)
     times: dict[str, list[float]] = {name: [] for name in commands}
     cpu_times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):  # interleaved, so load from other processes hits every command alike
         for name, make in commands.items():
             argv, stdin = make()
-            wall, cpu = run_once(argv, env, stdin)
+            wall, cpu = run_once(argv, env, stdin, root)
             times[name].append(wall)
             cpu_times[name].append(cpu)
     # mem0 requests caused by status alone: once the daemon has drained the queue, nothing else runs
@@ -160,7 +188,7 @@ def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, r
     admin.clear_requests()
     status_runs = min(runs, 10)
     for _ in range(status_runs):
-        run_once(commands["status"]()[0], env, None)
+        run_once(commands["status"]()[0], env, None, root)
     status_requests = len(admin.requests())
     floor = statistics.median(times["python -c pass"])
     cpu_floor = statistics.median(cpu_times["python -c pass"])
@@ -175,7 +203,7 @@ def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, r
             entry["meets_goal"] = median / floor <= GOALS[name]
         results[name] = entry
     return {"times": results, "mem0_requests_per_status": round(status_requests / status_runs, 2),
-            "mem0_requests_per_status_goal": 0}
+            "mem0_requests_per_status_goal": 0, "command": f"cd {root} && {script} ..."}
 
 
 def main() -> None:
@@ -183,34 +211,41 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="timed runs per command (default 30)")
     parser.add_argument("--no-bytecode", action="store_true", help="do not let the children cache bytecode")
     args = parser.parse_args()
-    with RunningEmulators(api_key=KEY, user=USER) as emu, tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)  # children run here, never in a checkout: "python -c" puts the cwd first on sys.path
-        root = Path(tmp) / "root"
+    script = str(installed_script())
+    with RunningEmulators(api_key=KEY, user=USER) as emu, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name).resolve()
+        os.chdir(tmp)  # never in a checkout: "python -c" puts the cwd first on sys.path
+        root = tmp / "root"
         config = {"local": {"url": emu.openmemory_url, "user_id": USER},
                   "cloud": {"enabled": True, "url": emu.mem0_url, "user_id": USER},
                   "sync": {"default_level": 0, "pull_interval_seconds": 3600, "reconcile_interval_seconds": 36000}}
-        (root / ".claude/memory").mkdir(parents=True)
+        (root / ".claude/memory").mkdir(parents=True, mode=0o755)
         (root / ".claude/memory/config.json").write_text(json.dumps(config))
-        env = child_env(None if args.no_bytecode else Path(tmp) / "pycache")
-        socket_path = Path(tmp) / "d.sock"
+        env = child_env(tmp, None if args.no_bytecode else tmp / "pycache")
+        socket_path = Path(env["XDG_RUNTIME_DIR"]) / "memsyncd" / "memsyncd.sock"  # the user's daemon
+        for setup in (["trust", str(root)], ["roots", "add", str(root)]):  # as a user sets a root up
+            done = subprocess.run([script, *setup], capture_output=True, text=True, env=env, timeout=60, cwd=root,
+                                  check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"memsyncctl {' '.join(setup)} failed: {done.stdout} {done.stderr}")
         admin = EmulatorAdmin(emu.openmemory_url, emu.mem0_url, KEY, USER)
         for i in range(20):
             admin.cloud_add(f"bench cloud memory {i}")
-        with open(Path(tmp) / "daemon.log", "wb") as log:
-            daemon = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",
-                                       str(socket_path), "--log-level", "warning"], stdout=log, stderr=log, env=env)
+        with open(tmp / "daemon.log", "wb") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--log-level", "warning"],
+                                      stdout=log, stderr=log, env=env, cwd=tmp)
         try:
             wait_until(lambda: health(socket_path) or daemon.poll() is not None, timeout=30, what="daemon health")
             if daemon.poll() is not None:
-                raise RuntimeError((Path(tmp) / "daemon.log").read_text()[-2000:])
-            first = subprocess.run([sys.executable, "-c", CTL, "--root", str(root), "--socket", str(socket_path),
-                                    "sync"], capture_output=True, text=True, env=env, timeout=120, check=False)
+                raise RuntimeError((tmp / "daemon.log").read_text()[-2000:])
+            first = subprocess.run([script, "sync"], capture_output=True, text=True, env=env, timeout=120,
+                                   check=False, cwd=root)
             if first.returncode != 0:
                 raise RuntimeError(f"first sync failed: {first.stdout} {first.stderr}")
-            canned = CannedDaemon(str(Path(tmp) / "canned.sock"), _CannedHandler)
+            canned = CannedDaemon(str(tmp / "canned.sock"), _CannedHandler)
             threading.Thread(target=canned.serve_forever, daemon=True).start()
             try:
-                report = measure(root, socket_path, Path(tmp) / "canned.sock", admin, args.runs, env)
+                report = measure(root, socket_path, tmp / "canned.sock", admin, args.runs, env)
             finally:
                 canned.shutdown()
                 canned.server_close()
@@ -219,6 +254,7 @@ def main() -> None:
             daemon.wait(15)
             admin.close()
     report.update({"runs": args.runs, "bytecode_cache": not args.no_bytecode, "python": sys.version.split()[0],
+                   "cores": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                    "memsyncd": str(Path(memsyncd.__file__ or "?").parent)})
     print(json.dumps(report, indent=2))
 
