@@ -28,6 +28,7 @@ import httpx
 from memsyncd.config import Paths, Settings
 from memsyncd.engine.syncer import Syncer
 from memsyncd.remote.cloud import CloudClient, Scope
+from memsyncd.remote.lean_http import local_transport
 from memsyncd.remote.local import LocalClient
 
 KEY = "bench-key-0123456789"
@@ -110,10 +111,10 @@ class ChildEmulators:
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that counts the requests it sends."""
+    """An httpx transport that counts the requests it sends (through ``inner``, default httpx's own)."""
 
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
         self.count = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -134,7 +135,7 @@ def bench_settings(emu: ChildEmulators, concurrency: int) -> Settings:
 def counting_syncer(emu: ChildEmulators, root: Path, concurrency: int) -> tuple[Syncer, CountingTransport,
                                                                                    CountingTransport]:
     """An engine for ``root`` whose two clients count their requests: (syncer, local counter, cloud counter)."""
-    local_t, cloud_t = CountingTransport(), CountingTransport()
+    local_t, cloud_t = CountingTransport(local_transport(emu.openmemory_url)), CountingTransport()
     syncer = Syncer(bench_settings(emu, concurrency), Paths(root), KEY,
                     local=LocalClient(emu.openmemory_url, USER, transport=local_t),
                     cloud=CloudClient(emu.mem0_url, KEY, Scope(USER), transport=cloud_t))
@@ -154,11 +155,13 @@ def current_rss_mb() -> float:
 
 
 def transport_floor(base_url: str, path: str, body: Callable[[int], dict[str, Any]], count: int, concurrency: int,
-                    headers: dict[str, str] | None = None) -> float:
-    """Seconds a bare ``httpx.AsyncClient`` takes to POST ``count`` bodies to ``path``, ``concurrency`` at a time."""
+                    headers: dict[str, str] | None = None, *, lean: bool = False) -> float:
+    """Seconds a bare ``httpx.AsyncClient`` takes to POST ``count`` bodies to ``path``, ``concurrency`` at a time
+    (``lean``: through the local client's lean transport instead of httpx's own)."""
 
     async def run() -> None:
-        async with httpx.AsyncClient(base_url=base_url, headers=headers or {}) as client:
+        transport = local_transport(base_url) if lean else None
+        async with httpx.AsyncClient(base_url=base_url, headers=headers or {}, transport=transport) as client:
             todo = iter(range(count))
 
             async def worker() -> None:

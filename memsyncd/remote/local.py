@@ -17,6 +17,7 @@ from memsyncd.errors import ConfigError, LocalUnreachableError, NotFoundError, R
 from memsyncd.logs import redact_text
 from memsyncd.models import LocalMemory
 from memsyncd.remote.http_edge import RetryPolicy, json_body, request
+from memsyncd.remote.lean_http import local_transport
 
 SERVICE = "OpenMemory"
 PAGE_SIZE = 100
@@ -40,7 +41,11 @@ def _memory(raw: Any, text_key: str) -> LocalMemory:
 
 
 class LocalClient:
-    """OpenMemory client (async). ``transport`` lets tests inject ``httpx.MockTransport``."""
+    """OpenMemory client (async). ``transport`` lets tests inject ``httpx.MockTransport``.
+
+    By default a plain-HTTP server is spoken to through :class:`~memsyncd.remote.lean_http.LeanTransport`
+    (every pulled memory is one create: the per-request cost of httpx's pool was the pull's cost).
+    """
 
     def __init__(
         self,
@@ -55,7 +60,8 @@ class LocalClient:
         self.user_id = user_id
         self.app = app
         self.policy = policy or RetryPolicy()
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                       transport=transport if transport is not None else local_transport(base_url),
                                        headers={"User-Agent": "memsyncd"})
         self._user_checked = False  # a probe found our user once
         self._last_ok: float | None = None  # time.monotonic() of the last successful answer

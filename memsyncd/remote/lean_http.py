@@ -1,0 +1,220 @@
+"""A lean HTTP/1.1 keep-alive transport for httpx: the local OpenMemory client's default for ``http://`` URLs.
+
+Why it exists: profiling a 20k-memory first pull (``benchmarks/pull_pipeline.py``, cProfile of the
+engine process, emulators in their own processes) showed the engine's own work was a small share;
+the time went to httpcore's connection pool and anyio under it, per request: the pool's
+reassignment of every queued request to every connection, a ``select.poll`` readability check of
+the socket before each reuse, anyio's cancel scopes and socket attributes, and two socket writes
+per request (head, then body). A bare ``httpx.AsyncClient`` making the same requests was already
+1.4-2.9x the network ideal on 2 shared cores. Every pulled memory is one local create, so this
+per-request cost is the pull's cost.
+
+What it does: one asyncio stream connection per in-flight request, kept alive and reused (an idle
+list per host, no pool bookkeeping); each request is one ``write``; answers are framed by
+``Content-Length``, ``chunked`` or the end of the connection (RFC 9112 6.3), interim 1xx answers are
+skipped. A connection is reused only when the answer was fully read, neither side said
+``Connection: close`` and the server has not closed it since (``at_eof``, no system call). httpx
+above it still builds requests and responses (headers, JSON, content decoding, timeouts from the
+client), and failures surface as the same httpx exceptions, so :mod:`memsyncd.remote.http_edge`
+maps and retries them exactly as before. ``https://`` URLs keep httpx's own transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+
+MAX_IDLE_PER_HOST = 32
+STREAM_LIMIT = 1 << 20  # longest head line or chunk-size line read at once
+_NO_BODY_STATUSES = (204, 304)
+
+
+class _Connection:
+    """One open HTTP/1.1 connection."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def usable(self) -> bool:
+        """Still open on both ends and with nothing unread (an idle server closing it shows as EOF)."""
+        return not (self.reader.at_eof() or self.writer.is_closing() or self.reader._buffer)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def local_transport(base_url: str) -> httpx.AsyncBaseTransport | None:
+    """The lean transport for a plain-HTTP server, None (httpx's default) for anything else."""
+    return LeanTransport() if str(base_url).lower().startswith("http://") else None
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """httpx transport: HTTP/1.1 over reused asyncio stream connections (plain HTTP only)."""
+
+    def __init__(self, *, max_idle_per_host: int = MAX_IDLE_PER_HOST) -> None:
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._max_idle = max_idle_per_host
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"the lean transport speaks plain http only, not {url.scheme!r}",
+                                            request=request)
+        key = (url.host, url.port or 80)
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        payload = _encode_request(request, await request.aread())
+        conn = await self._connection(key, request, timeouts.get("connect"))
+        try:
+            try:
+                conn.writer.write(payload)
+                await asyncio.wait_for(conn.writer.drain(), timeouts.get("write"))
+            except TimeoutError:
+                raise httpx.WriteTimeout("timed out sending the request", request=request) from None
+            except OSError as exc:
+                raise httpx.WriteError(f"{type(exc).__name__}: {exc}", request=request) from None
+            try:
+                status, reason, headers, body, reusable = await asyncio.wait_for(
+                    _read_response(conn.reader, request.method), timeouts.get("read"))
+            except TimeoutError:
+                raise httpx.ReadTimeout("timed out reading the answer", request=request) from None
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                raise httpx.RemoteProtocolError(f"malformed or cut answer ({type(exc).__name__})",
+                                                request=request) from None
+            except OSError as exc:
+                raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from None
+        except BaseException:  # errors and cancellation: the connection's state is unknown
+            conn.close()
+            raise
+        if reusable and not _says_close(request.headers.get("connection")):
+            self._release(key, conn)
+        else:
+            conn.close()
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request,
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    async def _connection(self, key: tuple[str, int], request: httpx.Request,
+                          timeout: float | None) -> _Connection:
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.usable():
+                return conn
+            conn.close()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(key[0], key[1], limit=STREAM_LIMIT), timeout)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out", request=request) from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from None
+        return _Connection(reader, writer)
+
+    def _release(self, key: tuple[str, int], conn: _Connection) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < self._max_idle:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        conns = [conn for group in idle.values() for conn in group]
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await conn.writer.wait_closed()
+
+
+def _says_close(value: str | None) -> bool:
+    return value is not None and "close" in value.lower()
+
+
+def _encode_request(request: httpx.Request, body: bytes) -> bytes:
+    """The request's head and body as one buffer (chunked when httpx asked for it)."""
+    url = request.url
+    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)]
+    chunked = False
+    for name, value in request.headers.raw:
+        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"\r\n")
+    if chunked:
+        lines.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+    else:
+        lines.append(body)
+    return b"".join(lines)
+
+
+async def _read_response(reader: asyncio.StreamReader,
+                         method: str) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]:
+    """(status, reason, raw headers, body, whether the connection may be reused) of one answer.
+
+    Raises:
+        ValueError: the answer is not HTTP/1.x.
+        asyncio.IncompleteReadError: the connection closed mid-answer.
+    """
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head[:-4].split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ValueError(f"status line {lines[0][:80]!r}")
+        status = int(parts[1])
+        if not 100 <= status < 200 or status == 101:
+            break  # 1xx (100 Continue, 103 Early Hints) precede the real answer
+    if status == 101:
+        raise ValueError("the server switched protocols")
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = close = False
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise ValueError(f"header line {line[:80]!r}")
+        name, value = name.strip(), value.strip()
+        headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                raise ValueError(f"content-length {value[:20]!r}")
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = value.lower().endswith(b"chunked")
+        elif lower == b"connection":
+            close = close or b"close" in value.lower()
+    close = close or parts[0] == b"HTTP/1.0"
+    reason = parts[2] if len(parts) > 2 else b""
+    if method == "HEAD" or status in _NO_BODY_STATUSES:
+        return status, reason, headers, b"", not close
+    if chunked:
+        return status, reason, headers, await _read_chunked(reader), not close
+    if length is not None:
+        return status, reason, headers, await reader.readexactly(length), not close
+    return status, reason, headers, await reader.read(-1), False  # framed by the end of the connection
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_line = (await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip()
+        size = int(size_line, 16)  # ValueError: not a chunk size
+        if size == 0:
+            break
+        data = await reader.readexactly(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ValueError("chunk not followed by CRLF")
+        parts.append(data[:-2])
+    while await reader.readuntil(b"\r\n") != b"\r\n":  # trailer fields, then the empty line
+        pass
+    return b"".join(parts)
+
+
+__all__ = ["LeanTransport", "local_transport"]
