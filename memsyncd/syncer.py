@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 
 from memsyncd.cloud import CloudClient
 from memsyncd.config import Paths, Settings
-from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short
+from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short, verify_state
 from memsyncd.engine.decide import Keep, coalesce
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ItemStatus, run_push
@@ -170,6 +170,7 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> S
                         started_at=format_ts(started))
     cloud.begin_run()
     try:
+        await verify_state(ctx)  # a daemon's store may have been damaged since it was opened: look first
         await ctx.local.probe()
         if mode in (SyncMode.FULL, SyncMode.PUSH):
             report.push = await run_push(ctx, cloud)
