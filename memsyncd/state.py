@@ -188,7 +188,13 @@ class StateStore:
             raise unreadable(self.path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
 
     def _disk_problem(self) -> str | None:
-        """A cheap look at the file (no SQLite): still the same inode, and still a database at its start."""
+        """A cheap look at the file (no SQLite): still the same inode, and still a database at its start.
+
+        Nothing finer (e.g. the header's page count against the file's size): a checkpoint of
+        another connection writes page 1 before the pages that extend the file, so such a check
+        would see damage that is not there. :meth:`verify`'s read-only connection sees a
+        consistent snapshot instead.
+        """
         identity = _file_identity(self.path)
         if identity is None:
             return "the file is gone"
