@@ -69,8 +69,8 @@ def entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None)
     def usable(value: Any) -> bool:
         if id_problem(value) is None:
             return True
-        if value is not None:
-            bad.append(value if isinstance(value, str) else repr(value))
+        if isinstance(value, str) and value.strip():  # an id that is there but unusable: say so
+            bad.append(value)
         return False
 
     if tool == ADD_TOOL:
