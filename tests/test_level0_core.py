@@ -124,3 +124,31 @@ def test_push_steps_for_bad_ids_missing_memories_and_unproven_deletes(
 ])
 def test_path_segment_escapes_everything_that_could_leave_the_segment(value: str, escaped: str) -> None:
     assert path_segment(value) == escaped
+
+
+def test_every_skipped_kind_has_its_line_in_the_push_block() -> None:
+    """'Skipped: 1 not found locally' and its siblings follow the seed's PUSH lines (issue 15 item 4)."""
+    from memsyncd.cli.render import render_sync
+    from memsyncd.report import PullReport, PushReport, SyncReport
+
+    report = SyncReport(mode="full", queue_path="/q.json",
+                        push=PushReport(not_found=1, invalid_ids=2, deletes_kept=3, skipped_private=4),
+                        pull=PullReport(skipped_private=5))
+    text = render_sync(report)
+    assert text.startswith("PUSH: 0 memories synced to cloud\nErrors: 0 (see /q.json)\nPULL:")
+    for line in ("Skipped: 1 not found locally", "Skipped: 2 not a memory id", "Skipped: 3 deletes of memories "
+                 "that still exist locally", "Skipped: 4 local-only (level 0)",
+                 "Not pulled: 5 matching a local-only (level 0) memory"):
+        assert line in text
+    wire = report.to_json()
+    assert wire["push"]["not_found"] == 1 and wire["pull"]["skipped_private"] == 5
+    wire["push"]["a_later_field"] = 7  # a daemon of a newer version
+    assert SyncReport.from_json(wire).push == report.push
+
+
+@pytest.mark.parametrize("keep", list(Keep))
+def test_a_local_only_resolution_says_nothing_was_sent(keep: Keep) -> None:
+    from memsyncd.cli.commands import _render_local_only
+
+    text = _render_local_only(4, keep, {"local_only": True, "cloud_id": "C9"})
+    assert "on this machine only" in text and "nothing was sent to mem0" in text and "C9" in text
