@@ -105,6 +105,7 @@ MAPPED = Mapping("L1", "C1", "h", "t", 1)
     (work("L1", "delete"), LocalMemory("L1", "still here"), MAPPED, PushStep.KEEP_CLOUD_COPY),
     (work("L1", "delete"), LocalMemory("L1", "gone", state="deleted"), MAPPED, PushStep.DELETE_CLOUD),
     (work("L1", "delete"), None, MAPPED, PushStep.DELETE_CLOUD),
+    (work("L1", "delete"), LocalMemory("L1", "still here"), None, PushStep.DROP_UNMAPPED),  # nothing in the cloud
 ])
 def test_push_steps_for_bad_ids_missing_memories_and_unproven_deletes(
         item: WorkItem, local: LocalMemory | None, mapping: Mapping | None, step: PushStep) -> None:

@@ -167,10 +167,10 @@ def plan_push(
         return PushPlan(PushStep.DROP_INVALID, PRIVATE_LEVEL, problem)
     level = effective_level(item.level, local.metadata if local else None, default_level)
     if item.action == "delete":
-        if local is not None and local.alive:
+        if local is not None and local.alive and (mapping is not None or intent is not None):
             return PushPlan(PushStep.KEEP_CLOUD_COPY, level, "still exists locally: the cloud copy is kept")
         if mapping is None:
-            return PushPlan(PushStep.DROP_UNMAPPED, level, "deleted before it was ever synced")
+            return PushPlan(PushStep.DROP_UNMAPPED, level, "never synced: nothing to delete in the cloud")
         return PushPlan(PushStep.DELETE_CLOUD, level, "deleted locally")
     if not needs_local_read(item):
         return PushPlan(PushStep.SKIP_PRIVATE, PRIVATE_LEVEL, "queued as level 0 (local-only)")
