@@ -252,7 +252,7 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             ctx.state.set_mapping_level(mapping.local_id, 0)
         return ItemResult(done, ItemStatus.SKIPPED)
     if step is PushStep.DROP_INVALID:
-        log.warning("push.skipped", id=item.id[:80], reason=plan.reason)
+        log.warning("push.skipped", id=ascii(item.id[:80]), reason=plan.reason)
         return ItemResult(done, ItemStatus.INVALID_ID, plan.reason)
     if step is PushStep.DROP_GONE:
         log.info("push.skipped", id=item.id, reason=plan.reason)
