@@ -166,24 +166,25 @@ class StateStore:
         Raises:
             StateUnreadableError: the file is gone, replaced, truncated or damaged (nothing is written).
         """
-        with self._lock:
-            problem = self._disk_problem()
-            if problem is None:
-                try:
-                    db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-                except sqlite3.Error as exc:
-                    raise unreadable(self.path, exc) from None
-                try:
-                    version = db.execute("PRAGMA user_version").fetchone()[0]
-                    if version != SCHEMA_VERSION:
-                        problem = f"schema version {version} on disk, {SCHEMA_VERSION} expected: truncated or replaced"
-                    else:
-                        rows = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
-                        problem = None if rows == ["ok"] else "; ".join(rows[:3])
-                except sqlite3.DatabaseError as exc:
-                    raise unreadable(self.path, exc) from None
-                finally:
-                    db.close()
+        # no store lock: this uses a connection of its own, so the store's callers never wait on it
+        problem = self._disk_problem()
+        if problem is None:
+            try:
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            except sqlite3.Error as exc:
+                raise unreadable(self.path, exc) from None
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    problem = (f"schema version {version} on disk, {SCHEMA_VERSION} expected: truncated, replaced "
+                               "or migrated by another memsyncd")
+                else:
+                    rows = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+                    problem = None if rows == ["ok"] else "; ".join(rows[:3])
+            except sqlite3.DatabaseError as exc:
+                raise unreadable(self.path, exc) from None
+            finally:
+                db.close()
         if problem is not None:
             raise unreadable(self.path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
 
