@@ -14,6 +14,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -165,9 +166,29 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
     result = await backend.resolve(args.conflict_id, keep, args.text)
     if args.json:
         print_json(result)
+    elif result.get("local_only"):
+        sys.stdout.write(_render_local_only(args.conflict_id, keep, result))
     else:
         sys.stdout.write(f"Resolved conflict {args.conflict_id}: kept {keep.value}; both sides now agree.\n")
     return EXIT_OK
+
+
+def _render_local_only(conflict_id: int, keep: Keep, result: dict[str, Any]) -> str:
+    """What a level-0 resolution did: the local side only; the cloud copy is untouched."""
+    done = {
+        Keep.LOCAL: "the local text stays as it is",
+        Keep.CLOUD: "the cloud's text was written to the local memory",
+        Keep.TEXT: "your text was written to the local memory",
+        Keep.BOTH: "the local memory stays as it is; the cloud's version is now a separate local memory",
+    }[keep]
+    cloud_id = result.get("cloud_id")
+    lines = [f"Resolved conflict {conflict_id} on this machine only: {done}.",
+             "This memory is local-only (level 0), so nothing was sent to mem0"
+             + (f"; its cloud copy {cloud_id} was left as it is." if cloud_id else ".")]
+    if cloud_id and keep is not Keep.BOTH:
+        lines.append("To remove that cloud copy: memsyncctl forget-cloud-copies. To share this memory again, "
+                     "set its level to 1 or more and run: memsyncctl enqueue ID --level 1")
+    return "\n".join(lines) + "\n"
 
 
 def _queue(paths: Paths, args: argparse.Namespace) -> int:

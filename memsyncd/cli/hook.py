@@ -53,16 +53,31 @@ def _json_objects(value: Any) -> list[Any]:
     return []
 
 
-def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
-    """Queue entries for one PostToolUse event of the OpenMemory MCP tools (other tools: none)."""
+def entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None) -> list[QueueEntry]:
+    """Queue entries for one PostToolUse event of the OpenMemory MCP tools (other tools: none).
+
+    Args:
+        payload: the hook event.
+        refused: when given, each id found that cannot be a memory id (:func:`~memsyncd.ids.id_problem`)
+            is appended to it, so the caller can say so.
+    """
     tool = payload.get("tool_name")
     now = format_ts(utc_now())
     entries: list[QueueEntry] = []
+    bad = refused if refused is not None else []
+
+    def usable(value: Any) -> bool:
+        if id_problem(value) is None:
+            return True
+        if isinstance(value, str) and value.strip():  # an id that is there but unusable: say so
+            bad.append(value)
+        return False
+
     if tool == ADD_TOOL:
         for obj in _json_objects(payload.get("tool_response")):
             results = obj.get("results") if isinstance(obj, dict) else None
             for result in results if isinstance(results, list) else []:
-                if not isinstance(result, dict) or id_problem(result.get("id")) is not None:
+                if not isinstance(result, dict) or not usable(result.get("id")):
                     continue
                 event = str(result.get("event", "ADD")).upper()
                 entries.append(QueueEntry(result["id"], "delete" if event == "DELETE" else "push", now))
@@ -70,9 +85,18 @@ def entries_from_hook(payload: dict[str, Any]) -> list[QueueEntry]:
         tool_input = payload.get("tool_input")
         ids = tool_input.get("memory_ids") if isinstance(tool_input, dict) else None
         for memory_id in ids if isinstance(ids, list) else []:
-            if id_problem(memory_id) is None:
+            if usable(memory_id):
                 entries.append(QueueEntry(memory_id, "delete", now))
     return entries
+
+
+def _refused_note(refused: list[str]) -> str:
+    """One line naming the ids that were not queued (escaped: they come from a tool's output)."""
+    shown = ", ".join(ascii(value[:60]) for value in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    why = id_problem(refused[0]) or "not a memory id"
+    return (f"{NOTE_PREFIX} ignored {len(refused)} id(s) that cannot be memory ids: {shown}{more} "
+            f"({why}). They were not queued.")
 
 
 def parse_event(stdin_text: str) -> dict[str, Any] | str:
@@ -120,14 +144,16 @@ def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
         shown = tool if isinstance(tool, str) else type(tool).__name__
         return HookResult(note=f"{NOTE_PREFIX} ignored tool {shown!r}: only {ADD_TOOL} and {DELETE_TOOL} "
                                "are synced. Nothing was queued.")
-    entries = entries_from_hook(payload)
+    refused: list[str] = []
+    entries = entries_from_hook(payload, refused)
+    refused_note = _refused_note(refused) if refused else ""
     if not entries:
-        return HookResult(note=f"{NOTE_PREFIX} found no memory id in the {tool} event "
-                               "(the tool may have failed). Nothing was queued.")
+        return HookResult(note=refused_note or f"{NOTE_PREFIX} found no memory id in the {tool} event "
+                                               "(the tool may have failed). Nothing was queued.")
     try:
         queue.update(lambda doc: doc.pending.extend(entries))
     except MemsyncError as error:  # busy, unreadable, or a file we cannot write
         return HookResult(note=_not_queued(entries, error))
     except OSError as exc:  # pragma: no cover - QueueStore maps these; kept so the hook can never exit 2
         return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, queue.path)))
-    return HookResult(queued=entries)
+    return HookResult(queued=entries, note=refused_note)

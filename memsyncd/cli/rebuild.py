@@ -25,9 +25,10 @@ from typing import Any
 import structlog
 
 from memsyncd.config import Paths, Settings, load_api_key, load_trusted_settings
-from memsyncd.engine.decide import cloud_level
+from memsyncd.engine.decide import PRIVATE_LEVEL, cloud_level, current_level
 from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import DaemonError, StateUnreadableError, SyncUnavailableError
+from memsyncd.ids import id_problem
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, Mapping, utc_now
 from memsyncd.store.locks import pair_run_lock
@@ -168,14 +169,24 @@ async def _fill(syncer: Syncer, state: StateStore, old_device: str | None, repor
     cloud.begin_run()
     await syncer.local.probe()
     live: dict[str, str] = {}  # live local id -> content hash
+    private: set[str] = set()  # live local ids that are local-only (level 0) now
     pulled_from: dict[str, str] = {}  # cloud id -> live local id created from it by a pull
+    default_level = syncer.settings.sync.default_level
     async for page in syncer.local.pages():
         for mine in page:
             if mine.alive:
                 live[mine.id] = mine.hash
+                if current_level(None, mine.metadata, None, default_level) == PRIVATE_LEVEL:
+                    private.add(mine.id)
                 origin = mine.metadata.get("memsync_cloud_id")
-                if isinstance(origin, str):
+                if isinstance(origin, str) and id_problem(origin) is None:
                     pulled_from.setdefault(origin, mine.id)
+
+    def level_of(local_id: str, memory: CloudMemory) -> int:
+        # the cloud's level never makes a local-only memory shared: such a pair is recorded at level 0,
+        # so no resolution or push sends its text (the cloud's memsync_* metadata is a hint, not authority)
+        return PRIVATE_LEVEL if local_id in private else cloud_level(memory.metadata)
+
     devices: Counter[str] = Counter()
     maybe_deleted: list[tuple[CloudMemory, str]] = []  # names a local id that is not live here
     mapped: set[str] = set()
@@ -183,6 +194,8 @@ async def _fill(syncer: Syncer, state: StateStore, old_device: str | None, repor
     async for cloud_page in cloud.pages():
         for memory in cloud_page:
             local_id = memory.metadata.get("memsync_local_id")
+            if isinstance(local_id, str) and id_problem(local_id) is not None:
+                local_id = None
             device = memory.metadata.get("memsync_device")
             if isinstance(local_id, str) and local_id in live:
                 if isinstance(device, str):
@@ -200,10 +213,11 @@ async def _fill(syncer: Syncer, state: StateStore, old_device: str | None, repor
                 continue
             mapped.add(local_id)
             if live[local_id] == memory.hash:
-                batch.append(Mapping(local_id, memory.id, memory.hash, memory.text, cloud_level(memory.metadata)))
+                batch.append(Mapping(local_id, memory.id, memory.hash, memory.text, level_of(local_id, memory)))
             else:
                 local = await syncer.local.get(local_id)
-                _record_unknown_base(state, memory, local_id, local.text if local and local.alive else None, report)
+                _record_unknown_base(state, memory, local_id, local.text if local and local.alive else None, report,
+                                     level_of(local_id, memory))
         state.save_mappings(batch)
         report.mapped += len(batch)
         batch = []
@@ -220,17 +234,19 @@ async def _fill(syncer: Syncer, state: StateStore, old_device: str | None, repor
             report.unmatched_cloud += 1
             continue
         mapped.add(local_id)
+        level = PRIVATE_LEVEL if current_level(None, local.metadata, None, default_level) == PRIVATE_LEVEL \
+            else cloud_level(memory.metadata)
         if local.alive and local.hash == memory.hash:  # archived or paused: alive, just not listed
-            state.save_mapping(Mapping(local_id, memory.id, memory.hash, memory.text, cloud_level(memory.metadata)))
+            state.save_mapping(Mapping(local_id, memory.id, memory.hash, memory.text, level))
             report.mapped += 1
         else:
-            _record_unknown_base(state, memory, local_id, local.text if local.alive else None, report)
+            _record_unknown_base(state, memory, local_id, local.text if local.alive else None, report, level)
 
 
 def _record_unknown_base(state: StateStore, memory: CloudMemory, local_id: str, local_text: str | None,
-                         report: RebuildReport) -> None:
+                         report: RebuildReport, level: int) -> None:
     """Map a pair whose sides differ with no usable base, and open its conflict (nothing is overwritten)."""
-    state.save_mapping(Mapping(local_id, memory.id, UNKNOWN_BASE, "", cloud_level(memory.metadata)))
+    state.save_mapping(Mapping(local_id, memory.id, UNKNOWN_BASE, "", level))
     reason = ("state rebuilt: the two sides differ and their last synced text is unknown" if local_text is not None
               else "state rebuilt: deleted locally, still in the cloud")
     state.record_conflict(local_id, memory.id, None, local_text, memory.text, reason)

@@ -97,6 +97,14 @@ def render_sync(report: SyncReport) -> str:
                      "(one cloud copy stands for both)")
     if push and push.skipped_private:
         lines.append(f"Skipped: {push.skipped_private} local-only (level 0)")
+    if push and push.not_found:
+        lines.append(f"Skipped: {push.not_found} not found locally (removed from the queue)")
+    if push and push.invalid_ids:
+        lines.append(f"Skipped: {push.invalid_ids} not a memory id (removed from the queue; see the log)")
+    if push and push.deletes_kept:
+        lines.append(f"Skipped: {push.deletes_kept} deletes of memories that still exist locally (cloud copy kept)")
+    if pull and pull.skipped_private:
+        lines.append(f"Not pulled: {pull.skipped_private} matching a local-only (level 0) memory")
     if push and push.conflicts and not pull:
         lines.append(f"Conflicts: {push.conflicts}")
     if report.reconcile and (report.reconcile.deleted_local or report.reconcile.conflicts):

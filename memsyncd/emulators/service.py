@@ -65,6 +65,7 @@ class RequestLog:
             "seq": 0,
             "method": request.method,
             "path": request.path,
+            "target": request.target,  # as sent, before percent-decoding
             "query": dict(request.query),
             "headers": {k: (REDACTED if k in _SECRET_HEADERS else v) for k, v in request.headers.items()},
             "body": request.body.decode("utf-8", errors="replace"),

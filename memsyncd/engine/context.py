@@ -10,6 +10,7 @@ has no cycle.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import structlog
 from memsyncd.config import Paths, Settings
 from memsyncd.engine.exactly_once import ExactlyOnce, IntentLog
 from memsyncd.errors import MemsyncError, SyncUnavailableError
+from memsyncd.ids import id_problem
 from memsyncd.logs import redact_text
 from memsyncd.models import CloudMemory, LocalMemory, Mapping
 from memsyncd.remote.cloud import CloudClient, Scope
@@ -149,7 +151,7 @@ class LocalIndex:
     def add(self, memory: LocalMemory) -> None:
         self.by_hash.setdefault(memory.hash, memory)
         cloud_id = memory.metadata.get("memsync_cloud_id")
-        if isinstance(cloud_id, str):
+        if isinstance(cloud_id, str) and id_problem(cloud_id) is None:
             self.by_cloud_id.setdefault(cloud_id, memory)
 
     def take(self, cloud: CloudMemory, claimed: set[str]) -> LocalMemory | None:
@@ -165,6 +167,15 @@ class LocalIndex:
         cloud_id = memory.metadata.get("memsync_cloud_id")
         if isinstance(cloud_id, str) and self.by_cloud_id.get(cloud_id) is memory:
             del self.by_cloud_id[cloud_id]
+
+
+async def verify_state(ctx: SyncContext) -> None:
+    """Check the state DB on disk before a run sends anything to the cloud (a thread: it reads every page).
+
+    Raises:
+        StateUnreadableError: the file was truncated, replaced or damaged since it was opened.
+    """
+    await asyncio.to_thread(ctx.state.verify)
 
 
 async def unmapped_local_index(ctx: SyncContext) -> LocalIndex:

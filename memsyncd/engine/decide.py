@@ -12,6 +12,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Any
 
+from memsyncd.ids import id_problem
 from memsyncd.models import (
     CloudMemory,
     Conflict,
@@ -47,6 +48,27 @@ def parse_level(value: Any) -> int | None:
 def effective_level(entry_level: int | None, metadata: MappingABC[str, Any] | None, default_level: int) -> int:
     """The lowest of the queue entry's level and the memory's ``metadata.level``; else the default."""
     levels = [lvl for lvl in (parse_level(entry_level), parse_level((metadata or {}).get("level"))) if lvl is not None]
+    return min(levels) if levels else default_level
+
+
+def queued_level(pending: Iterable[QueueEntry], memory_id: str) -> int | None:
+    """The lowest level any pending queue entry of ``memory_id`` carries (None when none sets one)."""
+    levels = [lvl for lvl in (parse_level(e.level) for e in pending if e.id == memory_id) if lvl is not None]
+    return min(levels) if levels else None
+
+
+def current_level(queued: int | None, metadata: MappingABC[str, Any] | None, mapping_level: int | None,
+                  default_level: int) -> int:
+    """The level that decides whether local text may be sent now, outside a push (resolution, adoption).
+
+    The lowest of the pending queue entries' level, the local memory's current ``metadata.level``
+    and the level the last sync recorded on the mapping (0 once a push found the memory private;
+    only a later push, which reads the queue and the metadata, raises it again). With none of
+    them set: ``default_level``. Nothing the cloud says (its ``level``, ``memsync_device`` or
+    ``memsync_local_id``) takes part: the cloud can never make a local memory less private.
+    """
+    levels = [lvl for lvl in (parse_level(queued), parse_level((metadata or {}).get("level")),
+                              parse_level(mapping_level)) if lvl is not None]
     return min(levels) if levels else default_level
 
 
@@ -93,7 +115,9 @@ class PushStep(enum.Enum):
     """What to do with one coalesced queue item, decided from the local side."""
 
     SKIP_PRIVATE = "skip_private"  # level 0: never leaves the machine
+    DROP_INVALID = "drop_invalid"  # an id no memory can have (a hand-edited or hostile queue file)
     DROP_GONE = "drop_gone"  # push of a memory that no longer exists locally
+    KEEP_CLOUD_COPY = "keep_cloud_copy"  # a queued delete of a memory that is still there locally
     DROP_UNMAPPED = "drop_unmapped"  # delete of a memory that never reached the cloud
     DELETE_CLOUD = "delete_cloud"
     RESOLVE_INTENT = "resolve_intent"  # an earlier create may have landed: look before creating
@@ -111,12 +135,16 @@ class PushPlan:
 
 
 def needs_local_read(item: WorkItem) -> bool:
-    """False when the local memory need not be read: a delete, or a push queued as level 0.
+    """False when the local memory need not be read: an invalid id, or a push queued as level 0.
 
     The lowest level wins, so an entry queued with level 0 is local-only whatever the
-    memory's own metadata says; reading it would only cost a request.
+    memory's own metadata says; reading it would only cost a request. A delete is read:
+    the cloud copy goes only when the local memory is really gone (a tool's answer saying
+    "DELETE" is a claim, not proof).
     """
-    return item.action == "push" and item.level != PRIVATE_LEVEL
+    if id_problem(item.id) is not None:
+        return False
+    return item.action == "delete" or item.level != PRIVATE_LEVEL
 
 
 def plan_push(
@@ -135,15 +163,20 @@ def plan_push(
         intent: an unfinished create recorded before, if any.
         default_level: ``sync.default_level`` for memories that carry no level.
     """
+    problem = id_problem(item.id)
+    if problem is not None:
+        return PushPlan(PushStep.DROP_INVALID, PRIVATE_LEVEL, problem)
     level = effective_level(item.level, local.metadata if local else None, default_level)
     if item.action == "delete":
+        if local is not None and local.alive and (mapping is not None or intent is not None):
+            return PushPlan(PushStep.KEEP_CLOUD_COPY, level, "still exists locally: the cloud copy is kept")
         if mapping is None:
-            return PushPlan(PushStep.DROP_UNMAPPED, level, "deleted before it was ever synced")
+            return PushPlan(PushStep.DROP_UNMAPPED, level, "never synced: nothing to delete in the cloud")
         return PushPlan(PushStep.DELETE_CLOUD, level, "deleted locally")
     if not needs_local_read(item):
         return PushPlan(PushStep.SKIP_PRIVATE, PRIVATE_LEVEL, "queued as level 0 (local-only)")
     if local is None or not local.alive:
-        return PushPlan(PushStep.DROP_GONE, level, "no longer exists locally")
+        return PushPlan(PushStep.DROP_GONE, level, "not found locally")
     if level == PRIVATE_LEVEL:
         return PushPlan(PushStep.SKIP_PRIVATE, level, "level 0 (local-only)")
     if mapping is not None:
@@ -201,6 +234,7 @@ class PullStep(enum.Enum):
     CONFLICT = "conflict"
     CONFLICT_LOCAL_DELETED = "conflict_local_deleted"  # deleted here, edited in the cloud
     ADOPT = "adopt"  # the same memory exists locally: just record the mapping
+    SKIP_PRIVATE = "skip_private"  # it matches a local-only memory: neither adopted nor copied
     CREATE_LOCAL = "create_local"
 
 
@@ -209,8 +243,14 @@ def plan_pull(
     mapping: Mapping | None,
     local: LocalMemory | None,
     adoptable: LocalMemory | None = None,
+    adoptable_level: int | None = None,
 ) -> PullStep:
     """Decide what a pulled cloud memory means locally (SPEC 4, Pull).
+
+    A cloud memory is never adopted onto a local-only (level 0) memory: a mapping is what lets a
+    resolution or a push send local text to that cloud memory, and the claim that it is "the same
+    memory" (``memsync_local_id``, ``memsync_device``, an equal hash) comes from the cloud. It is
+    not copied either (its text is already here, or it names a memory that is kept private).
 
     Args:
         cloud: the cloud memory.
@@ -218,9 +258,15 @@ def plan_pull(
         local: the mapped local memory (None when mapped but gone locally).
         adoptable: for an unmapped memory, the local memory that is the same one
             (pushed from this device, or with an identical content hash).
+        adoptable_level: that local memory's current level (:func:`current_level`); None: unknown,
+            taken as private.
     """
     if mapping is None:
-        return PullStep.ADOPT if adoptable is not None else PullStep.CREATE_LOCAL
+        if adoptable is None:
+            return PullStep.CREATE_LOCAL
+        if adoptable_level is None or adoptable_level == PRIVATE_LEVEL:
+            return PullStep.SKIP_PRIVATE
+        return PullStep.ADOPT
     if cloud.hash == mapping.base_hash:
         return PullStep.ECHO
     if local is None or not local.alive:
@@ -294,18 +340,41 @@ class Resolution:
     ``local_text``/``cloud_text``: the text each side of the existing pair must end
     with (None: delete that side). ``extra_text``: for ``both``, the second version,
     to be created as a new memory on both sides.
+
+    ``local_only``: the memory is local-only (level 0) now, so the cloud side is left exactly
+    as it is (``cloud_text`` is what it holds) and nothing at all is sent to the cloud.
+    ``split_cloud`` (``both``, local-only): the cloud's version becomes a new local memory,
+    paired with the existing cloud memory; the private memory keeps its text and its pair ends.
     """
 
     local_text: str | None
     cloud_text: str | None
     extra_text: str | None = None
+    local_only: bool = False
+    split_cloud: bool = False
+
+    @property
+    def writes_cloud(self) -> bool:
+        """True when resolving may send anything to the cloud (never for a local-only memory)."""
+        return not self.local_only
 
 
-def plan_resolution(conflict: Conflict, keep: Keep, text: str | None = None) -> Resolution:
-    """Turn the user's choice into the text each side must end with (SPEC 4, Conflicts)."""
+def plan_resolution(conflict: Conflict, keep: Keep, text: str | None = None, *, level: int = 1) -> Resolution:
+    """Turn the user's choice into the text each side must end with (SPEC 4, Conflicts).
+
+    Args:
+        conflict: the open conflict.
+        keep: the user's choice.
+        text: the merged text for ``keep=text``.
+        level: the memory's level now (:func:`current_level`, read when resolving). At level 0
+            only the local side is written: ``local`` keeps the local text, ``cloud`` and ``text``
+            write the local side, ``both`` turns the cloud version into a second local memory.
+    """
+    if keep is Keep.TEXT and text is None:
+        raise ValueError("keep=text needs the merged text")
+    if level == PRIVATE_LEVEL:
+        return _plan_local_only(conflict, keep, text)
     if keep is Keep.TEXT:
-        if text is None:
-            raise ValueError("keep=text needs the merged text")
         return Resolution(text, text)
     if keep is Keep.LOCAL:
         return Resolution(conflict.local_text, conflict.local_text)
@@ -316,6 +385,20 @@ def plan_resolution(conflict: Conflict, keep: Keep, text: str | None = None) -> 
         survivor = conflict.local_text if conflict.local_text is not None else conflict.cloud_text
         return Resolution(survivor, survivor)
     return Resolution(conflict.local_text, conflict.local_text, extra_text=conflict.cloud_text)
+
+
+def _plan_local_only(conflict: Conflict, keep: Keep, text: str | None) -> Resolution:
+    """A level-0 memory's resolution: only the local side changes; the cloud copy is left as it is."""
+    cloud = conflict.cloud_text
+    if keep is Keep.TEXT:
+        return Resolution(text, cloud, local_only=True)
+    if keep is Keep.CLOUD:
+        return Resolution(cloud, cloud, local_only=True)
+    if keep is Keep.BOTH and conflict.local_text is not None and cloud is not None:
+        return Resolution(conflict.local_text, cloud, local_only=True, split_cloud=True)
+    if keep is Keep.BOTH and conflict.local_text is None:
+        return Resolution(cloud, cloud, local_only=True)
+    return Resolution(conflict.local_text, cloud, local_only=True)
 
 
 def changed_since_recorded(conflict: Conflict, resolution: Resolution, local_now: str | None,

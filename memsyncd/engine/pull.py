@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from memsyncd.engine.context import META_CURSOR, LocalIndex, SyncContext, log, short, unmapped_local_index
-from memsyncd.engine.decide import PullStep, cloud_level, plan_pull
+from memsyncd.engine.decide import PullStep, cloud_level, current_level, plan_pull, queued_level
 from memsyncd.engine.pipeline import WorkerPool, prefetch
 from memsyncd.engine.replace import replace_local
 from memsyncd.engine.report import PullReport
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
-from memsyncd.models import CloudMemory, LocalMemory, Mapping, parse_ts
+from memsyncd.ids import id_problem
+from memsyncd.models import CloudMemory, LocalMemory, Mapping, QueueEntry, parse_ts
 from memsyncd.remote.cloud import CloudClient
 
 PULL_OVERLAP = timedelta(seconds=60)
@@ -51,6 +52,18 @@ class _PullRun:
     in_flight: set[str] = field(default_factory=set)  # cloud ids whose writes are not recorded yet
     fatal: MemsyncError | None = None
     processed: int = 0  # listed cloud memories the pull is done with (applied, unchanged or failed)
+    pending: list[QueueEntry] | None = None  # the queue's entries, read once when an adoption is first weighed
+
+    async def local_level(self, memory: LocalMemory) -> int | None:
+        """A local memory's current level (queue entries, metadata, default); None when the queue is unreadable."""
+        if self.pending is None:
+            try:
+                self.pending = (await asyncio.to_thread(self.ctx.queue.read)).pending
+            except MemsyncError as exc:  # unknown level: treated as private (never adopted)
+                log.warning("pull.queue_unreadable", error=short(exc))
+                return None
+        return current_level(queued_level(self.pending, memory.id), memory.metadata, None,
+                             self.ctx.settings.sync.default_level)
 
     def count_processed(self, n: int = 1) -> None:
         if n:
@@ -141,7 +154,8 @@ async def _start_page(pool: WorkerPool, page: list[CloudMemory], run: _PullRun) 
             run.claimed.add(seen.adoptable.id)
             if run.index is not None:
                 run.index.discard(seen.adoptable)
-        seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable)
+        level = await run.local_level(seen.adoptable) if seen.adoptable is not None else None
+        seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable, level)
         log.debug("pull.plan", cloud_id=memory.id, step=seen.step.value)
         plans.append(seen)
     run.in_flight.update(plan.memory.id for plan in plans)
@@ -197,7 +211,8 @@ def _pull_failed(report: PullReport, memory: CloudMemory, exc: BaseException) ->
 async def _adoptable(ctx: SyncContext, memory: CloudMemory, device: str) -> LocalMemory | None:
     """The local memory this unmapped cloud memory was pushed from, if it is ours."""
     local_id = memory.metadata.get("memsync_local_id")
-    if not isinstance(local_id, str) or memory.metadata.get("memsync_device") != device:
+    if not isinstance(local_id, str) or id_problem(local_id) is not None \
+            or memory.metadata.get("memsync_device") != device:
         return None
     if ctx.state.mapping_for_local(local_id) is not None:
         return None
@@ -209,6 +224,12 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
     """Carry out one pull decision; returns the mapping to store (written per page, in one transaction)."""
     step, memory, mapping, local, adoptable = plan.step, plan.memory, plan.mapping, plan.local, plan.adoptable
     if step is PullStep.ECHO:
+        return None
+    if step is PullStep.SKIP_PRIVATE:
+        assert adoptable is not None
+        report.skipped_private += 1
+        log.info("pull.skipped", cloud_id=memory.id, local_id=adoptable.id,
+                 reason="matches a local-only (level 0) memory: not adopted, not copied")
         return None
     if step is PullStep.UPDATE_LOCAL:
         assert mapping is not None

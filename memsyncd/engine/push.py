@@ -45,7 +45,10 @@ class ItemStatus(enum.Enum):
     UNCHANGED = "unchanged"  # nothing to send (already equal, or only the cloud changed)
     CONFLICT = "conflict"  # a new conflict was recorded; the entry leaves the queue
     SKIPPED = "skipped"  # level 0: never leaves the machine
-    DROPPED = "dropped"  # nothing to do any more (gone locally, never synced)
+    NOT_FOUND = "not_found"  # a push of an id OpenMemory does not have (any more)
+    INVALID_ID = "invalid_id"  # an id no memory can have
+    KEPT = "kept"  # a queued delete of a memory that still exists locally: the cloud copy stays
+    DROPPED = "dropped"  # nothing to do any more (deleted before it was ever synced)
     FAILED = "failed"  # stays queued with a sync_errors row
     WAITING = "waiting"  # mem0 is still processing a queued add: stays queued, not an error
     DUPLICATE = "duplicate"  # same text as another synced local memory: mem0 keeps one copy (linked, reported)
@@ -86,10 +89,11 @@ class _PushTally:
             conflicts=counts[ItemStatus.CONFLICT], skipped_private=counts[ItemStatus.SKIPPED],
             dropped=counts[ItemStatus.DROPPED], errors=counts[ItemStatus.FAILED],
             waiting=counts[ItemStatus.WAITING], duplicates=counts[ItemStatus.DUPLICATE],
-            error_messages=self.error_messages,
+            not_found=counts[ItemStatus.NOT_FOUND], invalid_ids=counts[ItemStatus.INVALID_ID],
+            deletes_kept=counts[ItemStatus.KEPT], error_messages=self.error_messages,
         )
         report.attempted = (counts.total() - report.skipped_private - report.dropped - report.conflicts
-                            - report.waiting)
+                            - report.waiting - report.not_found - report.invalid_ids - report.deletes_kept)
         return report
 
 
@@ -248,8 +252,15 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             # remove the earlier cloud copy (never removed without the user saying so)
             ctx.state.set_mapping_level(mapping.local_id, 0)
         return ItemResult(done, ItemStatus.SKIPPED)
+    if step is PushStep.DROP_INVALID:
+        log.warning("push.skipped", id=ascii(item.id[:80]), reason=plan.reason)
+        return ItemResult(done, ItemStatus.INVALID_ID, plan.reason)
     if step is PushStep.DROP_GONE:
-        return ItemResult(done, ItemStatus.DROPPED)
+        log.info("push.skipped", id=item.id, reason=plan.reason)
+        return ItemResult(done, ItemStatus.NOT_FOUND, plan.reason)
+    if step is PushStep.KEEP_CLOUD_COPY:
+        log.info("push.skipped", id=item.id, action="delete", reason=plan.reason)
+        return ItemResult(done, ItemStatus.KEPT, plan.reason)
     if step is PushStep.DROP_UNMAPPED:
         found = await ctx.once(cloud).find_landed(intent) if intent else None
         if found is None:
@@ -281,6 +292,9 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             return ItemResult(done, ItemStatus.DUPLICATE)
         return ItemResult(done, ItemStatus.CREATED)
     assert mapping is not None
+    if mapping.level != plan.level and not ctx.dry:
+        # the level read now (queue entry, metadata) is what a resolution of this pair honours next
+        ctx.state.set_mapping_level(mapping.local_id, plan.level)
     if cloud_copy is None:
         cloud_copy = await cloud.get(mapping.cloud_id)
     cloud_step = plan_mapped_push(local, mapping, cloud_copy)

@@ -23,10 +23,13 @@ class PushReport:
     conflicts: int = 0
     errors: int = 0
     skipped_private: int = 0
-    dropped: int = 0
+    dropped: int = 0  # deletes of memories that were never synced: nothing to do
     waiting: int = 0  # accepted by mem0, still processing (queued add): finishes on the next sync
     duplicates: int = 0  # same text as another local memory: mem0 keeps one cloud copy for both
     error_messages: list[str] = field(default_factory=list)
+    not_found: int = 0  # queued pushes of ids OpenMemory does not have: dropped from the queue, reported
+    invalid_ids: int = 0  # queued ids no memory can have: dropped from the queue, reported
+    deletes_kept: int = 0  # queued deletes of memories still there locally: the cloud copy was kept
 
     @property
     def synced(self) -> int:
@@ -46,6 +49,7 @@ class PullReport:
     errors: int = 0
     error_messages: list[str] = field(default_factory=list)
     failed: str = ""  # the error that ended the pull early (a page could not be listed, ...); "" when it finished
+    skipped_private: int = 0  # cloud memories matching a local-only memory: neither adopted nor copied
 
     @property
     def to_apply(self) -> int:
@@ -114,14 +118,20 @@ class SyncReport:
                      conflicts_open=data.get("conflicts_open", 0), started_at=data.get("started_at", ""),
                      duration_ms=data.get("duration_ms", 0))
         if data.get("push"):
-            report.push = PushReport(**data["push"])
+            report.push = PushReport(**_known(PushReport, data["push"]))
         if data.get("pull"):
-            report.pull = PullReport(**data["pull"])
+            report.pull = PullReport(**_known(PullReport, data["pull"]))
         if data.get("reconcile"):
             report.reconcile = ReconcileReport(**data["reconcile"])
         if data.get("error"):
             report.fatal = error_from_dict(data["error"])
         return report
+
+
+def _known(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``data`` that ``cls`` has (a daemon of another version may send more)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 @dataclass

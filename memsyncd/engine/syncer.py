@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar, cast, overload
 
 from memsyncd.config import Paths, Settings, load_api_key, load_settings
-from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short
+from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short, verify_state
 from memsyncd.engine.decide import coalesce
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ItemStatus, run_push
@@ -174,6 +174,7 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> S
                         started_at=format_ts(started))
     cloud.begin_run()
     try:
+        await verify_state(ctx)  # a daemon's store may have been damaged since it was opened: look first
         await ctx.local.probe()
         await finish_local_replaces(ctx)  # local rewrites a crash interrupted: one live version each
         if mode in (SyncMode.FULL, SyncMode.PUSH):

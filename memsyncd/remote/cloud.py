@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from memsyncd.errors import NotFoundError, RemoteError, RemoteRejectedError
+from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, parse_ts
 from memsyncd.remote.http_edge import RetryPolicy, json_body, request
@@ -118,6 +119,14 @@ def _ts(value: Any) -> datetime | None:
         return None
 
 
+def _valid_id(value: str, answer: str) -> str:
+    """An id from a mem0 answer, refused when no memory (or event) id can look like it."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise RemoteRejectedError(f"mem0's {answer} answer holds an unusable id: {problem}", service=SERVICE)
+    return value
+
+
 def memory_from_json(raw: dict[str, Any]) -> CloudMemory:
     """Build a ``CloudMemory`` from a platform memory object."""
     text = raw.get("memory")
@@ -125,6 +134,9 @@ def memory_from_json(raw: dict[str, Any]) -> CloudMemory:
         text = raw["data"].get("memory")
     if not isinstance(raw.get("id"), str) or not isinstance(text, str):
         raise RemoteRejectedError("mem0 sent a memory without id or text", service=SERVICE)
+    problem = id_problem(raw["id"])
+    if problem is not None:
+        raise RemoteRejectedError(f"mem0 sent a memory with an unusable id: {problem}", service=SERVICE)
     metadata: dict[str, Any] = raw["metadata"] if isinstance(raw.get("metadata"), dict) else {}
     return CloudMemory(
         id=raw["id"], text=text, metadata=metadata,
@@ -240,27 +252,27 @@ class CloudClient:
             raise RemoteRejectedError("mem0 stored nothing for the add", service=SERVICE)
         first = results[0]
         if isinstance(first.get("id"), str) and first.get("status") != "PENDING":
-            return AddResult(cloud_id=first["id"], event_id=None)
+            return AddResult(cloud_id=_valid_id(first["id"], "add"), event_id=None)
         if isinstance(first.get("event_id"), str):
-            return AddResult(cloud_id=None, event_id=first["event_id"])
+            return AddResult(cloud_id=None, event_id=_valid_id(first["event_id"], "add"))
         raise RemoteRejectedError("mem0 add answer has neither an id nor an event_id", service=SERVICE)
 
     async def event(self, event_id: str) -> EventResult:
         """Status of a queued add."""
-        body = await self._call("GET", f"/v1/event/{event_id}/")
+        body = await self._call("GET", f"/v1/event/{path_segment(event_id)}/")
         if not isinstance(body, dict):
             raise RemoteRejectedError("mem0 event answer is not an object", service=SERVICE)
         cloud_id = None
         for item in body.get("results") or []:
             if isinstance(item, dict) and isinstance(item.get("id"), str):
-                cloud_id = item["id"]
+                cloud_id = _valid_id(item["id"], "event")
                 break
         return EventResult(status=str(body.get("status", "PENDING")).upper(), cloud_id=cloud_id)
 
     async def get(self, cloud_id: str) -> CloudMemory | None:
         """One memory, or None when it does not exist."""
         try:
-            body = await self._call("GET", f"/v1/memories/{cloud_id}/")
+            body = await self._call("GET", f"/v1/memories/{path_segment(cloud_id)}/")
         except NotFoundError:
             return None
         return memory_from_json(body)
@@ -270,12 +282,12 @@ class CloudClient:
         payload: dict[str, Any] = {"text": text}
         if metadata is not None:
             payload["metadata"] = metadata
-        await self._call("PUT", f"/v1/memories/{cloud_id}/", json=payload)
+        await self._call("PUT", f"/v1/memories/{path_segment(cloud_id)}/", json=payload)
 
     async def delete(self, cloud_id: str) -> bool:
         """Delete a memory; False when it was already gone (404 counts as done)."""
         try:
-            await self._call("DELETE", f"/v1/memories/{cloud_id}/")
+            await self._call("DELETE", f"/v1/memories/{path_segment(cloud_id)}/")
         except NotFoundError:
             return False
         return True

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from memsyncd.errors import ConfigError, LocalUnreachableError, NotFoundError, RemoteRejectedError
+from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import redact_text
 from memsyncd.models import LocalMemory
 from memsyncd.remote.http_edge import RetryPolicy, json_body, request
@@ -27,6 +28,9 @@ PROBE_FRESH_SECONDS = 5.0  # a probe is skipped when a request succeeded this re
 def _memory(raw: Any, text_key: str) -> LocalMemory:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
         raise RemoteRejectedError("OpenMemory sent a memory without an id", service=SERVICE)
+    problem = id_problem(raw["id"])
+    if problem is not None:
+        raise RemoteRejectedError(f"OpenMemory sent a memory with an unusable id: {problem}", service=SERVICE)
     text = raw.get(text_key)
     if not isinstance(text, str):
         text = raw.get("content") if isinstance(raw.get("content"), str) else raw.get("text")
@@ -100,7 +104,7 @@ class LocalClient:
     async def get(self, memory_id: str) -> LocalMemory | None:
         """One memory, or None when OpenMemory does not know it (soft-deleted ones come back with state)."""
         try:
-            body = await self._call("GET", f"/api/v1/memories/{memory_id}")
+            body = await self._call("GET", f"/api/v1/memories/{path_segment(memory_id)}")
         except NotFoundError:
             return None
         except RemoteRejectedError as exc:
@@ -123,7 +127,7 @@ class LocalClient:
 
     async def update(self, memory_id: str, text: str) -> None:
         """Replace a memory's text."""
-        await self._call("PUT", f"/api/v1/memories/{memory_id}",
+        await self._call("PUT", f"/api/v1/memories/{path_segment(memory_id)}",
                          json={"memory_content": text, "user_id": self.user_id})
 
     async def delete(self, memory_id: str) -> bool:

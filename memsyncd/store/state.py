@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import uuid
@@ -86,6 +87,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,6 +125,15 @@ def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concat
     return wrapper
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file, None when it is missing."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 class StateStore:
     """Typed access to the state database."""
 
@@ -150,6 +161,7 @@ class StateStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             problem = self._quick_check() if verify else None
+            self._identity = _file_identity(path)
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(sqlite3.Error, AttributeError):
                 self._db.close()
@@ -171,6 +183,62 @@ class StateStore:
     def check(self) -> str | None:
         """``PRAGMA quick_check`` (reads every page): None when healthy, else SQLite's first complaint."""
         return self._quick_check()
+
+    def verify(self) -> None:
+        """Check that the file on disk is still the healthy database this store opened (before a run's cloud writes).
+
+        The open connection answers from its page cache and WAL, so its own ``quick_check``
+        misses a file truncated, overwritten or replaced under it (a daemon keeps its store
+        open for days). This reads the file as it is now, through a second read-only
+        connection: the same inode, the schema version this store migrated to, and every page
+        (``PRAGMA quick_check``, milliseconds for thousands of memories).
+
+        Raises:
+            StateUnreadableError: the file is gone, replaced, truncated or damaged (nothing is written).
+        """
+        # no store lock: this uses a connection of its own, so the store's callers never wait on it
+        problem = self._disk_problem()
+        if problem is None:
+            try:
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            except sqlite3.Error as exc:
+                raise unreadable(self.path, exc) from None
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    problem = (f"schema version {version} on disk, {SCHEMA_VERSION} expected: truncated, replaced "
+                               "or migrated by another memsyncd")
+                else:
+                    rows = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+                    problem = None if rows == ["ok"] else "; ".join(rows[:3])
+            except sqlite3.DatabaseError as exc:
+                raise unreadable(self.path, exc) from None
+            finally:
+                db.close()
+        if problem is not None:
+            raise unreadable(self.path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
+
+    def _disk_problem(self) -> str | None:
+        """A cheap look at the file (no SQLite): still the same inode, and still a database at its start.
+
+        Nothing finer (e.g. the header's page count against the file's size): a checkpoint of
+        another connection writes page 1 before the pages that extend the file, so such a check
+        would see damage that is not there. :meth:`verify`'s read-only connection sees a
+        consistent snapshot instead.
+        """
+        identity = _file_identity(self.path)
+        if identity is None:
+            return "the file is gone"
+        if identity != self._identity:
+            return "the file was replaced while memsyncd had it open"
+        try:
+            with open(self.path, "rb") as handle:
+                head = handle.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            return f"cannot read it ({exc.strerror or exc})"
+        if head != _SQLITE_MAGIC:
+            return "truncated" if len(head) < len(_SQLITE_MAGIC) else "its header is overwritten"
+        return None
 
     def _quick_check(self) -> str | None:
         rows = [str(row[0]) for row in self._db.execute("PRAGMA quick_check")]
@@ -367,6 +435,9 @@ class StateStore:
             StateUnreadableError: the database failed.
         """
         ids = [local_id for local_id, _ in items]
+        problem = self._disk_problem()  # the intent connection, like the main one, would not notice
+        if problem is not None:
+            raise unreadable(self.path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
         try:
             with self._intent_lock:
                 if self._intent_db is None:

@@ -140,7 +140,8 @@ def test_plan_push(work: WorkItem, local: LocalMemory | None, mapped: bool, inte
 
 def test_entry_queued_as_level_0_needs_no_local_read() -> None:
     """Lowest level wins: a push queued with level 0 is skipped before (and without) reading the memory."""
-    assert not needs_local_read(item("push", level=0)) and not needs_local_read(item("delete"))
+    assert not needs_local_read(item("push", level=0))
+    assert needs_local_read(item("delete"))  # a delete is checked against the local memory first
     assert needs_local_read(item("push", level=None)) and needs_local_read(item("push", level=2))
     plan = plan_push(item("push", level=0), None, mapping(), None, default_level=1)
     assert plan.step is PushStep.SKIP_PRIVATE and plan.level == 0
@@ -186,7 +187,8 @@ def test_plan_pull(mapped: bool, local_text: str | None, cloud_text: str, adopta
     """Echo, fast-forward, refresh, conflict, adopt, create."""
     local = LocalMemory("L1", local_text) if local_text is not None else None
     adopt = LocalMemory("L9", cloud_text) if adoptable else None
-    assert plan_pull(CloudMemory("C1", cloud_text), mapping() if mapped else None, local, adopt) is step
+    level = 1 if adoptable else None  # a shared local memory (level 0 ones are never adopted: test_level0_core)
+    assert plan_pull(CloudMemory("C1", cloud_text), mapping() if mapped else None, local, adopt, level) is step
 
 
 def test_plan_pull_locally_soft_deleted_is_conflict() -> None:
