@@ -73,14 +73,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             try:
                 conn.writer.write(payload)
-                await asyncio.wait_for(conn.writer.drain(), timeouts.get("write"))
+                async with asyncio.timeout(timeouts.get("write")):  # (no task per call, unlike wait_for)
+                    await conn.writer.drain()
             except TimeoutError:
                 raise httpx.WriteTimeout("timed out sending the request", request=request) from None
             except OSError as exc:
                 raise httpx.WriteError(f"{type(exc).__name__}: {exc}", request=request) from None
             try:
-                status, reason, headers, body, reusable = await asyncio.wait_for(
-                    _read_response(conn.reader, request.method), timeouts.get("read"))
+                async with asyncio.timeout(timeouts.get("read")):
+                    status, reason, headers, body, reusable = await _read_response(conn.reader, request.method)
             except TimeoutError:
                 raise httpx.ReadTimeout("timed out reading the answer", request=request) from None
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
@@ -107,8 +108,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 return conn
             conn.close()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(key[0], key[1], limit=STREAM_LIMIT), timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(key[0], key[1], limit=STREAM_LIMIT)
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out", request=request) from None
         except OSError as exc:

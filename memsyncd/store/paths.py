@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import NamedTuple
 
 from memsyncd.errors import DaemonError, UsageError
+from memsyncd.store import locate
+from memsyncd.store.locate import RootNotFound, find_root
 
-CONFIG_RELPATH = Path(".claude/memory/config.json")
-QUEUE_RELPATH = Path(".claude/session/sync-queue.json")
+CONFIG_RELPATH = Path(locate.CONFIG_RELPATH)
+QUEUE_RELPATH = Path(locate.QUEUE_RELPATH)
 STATE_RELPATH = Path(".claude/memory/memsync.db")
 
 
@@ -41,58 +42,36 @@ class Paths(NamedTuple):
         return self.root / STATE_RELPATH
 
 
-def _owned_by(directory: Path, uid: int) -> bool:
-    try:
-        return os.stat(directory).st_uid == uid
-    except OSError:
-        return False
-
-
 def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
     """Find the root: ``--root``, else ``MEMSYNC_ROOT``, else the nearest ancestor with a config, else home.
 
     The upward search stops at the first directory the current user does not own (``/tmp``,
     ``/home``, a directory another user made): a config planted there is never picked up.
+    (:func:`memsyncd.store.locate.find_root`, which the fast paths call directly.)
 
     Raises:
         UsageError: the current directory was deleted, or there is no home directory to fall back to.
     """
     try:
-        if explicit:
-            return Path(explicit).expanduser().resolve()
-        env_root = os.environ.get("MEMSYNC_ROOT")
-        if env_root:
-            return Path(env_root).expanduser().resolve()
-        here = (cwd or Path.cwd()).resolve()
-        me = os.geteuid()
-        for candidate in (here, *here.parents):
-            if not _owned_by(candidate, me):  # another user's directory: its (or its parents') config is not ours
-                break
-            if (candidate / CONFIG_RELPATH).is_file():
-                return candidate
-        return Path.home().resolve()
-    except FileNotFoundError:
-        raise UsageError("the current directory no longer exists; cd to your project, or pass --root DIR "
-                         "(or set MEMSYNC_ROOT).") from None
-    except RuntimeError as exc:  # expanduser()/home() without HOME or a passwd entry
-        raise UsageError(f"cannot find your home directory ({exc}); pass --root DIR or set MEMSYNC_ROOT.") from None
+        return Path(find_root(os.fspath(explicit) if explicit else None, str(cwd) if cwd is not None else None))
+    except RootNotFound as exc:
+        raise UsageError(str(exc)) from None
 
 
 # Per-user runtime locations (sockets, pair run locks).
 
-USER_SOCKET_NAME = "memsyncd.sock"
+USER_SOCKET_NAME = locate.USER_SOCKET_NAME
 USER_PID_NAME = "memsyncd.pid"
 
 
 def root_id(root: Path) -> str:
     """A short stable id for a root directory (names its socket)."""
-    return hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
+    return locate.root_id(str(root.resolve()))
 
 
 def runtime_dir() -> Path:
     """``$XDG_RUNTIME_DIR/memsyncd``, else ``/tmp/memsyncd-<uid>``; created 0700 and checked to be ours."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    directory = Path(base) / "memsyncd" if base and Path(base).is_dir() else Path(f"/tmp/memsyncd-{os.getuid()}")
+    directory = Path(locate.runtime_dir_name())
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():

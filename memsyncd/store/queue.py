@@ -8,71 +8,59 @@ is never held across network I/O: callers read the work, release, do the work, a
 call :meth:`QueueStore.apply` with the results, which removes only the exact entries
 that were processed. A corrupt file is never overwritten.
 
-Stdlib only: ``memsyncctl enqueue`` and the Claude Code hook write the queue without loading
-the engine.
+Stdlib only. The lock, the writer and the strict checks live in :mod:`memsyncd.store.queue_file`,
+which the hook and ``enqueue`` use directly (no data classes); this module is the engine's typed view.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
-from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, parse_ts, utc_now
+from memsyncd.errors import QueueBusyError, QueueUnreadableError
+from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, utc_now
+from memsyncd.store.queue_file import (
+    DOC_KEYS,
+    ENTRY_KEYS,
+    ERROR_KEYS,
+    LOCK_TIMEOUT_SECONDS,
+    UNLOCKED_WRITER_RETRIES,
+    ChangedUnderUs,
+    Invalid,
+    atomic_write,
+    check_entry,
+    check_error_row,
+    file_identity,
+    flock_exclusive,
+    load_document,
+)
 
-LOCK_TIMEOUT_SECONDS = 30.0
-LOCK_POLL_MAX_SECONDS = 0.05
-UNLOCKED_WRITER_RETRIES = 20
-_ENTRY_KEYS = {"id", "action", "timestamp", "content_hash", "level"}
-_ERROR_KEYS = {"id", "error", "timestamp", "retries"}
-_DOC_KEYS = {"pending", "last_sync", "sync_errors"}
+__all__ = ["LOCK_TIMEOUT_SECONDS", "ApplyResult", "Outcome", "QueueStore", "atomic_write", "dump_queue",
+           "entry_to_json", "file_identity", "flock_exclusive", "parse_queue", "salvage"]
 
-
-class _Invalid(ValueError):
-    """Internal: one part of the file has the wrong shape."""
+_ENTRY_KEYS = ENTRY_KEYS
+_ERROR_KEYS = ERROR_KEYS
+_DOC_KEYS = DOC_KEYS
+_Invalid = Invalid
+_ChangedUnderUs = ChangedUnderUs
 
 
 def _entry_from_json(raw: Any, index: int) -> QueueEntry:
-    if not isinstance(raw, dict):
-        raise _Invalid(f"pending[{index}] is {type(raw).__name__}, expected an object")
-    memory_id, action, timestamp = raw.get("id"), raw.get("action"), raw.get("timestamp")
-    if not isinstance(memory_id, str) or not memory_id:
-        raise _Invalid(f"pending[{index}].id must be a non-empty string")
-    if action not in ("push", "delete"):
-        raise _Invalid(f"pending[{index}].action must be \"push\" or \"delete\", got {action!r}")
-    if not isinstance(timestamp, str):
-        raise _Invalid(f"pending[{index}].timestamp must be an RFC 3339 string")
-    try:
-        parse_ts(timestamp)
-    except ValueError:
-        raise _Invalid(f"pending[{index}].timestamp {timestamp!r} is not an RFC 3339 timestamp") from None
-    digest = raw.get("content_hash")
-    if digest is not None and not isinstance(digest, str):
-        raise _Invalid(f"pending[{index}].content_hash must be a string")
-    level = raw.get("level")
-    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
-        raise _Invalid(f"pending[{index}].level must be a non-negative integer")
+    check_entry(raw, index)
     extra = {k: v for k, v in raw.items() if k not in _ENTRY_KEYS}
-    return QueueEntry(memory_id, action, timestamp, digest, level, extra)
+    return QueueEntry(raw["id"], raw["action"], raw["timestamp"], raw.get("content_hash"), raw.get("level"), extra)
 
 
 def _error_from_json(raw: Any, index: int) -> QueueErrorRow:
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-        raise _Invalid(f"sync_errors[{index}] must be an object with a string id")
-    retries = raw.get("retries", 0)
-    if isinstance(retries, bool) or not isinstance(retries, int):
-        raise _Invalid(f"sync_errors[{index}].retries must be an integer")
+    check_error_row(raw, index)
     extra = {k: v for k, v in raw.items() if k not in _ERROR_KEYS}
-    return QueueErrorRow(raw["id"], str(raw.get("error", "")), str(raw.get("timestamp", "")), retries, extra)
+    return QueueErrorRow(raw["id"], str(raw.get("error", "")), str(raw.get("timestamp", "")), raw.get("retries", 0),
+                         extra)
 
 
 def parse_queue(text: str) -> QueueDoc:
@@ -81,23 +69,10 @@ def parse_queue(text: str) -> QueueDoc:
     Raises:
         ValueError: naming what is wrong.
     """
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise _Invalid(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise _Invalid("JSON nested too deeply to read") from None
-    if not isinstance(data, dict):
-        raise _Invalid(f"top level is {type(data).__name__}, expected an object")
+    data: dict[str, Any] = load_document(text)
     pending = data.get("pending", [])
     errors = data.get("sync_errors", [])
     last_sync = data.get("last_sync")
-    if not isinstance(pending, list):
-        raise _Invalid("\"pending\" must be a list")
-    if not isinstance(errors, list):
-        raise _Invalid("\"sync_errors\" must be a list")
-    if last_sync is not None and not isinstance(last_sync, str):
-        raise _Invalid("\"last_sync\" must be a timestamp string or null")
     return QueueDoc(
         pending=[_entry_from_json(raw, i) for i, raw in enumerate(pending)],
         last_sync=last_sync,
@@ -132,101 +107,6 @@ def dump_queue(doc: QueueDoc) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-FileIdentity = tuple[int, int, int] | None
-
-
-def file_identity(path: Path) -> FileIdentity:
-    """(inode, mtime ns, size) of a file, None when absent: changes whenever any writer replaces it."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (info.st_ino, info.st_mtime_ns, info.st_size)
-
-
-class _ChangedUnderUs(Exception):
-    """Internal: another writer replaced the file between our read and our rename."""
-
-
-@contextlib.contextmanager
-def flock_exclusive(lock_path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
-
-    Tried with ``LOCK_NB`` every few milliseconds (backing off to ``LOCK_POLL_MAX_SECONDS``)
-    until ``timeout``; the file is never deleted, so every process locks the same inode.
-
-    Raises:
-        QueueBusyError: another process held the lock for ``timeout`` seconds.
-        FileAccessError: the lock file cannot be created or opened (permissions, read-only disk).
-    """
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise FileAccessError.from_os_error(exc, lock_path) from None
-    try:
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise FileAccessError.from_os_error(exc, lock_path) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise QueueBusyError(f"another process has held {lock_path} for {timeout:.0f} s; nothing was "
-                                     "written. Try again; if it stays busy, find the holder with "
-                                     f"'fuser {lock_path}'.")
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, LOCK_POLL_MAX_SECONDS)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, text: str, *, expect: FileIdentity | bool = False) -> None:
-    """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir.
-
-    With ``expect`` (a :func:`file_identity`), the rename only happens if the file is still
-    the one that was read; otherwise ``_ChangedUnderUs`` is raised and nothing is replaced.
-
-    Raises:
-        FileAccessError: the directory or file cannot be written (permissions, disk full); the
-            old file is then unchanged.
-    """
-    try:
-        _atomic_write(path, text, expect)
-    except OSError as exc:
-        raise FileAccessError.from_os_error(exc, path) from None
-
-
-def _atomic_write(path: Path, text: str, expect: FileIdentity | bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if expect is not False and file_identity(path) != expect:
-            raise _ChangedUnderUs
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass
 class Outcome:
     """What happened to one processed work item, for :meth:`QueueStore.apply`."""
@@ -248,13 +128,13 @@ class QueueStore:
     """The queue file of one root."""
 
     def __init__(self, path: Path, lock_path: Path | None = None, *,
-                 lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+                 lock_timeout: float | None = None) -> None:
         self.path = path
         self.lock_path = lock_path or path.with_name(path.name + ".lock")
-        self.lock_timeout = lock_timeout  # then TimeoutError (the daemon's API waits ~2 s, not 30)
+        self.lock_timeout = lock_timeout  # None: LOCK_TIMEOUT_SECONDS; then QueueBusyError (the daemon's API: ~2 s)
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
-        return flock_exclusive(self.lock_path, self.lock_timeout)
+        return flock_exclusive(self.lock_path, LOCK_TIMEOUT_SECONDS if self.lock_timeout is None else self.lock_timeout)
 
     def read(self) -> QueueDoc:
         """Read the queue (missing file = empty queue).

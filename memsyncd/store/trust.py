@@ -30,28 +30,32 @@ File format::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from memsyncd.errors import ConfigError, UntrustedRootError
 from memsyncd.store.paths import CONFIG_RELPATH
+from memsyncd.store.trust_check import (
+    SECURITY_FIELDS as SECURITY_FIELDS,
+)
+from memsyncd.store.trust_check import (
+    STORE_NAME as STORE_NAME,
+)
+from memsyncd.store.trust_check import (
+    TRUSTED_ROOTS_ENV,
+    fields_hash,
+    security_fields,
+    store_file,
+    unsafe_reason,
+)
+from memsyncd.store.trust_check import (
+    trusted_by_env as _trusted_by_env,
+)
 
-TRUSTED_ROOTS_ENV = "MEMSYNC_TRUSTED_ROOTS"
-STORE_NAME = "trusted.json"
 LOCK_TIMEOUT_SECONDS = 10.0
-
-# (section, key): where the key and the memories go, whose they are, and what leaves by default.
-SECURITY_FIELDS: dict[str, tuple[str, ...]] = {
-    "local": ("url", "user_id", "app"),
-    "cloud": ("url", "user_id", "agent_id", "app_id", "org_id", "project_id"),
-    "sync": ("default_level",),
-}
-
 
 class Trust(NamedTuple):
     """The answer for one root: trusted or not, why, and what its config sets."""
@@ -74,43 +78,12 @@ def trust_command(root: Path) -> str:
     return f"memsyncctl trust {shlex.quote(str(root))}"
 
 
-def _config_home() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    return Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
-
-
 def store_path() -> Path:
     """``$XDG_CONFIG_HOME/memsyncd/trusted.json``."""
-    return _config_home() / "memsyncd" / STORE_NAME
+    return Path(store_file())
 
 
 # --- the fields and their hash ----------------------------------------------------------------
-
-def security_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """The security-relevant values a config document sets, as ``{"cloud.url": value}``.
-
-    Top-level section names are matched case-insensitively (pydantic-settings accepts ``"Cloud"``),
-    so every spelling is covered and kept under its own name; absent keys are left out.
-    """
-    fields: dict[str, Any] = {}
-    for section, value in doc.items():
-        keys = SECURITY_FIELDS.get(str(section).lower())
-        if keys is None:
-            continue
-        if not isinstance(value, dict):
-            fields[str(section)] = value  # invalid anyway, but its value still counts
-            continue
-        for key in keys:
-            if key in value:
-                fields[f"{section}.{key}"] = value[key]
-    return fields
-
-
-def fields_hash(fields: dict[str, Any]) -> str:
-    """SHA-256 of the fields in a canonical JSON form (the same everywhere)."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
 
 def read_config_document(config: Path) -> dict[str, Any] | None:
     """The config's JSON object; None when there is no file.
@@ -134,25 +107,6 @@ def read_config_document(config: Path) -> dict[str, Any] | None:
 
 
 # --- ownership --------------------------------------------------------------------------------
-
-def unsafe_reason(path: Path, *, uid: int | None = None) -> str | None:
-    """Why ``path`` may not be trusted (another owner, a symlink, group/other-writable); None if fine or absent."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"cannot be examined ({exc.strerror})"
-    if stat.S_ISLNK(info.st_mode):
-        return "is a symbolic link (memsyncd follows no symlink under .claude/)"
-    me = os.geteuid() if uid is None else uid
-    if info.st_uid != me:
-        return f"is owned by uid {info.st_uid}, not by you (uid {me})"
-    writers = [name for bit, name in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others")) if info.st_mode & bit]
-    if writers:
-        return f"is writable by {' and '.join(writers)} (mode {stat.S_IMODE(info.st_mode):04o})"
-    return None
-
 
 def check_ownership(root: Path) -> None:
     """Refuse a root whose ``.claude``, ``.claude/memory`` or config another user could have written.
@@ -192,17 +146,7 @@ def _records(path: Path | None = None) -> list[dict[str, Any]]:
 
 def trusted_by_env(root: Path) -> bool:
     """Whether ``MEMSYNC_TRUSTED_ROOTS`` names ``root`` or a directory above it."""
-    for entry in os.environ.get(TRUSTED_ROOTS_ENV, "").split(os.pathsep):
-        entry = entry.strip()
-        if not entry or not os.path.isabs(os.path.expanduser(entry)):
-            continue
-        try:
-            base = Path(entry).expanduser().resolve()
-        except (OSError, RuntimeError):
-            continue
-        if root == base or base in root.parents:
-            return True
-    return False
+    return _trusted_by_env(str(root))
 
 
 def evaluate(root: Path, *, store: Path | None = None) -> Trust:
