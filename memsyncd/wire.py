@@ -9,10 +9,13 @@ own JSON (:mod:`memsyncd.engine.report`, data only, stdlib only).
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-from memsyncd.errors import MemsyncError
-from memsyncd.models import Conflict
+TYPE_CHECKING = False  # the fast paths read the routes: no typing, no data classes loaded for them
+if TYPE_CHECKING:
+    from typing import Any
+
+    from memsyncd.errors import MemsyncError
+    from memsyncd.models import Conflict
 
 HEALTH = "/v1/health"
 STATUS = "/v1/status"
@@ -61,6 +64,8 @@ def conflict_to_json(conflict: Conflict) -> dict[str, Any]:
 
 def conflict_from_json(data: dict[str, Any]) -> Conflict:
     """Inverse of :func:`conflict_to_json`."""
+    from memsyncd.models import Conflict
+
     return Conflict(int(data["id"]), data["local_id"], data["cloud_id"], data.get("base"), data.get("local"),
                     data.get("cloud"), data.get("reason", ""), data.get("created_at", ""))
 

@@ -20,12 +20,17 @@ server; ``curl --unix-socket`` remains the general-purpose client.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
-from pathlib import Path
-from typing import Any, NamedTuple
 
 from memsyncd.errors import DaemonError, MemsyncError, error_from_dict
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Path = str | os.PathLike[str]
 
 CONNECT_TIMEOUT_SECONDS = 1.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -44,11 +49,30 @@ class _Malformed(ValueError):
     """Internal: the bytes received are not an HTTP/1.x answer."""
 
 
-class DaemonAnswer(NamedTuple):
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
+
+
+def quote_query(value: str) -> str:
+    """``value`` percent-encoded as ``urllib.parse.quote`` does (``/`` kept), without loading ``urllib``."""
+    if all(ch in _UNRESERVED for ch in value):
+        return value
+    return "".join(ch if ch in _UNRESERVED else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in value)
+
+
+class DaemonAnswer:
     """One HTTP answer: status and decoded body (JSON value, or text for ``text/plain``)."""
 
-    status: int
-    body: Any
+    __slots__ = ("body", "status")
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DaemonAnswer) and (self.status, self.body) == (other.status, other.body)
+
+    def __repr__(self) -> str:
+        return f"DaemonAnswer(status={self.status!r}, body={self.body!r})"
 
     def error(self) -> MemsyncError:
         """The project error an error answer carries (a generic one when the body has none)."""

@@ -7,22 +7,29 @@ returns None when the command needs the engine (:mod:`memsyncd.cli.commands`). W
 found that no daemon answers, it sets ``args.no_daemon`` so the engine does not probe again.
 
 Each command imports what only it needs inside its function: the hook never loads the socket
-client or the renderer, and status or enqueue answered by the daemon never load ``dataclasses``
-and the queue's data model. The hook runs on every OpenMemory tool call in Claude Code and
-status on every ``/memory/sync --status``, so each millisecond of import is paid each time.
+client or the renderer. The hook runs on every OpenMemory tool call in Claude Code and status on
+every ``/memory/sync --status``, so each millisecond is paid each time: these paths load no
+``argparse``, ``pathlib``, ``typing``, ``dataclasses`` or ``urllib`` (``tests/e2e/test_thin_client.py``).
+Roots and files are plain strings here; the root is found and the daemon's socket looked up with a
+few ``os.stat`` calls (:mod:`memsyncd.store.locate`), trust is checked by
+:mod:`memsyncd.store.trust_check`, and anything unusual (an untrusted root, a runtime dir to
+repair) takes the full path with its messages.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from typing import TYPE_CHECKING, Any, Literal
 
 from memsyncd import wire
 from memsyncd.errors import EXIT_OK, MemsyncError, UsageError
-from memsyncd.store.paths import Paths, resolve_root
+from memsyncd.store.locate import QUEUE_RELPATH, RootNotFound, find_root
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
     from memsyncd.cli.daemon_http import DaemonAnswer
 
 PROG = "memsyncctl"
@@ -43,11 +50,25 @@ def run_fast(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _paths(args: argparse.Namespace) -> Paths:
-    return Paths(resolve_root(args.root))
+class _Root:
+    """The root a command is for, and its queue files (strings: no ``pathlib`` on the fast paths)."""
+
+    __slots__ = ("queue", "queue_lock", "root")
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.queue = os.path.join(root, QUEUE_RELPATH)
+        self.queue_lock = self.queue + ".lock"
 
 
-def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str, *, timeout: float,
+def _paths(args: argparse.Namespace) -> _Root:
+    try:
+        return _Root(find_root(args.root))
+    except RootNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _ask_daemon(args: argparse.Namespace, paths: _Root, method: str, route: str, *, timeout: float,
                 body: Any = None) -> DaemonAnswer:
     """One exchange with the daemon for this root: ``--socket``, else the root's own daemon, then the user's.
 
@@ -55,13 +76,18 @@ def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str,
         NoDaemon: no daemon listens on any of them.
         DaemonSilent: one accepted the connection but gave no usable answer.
     """
-    from urllib.parse import quote
+    from memsyncd.cli.daemon_http import NoDaemon, call_daemon, quote_query
+    from memsyncd.store.locate import socket_candidates
 
-    from memsyncd.cli.daemon_http import NoDaemon, call_daemon
-    from memsyncd.store.paths import daemon_socket_candidates
+    target = f"{route}?root={quote_query(paths.root)}"
+    candidates: list[Any] | None = socket_candidates(paths.root, args.socket)
+    if candidates is None:  # a runtime dir to repair or refuse: the full lookup says how
+        from pathlib import Path
 
-    target = f"{route}?root={quote(str(paths.root))}"
-    for socket_path in daemon_socket_candidates(paths.root, args.socket):
+        from memsyncd.store.paths import daemon_socket_candidates
+
+        candidates = daemon_socket_candidates(Path(paths.root), args.socket)
+    for socket_path in candidates:
         try:
             return call_daemon(socket_path, method, target, body=body, timeout=timeout)
         except NoDaemon:
@@ -69,19 +95,25 @@ def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str,
     raise NoDaemon("no daemon listens for this root")
 
 
-def _require_trusted(paths: Paths) -> None:
+def _require_trusted(paths: _Root) -> None:
     """Refuse (exit 2) before any request when the root's config is not trusted (see :mod:`memsyncd.store.trust`).
 
     Raises:
         UntrustedRootError: never trusted, changed since, or refused outright (ownership).
         ConfigError: the config cannot be read.
     """
+    from memsyncd.store.trust_check import quick_trusted
+
+    if quick_trusted(paths.root):
+        return
+    from pathlib import Path
+
     from memsyncd.store.trust import require_trusted
 
-    require_trusted(paths.root)
+    require_trusted(Path(paths.root))
 
 
-def _untrusted_note(paths: Paths) -> str | None:
+def _untrusted_note(paths: _Root) -> str | None:
     """None when the root is trusted; else one line: why the daemon is not told, and the command that trusts it.
 
     An unreadable config counts as untrusted here: the id still goes into the queue file (never lost).
@@ -89,20 +121,27 @@ def _untrusted_note(paths: Paths) -> str | None:
     Raises:
         UntrustedRootError: refused outright (not owned by you, group/other-writable, a symlink).
     """
+    from memsyncd.store.trust_check import quick_trusted
+
+    if quick_trusted(paths.root):
+        return None
+    from pathlib import Path
+
     from memsyncd.errors import ConfigError, UntrustedRootError
     from memsyncd.store.trust import evaluate, trust_command
 
+    root = Path(paths.root)
     try:
-        trust = evaluate(paths.root)
+        trust = evaluate(root)
     except UntrustedRootError:
         raise
     except ConfigError as exc:
-        return f"{exc.message.rstrip('.')}; the daemon was not told. Fix it, then run '{trust_command(paths.root)}'."
+        return f"{exc.message.rstrip('.')}; the daemon was not told. Fix it, then run '{trust_command(root)}'."
     if trust.trusted:
         return None
     why = "its security settings changed since you trusted it" if trust.reason == "changed" else "it is not trusted"
     return (f"{trust.config} decides where your mem0 key and memories go and {why}, so the daemon was not "
-            f"told and nothing is sent; review it, then run '{trust_command(paths.root)}'.")
+            f"told and nothing is sent; review it, then run '{trust_command(root)}'.")
 
 
 def _note(text: str) -> None:
@@ -159,18 +198,22 @@ def enqueue_command(args: argparse.Namespace) -> int:
     from memsyncd.timestamps import format_ts, utc_now
 
     paths = _paths(args)
-    action: Literal["push", "delete"] = "delete" if args.delete else "push"
+    action = "delete" if args.delete else "push"
     timestamp = format_ts(utc_now())
     payload = {"id": args.id, "action": action, "level": args.level, "content_hash": args.content_hash}
     untrusted = _untrusted_note(paths)  # refused roots raise here: nothing is written under another's .claude
     if untrusted is not None:
         _note(f"{PROG}: {untrusted}")
     if args.no_daemon or untrusted is not None or not _enqueue_via_daemon(args, paths, payload):
-        from memsyncd.models import QueueEntry
-        from memsyncd.store.queue import QueueStore
+        from memsyncd.store.queue_file import append_pending
 
-        entry = QueueEntry(args.id, action, timestamp, args.content_hash, args.level)
-        QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
+        entry: dict[str, Any] = {"id": args.id, "action": action}  # the seed's form (entry_to_json)
+        if args.content_hash is not None:
+            entry["content_hash"] = args.content_hash
+        entry["timestamp"] = timestamp
+        if args.level is not None:
+            entry["level"] = args.level
+        append_pending(paths.queue, paths.queue_lock, [entry])
     if args.json:
         print_json({"queued": args.id, "action": action, "queue_path": str(paths.queue)})
     else:
@@ -178,7 +221,7 @@ def enqueue_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[str, Any]) -> bool:
+def _enqueue_via_daemon(args: argparse.Namespace, paths: _Root, payload: dict[str, Any]) -> bool:
     """True when the daemon queued the entry; False when it did not answer or failed (write it here)."""
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
 
@@ -200,8 +243,7 @@ def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[st
 
 def hook_command(args: argparse.Namespace) -> int:
     """``hook post-tool-use``: exit 0 whatever stdin holds; a note on stderr when nothing could be queued."""
-    from memsyncd.cli.hook import run_post_tool_use_hook
-    from memsyncd.store.queue import QueueStore
+    from memsyncd.cli.hook import run_hook_on_file
 
     try:
         stdin_text = _read_stdin()
@@ -221,7 +263,7 @@ def hook_command(args: argparse.Namespace) -> int:
     except MemsyncError as exc:  # refused outright (another user's .claude) or an unreadable config
         _note(f"memsyncctl hook: {exc} Nothing was queued.")
         return EXIT_OK
-    result = run_post_tool_use_hook(stdin_text, QueueStore(paths.queue, paths.queue_lock))
+    result = run_hook_on_file(stdin_text, paths.queue, paths.queue_lock)
     if result.note:
         _note(result.note)
     if result.queued and untrusted is not None:  # queued in the file only: the daemon is never told
@@ -244,29 +286,41 @@ def _read_stdin() -> str:
     return bytes(buffer.read()).decode("utf-8")
 
 
-def _register_with_user_daemon(paths: Paths) -> None:
+def _register_with_user_daemon(paths: _Root) -> None:
     """The hook wrote this root's queue itself: have the user's daemon serve the root (once; best effort).
 
     Nothing to do when the root has its own daemon (``memsyncd run --root``), when no user daemon
     runs, or when the root is already registered (the daemon watches it). A daemon that does not
-    answer quickly is left alone: the entries are safe in the file either way.
+    answer quickly is left alone: the entries are safe in the file either way. Nothing is created
+    here (no runtime dir): a stat of each socket and a read of the registry.
     """
     from memsyncd.errors import MemsyncError
-    from memsyncd.store.paths import default_socket_path, user_socket_path
+    from memsyncd.store.locate import USER_SOCKET_NAME, checked_runtime_dir, registered, root_id
 
     problem: Exception | None = None
     try:
-        user_socket = user_socket_path()
-        if not user_socket.exists() or default_socket_path(paths.root).exists():
+        directory = checked_runtime_dir()
+        if directory == "":
+            return  # no runtime dir: no user daemon
+        if directory is None:  # not a 0700 directory of ours: the full check repairs it or says why
+            from memsyncd.store.paths import runtime_dir
+
+            directory = str(runtime_dir())
+        user_socket = os.path.join(directory, USER_SOCKET_NAME)
+        if not os.path.exists(user_socket) or os.path.exists(os.path.join(directory, f"{root_id(paths.root)}.sock")):
             return  # no user daemon, or the root has a daemon of its own: nothing to tell
-        from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+        if registered(paths.root):
+            return
+        from pathlib import Path
+
         from memsyncd.store.roots import RootRegistry
 
-        if RootRegistry().contains(paths.root):
+        if RootRegistry().contains(Path(paths.root)):  # listed in another spelling
             return
+        from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+
         try:
-            call_daemon(user_socket, "POST", wire.ROOTS, body={"path": str(paths.root)},
-                        timeout=REGISTER_TIMEOUT_SECONDS)
+            call_daemon(user_socket, "POST", wire.ROOTS, body={"path": paths.root}, timeout=REGISTER_TIMEOUT_SECONDS)
         except (NoDaemon, DaemonSilent) as exc:
             problem = exc
     except (MemsyncError, OSError) as exc:

@@ -3,18 +3,28 @@
 Stdlib only. Claude Code treats exit code 2 from a hook as a blocking error fed back to the
 model, so anything the hook cannot use (stdin not JSON, another shape, another tool, a busy
 or unreadable queue) ends in exit 0 with one line on stderr saying why.
+
+The hook runs on every OpenMemory tool call, so its path loads no ``dataclasses``, ``typing`` or
+``pathlib``: entries are built in the queue's JSON form and appended by
+:func:`memsyncd.store.queue_file.append_pending` (:func:`run_hook_on_file`);
+:func:`run_post_tool_use_hook` does the same through the engine's typed ``QueueStore``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
 
 from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
 from memsyncd.ids import id_problem
-from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.store.queue import QueueStore
+from memsyncd.timestamps import format_ts, utc_now
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from memsyncd.models import QueueEntry
+    from memsyncd.store.queue import QueueStore
 
 ADD_TOOL = "mcp__openmemory__add_memories"
 DELETE_TOOL = "mcp__openmemory__delete_memories"
@@ -23,12 +33,14 @@ NOTE_PREFIX = "memsyncctl hook:"
 _MAX_IDS_IN_NOTE = 10
 
 
-@dataclass
 class HookResult:
     """What one hook event did: the entries written to the queue, and a line for stderr (or "")."""
 
-    queued: list[QueueEntry] = field(default_factory=list)
-    note: str = ""
+    __slots__ = ("note", "queued")
+
+    def __init__(self, queued: list[Any] | None = None, note: str = "") -> None:
+        self.queued: list[Any] = queued if queued is not None else []
+        self.note = note
 
 
 def _json_objects(value: Any) -> list[Any]:
@@ -53,8 +65,8 @@ def _json_objects(value: Any) -> list[Any]:
     return []
 
 
-def entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None) -> list[QueueEntry]:
-    """Queue entries for one PostToolUse event of the OpenMemory MCP tools (other tools: none).
+def raw_entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None) -> list[dict[str, Any]]:
+    """Queue entries, in the queue file's JSON form, for one PostToolUse event of the OpenMemory MCP tools.
 
     Args:
         payload: the hook event.
@@ -63,7 +75,7 @@ def entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None)
     """
     tool = payload.get("tool_name")
     now = format_ts(utc_now())
-    entries: list[QueueEntry] = []
+    entries: list[dict[str, Any]] = []
     bad = refused if refused is not None else []
 
     def usable(value: Any) -> bool:
@@ -80,14 +92,22 @@ def entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None)
                 if not isinstance(result, dict) or not usable(result.get("id")):
                     continue
                 event = str(result.get("event", "ADD")).upper()
-                entries.append(QueueEntry(result["id"], "delete" if event == "DELETE" else "push", now))
+                entries.append({"id": result["id"], "action": "delete" if event == "DELETE" else "push",
+                                "timestamp": now})
     elif tool == DELETE_TOOL:
         tool_input = payload.get("tool_input")
         ids = tool_input.get("memory_ids") if isinstance(tool_input, dict) else None
         for memory_id in ids if isinstance(ids, list) else []:
             if usable(memory_id):
-                entries.append(QueueEntry(memory_id, "delete", now))
+                entries.append({"id": memory_id, "action": "delete", "timestamp": now})
     return entries
+
+
+def entries_from_hook(payload: dict[str, Any], refused: list[str] | None = None) -> list[QueueEntry]:
+    """:func:`raw_entries_from_hook` as the engine's ``QueueEntry`` objects."""
+    from memsyncd.models import QueueEntry
+
+    return [QueueEntry(raw["id"], raw["action"], raw["timestamp"]) for raw in raw_entries_from_hook(payload, refused)]
 
 
 def _refused_note(refused: list[str]) -> str:
@@ -116,12 +136,12 @@ def parse_event(stdin_text: str) -> dict[str, Any] | str:
     return payload
 
 
-def _ids(entries: list[QueueEntry]) -> str:
-    shown = " ".join(e.id for e in entries[:_MAX_IDS_IN_NOTE])
+def _ids(entries: list[dict[str, Any]]) -> str:
+    shown = " ".join(e["id"] for e in entries[:_MAX_IDS_IN_NOTE])
     return shown + (f" (and {len(entries) - _MAX_IDS_IN_NOTE} more)" if len(entries) > _MAX_IDS_IN_NOTE else "")
 
 
-def _not_queued(entries: list[QueueEntry], error: MemsyncError) -> str:
+def _not_queued(entries: list[dict[str, Any]], error: MemsyncError) -> str:
     if isinstance(error, QueueUnreadableError):
         why = f"the sync queue is unreadable ({error.path}: {error.reason})"
         fix = "run 'memsyncctl queue repair', then 'memsyncctl enqueue ID' for each id"
@@ -131,8 +151,8 @@ def _not_queued(entries: list[QueueEntry], error: MemsyncError) -> str:
     return f"{NOTE_PREFIX} could not queue {_ids(entries)}: {why}. To sync them, {fix}."
 
 
-def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
-    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network."""
+def _run(stdin_text: str, write: Callable[[list[dict[str, Any]]], None], where: str) -> HookResult:
+    """Enqueue what one hook event wrote through ``write``; the result lists the entries in JSON form."""
     payload = parse_event(stdin_text)
     if isinstance(payload, str):
         return HookResult(note=payload)
@@ -145,15 +165,40 @@ def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
         return HookResult(note=f"{NOTE_PREFIX} ignored tool {shown!r}: only {ADD_TOOL} and {DELETE_TOOL} "
                                "are synced. Nothing was queued.")
     refused: list[str] = []
-    entries = entries_from_hook(payload, refused)
+    entries = raw_entries_from_hook(payload, refused)
     refused_note = _refused_note(refused) if refused else ""
     if not entries:
         return HookResult(note=refused_note or f"{NOTE_PREFIX} found no memory id in the {tool} event "
                                                "(the tool may have failed). Nothing was queued.")
     try:
-        queue.update(lambda doc: doc.pending.extend(entries))
+        write(entries)
     except MemsyncError as error:  # busy, unreadable, or a file we cannot write
         return HookResult(note=_not_queued(entries, error))
-    except OSError as exc:  # pragma: no cover - QueueStore maps these; kept so the hook can never exit 2
-        return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, queue.path)))
+    except OSError as exc:  # pragma: no cover - the writers map these; kept so the hook can never exit 2
+        return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, where)))
     return HookResult(queued=entries, note=refused_note)
+
+
+def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
+    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network.
+
+    ``result.queued`` holds the engine's ``QueueEntry`` objects.
+    """
+    from memsyncd.models import QueueEntry
+
+    def write(entries: list[dict[str, Any]]) -> None:
+        typed = [QueueEntry(raw["id"], raw["action"], raw["timestamp"]) for raw in entries]
+        queue.update(lambda doc: doc.pending.extend(typed))
+
+    result = _run(stdin_text, write, str(queue.path))
+    result.queued = [QueueEntry(raw["id"], raw["action"], raw["timestamp"]) for raw in result.queued]
+    return result
+
+
+def run_hook_on_file(stdin_text: str, queue_path: str, lock_path: str, lock_timeout: float | None = None) -> HookResult:
+    """:func:`run_post_tool_use_hook` straight into the queue file (the fast path); ``result.queued`` in JSON form."""
+    from memsyncd.store import queue_file
+
+    timeout = queue_file.LOCK_TIMEOUT_SECONDS if lock_timeout is None else lock_timeout
+    return _run(stdin_text, lambda entries: queue_file.append_pending(queue_path, lock_path, entries, timeout),
+                queue_path)

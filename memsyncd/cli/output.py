@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 from memsyncd.cli.render import render_fatal, render_unavailable
 from memsyncd.errors import (
@@ -19,6 +18,10 @@ from memsyncd.errors import (
     StateUnreadableError,
     SyncUnavailableError,
 )
+
+TYPE_CHECKING = False  # typing is not loaded on the fast paths; mypy reads the block
+if TYPE_CHECKING:
+    from typing import Any
 
 PROG = "memsyncctl"
 _SHORT = 200

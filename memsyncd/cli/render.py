@@ -6,9 +6,6 @@ Stdlib only: the thin client renders a daemon's answer without loading the engin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from memsyncd.errors import (
     EXIT_AUTH,
@@ -22,7 +19,11 @@ from memsyncd.errors import (
 )
 from memsyncd.timestamps import parse_ts
 
+TYPE_CHECKING = False  # typing is not loaded on the fast paths; mypy reads the block
 if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
+
     from memsyncd.engine.report import StatusReport, SyncReport
 
 RULE = "═══════════════════════════════════════════"
@@ -155,8 +156,7 @@ def render_status(status: StatusReport | Mapping[str, Any], now: datetime) -> st
     """
     data = status if isinstance(status, Mapping) else status.to_json()
     local_url = str(data.get("local_url") or "")
-    parts = urlsplit(local_url)
-    local = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or local_url)
+    local = host_and_port(local_url)
     pending_pull = data.get("pending_pull")
     pull = str(pending_pull) if pending_pull is not None else "?"
     last_sync = data.get("last_sync")
@@ -189,6 +189,27 @@ def render_status(status: StatusReport | Mapping[str, Any], now: datetime) -> st
     if isinstance(daemon, dict) and daemon:
         lines.append(render_daemon_line(daemon))
     return "\n".join(lines) + "\n"
+
+
+def host_and_port(url: str) -> str:
+    """``host:port`` of a URL (``host`` without a port; the URL itself without a host), as ``urlsplit`` reads
+    it (user info dropped, host lower-cased, IPv6 brackets removed), without loading ``urllib``."""
+    start = url.find("//")
+    if start < 0:
+        return url
+    netloc = url[start + 2:]
+    for sep in "/?#":
+        netloc = netloc.split(sep, 1)[0]
+    netloc = netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = netloc.partition(":")
+    host = host.lower()
+    if port.isdigit() and int(port) <= 65535:
+        return f"{host}:{int(port)}"
+    return host or url
 
 
 def render_daemon_line(daemon: dict[str, Any]) -> str:

@@ -92,23 +92,31 @@ def runtime_dir_name() -> str:
     return f"/tmp/memsyncd-{os.getuid()}"
 
 
-def socket_candidates(root: str, explicit: str | None = None) -> list[str] | None:
-    """The sockets to try for ``root``, in order: ``--socket``; else its single-root daemon's, then the user's.
-
-    Sockets that do not exist are left out (a stat each), so a missing daemon costs no connect, and
-    nothing is created. None when the runtime dir is there but not a 0700 directory of the user's:
-    the caller then takes the full path (:func:`memsyncd.store.paths.daemon_socket_candidates`),
-    which repairs or refuses it with a message.
-    """
-    if explicit:
-        return [os.fspath(explicit)]
+def checked_runtime_dir() -> str | None:
+    """The runtime dir when it is a 0700 directory of the user's; "" when it is absent (no daemon ever
+    listened there; nothing is created); None when it exists otherwise: the caller then takes the full
+    path (:func:`memsyncd.store.paths.runtime_dir`), which repairs or refuses it with a message."""
     directory = runtime_dir_name()
     try:
         info = os.lstat(directory)
     except OSError:
-        return []  # no runtime dir: no daemon ever listened here
+        return ""
     if (info.st_mode & 0o170000) != 0o040000 or info.st_uid != os.getuid() or (info.st_mode & 0o777) != 0o700:
         return None
+    return directory
+
+
+def socket_candidates(root: str, explicit: str | None = None) -> list[str] | None:
+    """The sockets to try for ``root``, in order: ``--socket``; else its single-root daemon's, then the user's.
+
+    Sockets that do not exist are left out (a stat each), so a missing daemon costs no connect.
+    None when the runtime dir needs the full check (:func:`checked_runtime_dir`).
+    """
+    if explicit:
+        return [os.fspath(explicit)]
+    directory = checked_runtime_dir()
+    if not directory:
+        return None if directory is None else []
     found = []
     for name in (f"{root_id(root)}.sock", USER_SOCKET_NAME):
         path = os.path.join(directory, name)
@@ -118,3 +126,23 @@ def socket_candidates(root: str, explicit: str | None = None) -> list[str] | Non
         except OSError:
             continue
     return found
+
+
+def registered(root: str) -> bool:
+    """Whether the roots registry (``$XDG_CONFIG_HOME/memsyncd/roots.json``) lists ``root`` exactly.
+
+    A quick look for the hook: False also when the file is absent, unreadable or lists the root in
+    another spelling; :meth:`memsyncd.store.roots.RootRegistry.contains` is the full answer.
+    """
+    import json
+
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not (base and os.path.isabs(base)):
+        base = os.path.join(os.path.expanduser("~"), ".config")
+    try:
+        with open(os.path.join(base, "memsyncd", "roots.json"), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError, RecursionError):
+        return False
+    roots = data.get("roots") if isinstance(data, dict) else None
+    return any(isinstance(r, dict) and r.get("path") == root for r in roots) if isinstance(roots, list) else False

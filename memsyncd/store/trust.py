@@ -45,7 +45,9 @@ from memsyncd.store.trust_check import (
     STORE_NAME as STORE_NAME,
 )
 from memsyncd.store.trust_check import (
-    TRUSTED_ROOTS_ENV,
+    TRUSTED_ROOTS_ENV as TRUSTED_ROOTS_ENV,
+)
+from memsyncd.store.trust_check import (
     fields_hash,
     security_fields,
     store_file,
