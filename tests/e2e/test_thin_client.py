@@ -45,7 +45,15 @@ STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", 
                "memsyncd.models", "memsyncd.store", "memsyncd.store.paths", "memsyncd.store.queue", "memsyncd.engine",
                "memsyncd.engine.report", "memsyncd.daemon", "memsyncd.daemon.runtime", "memsyncd.store.roots",
                "memsyncd.ids", "memsyncd.timestamps", "memsyncd.cli.parser", "memsyncd.wire",
-               "memsyncd.store.trust"}
+               "memsyncd.store.trust", "memsyncd.store.locate", "memsyncd.store.trust_check",
+               "memsyncd.store.queue_file"}
+# Stdlib modules the hot commands must not load either (each costs milliseconds on every call):
+# ``argparse`` (a hand-written dispatch in memsyncd.ctl), ``pathlib``, ``typing``, ``dataclasses``
+# (with ``inspect``), ``urllib``, ``tempfile`` and ``hashlib`` (OpenSSL). ``enum`` cannot be
+# forbidden: ``re`` loads it, and ``json`` and the console-script wrapper load ``re``.
+HOT_FORBIDDEN = ("argparse", "pathlib", "typing", "dataclasses", "inspect", "urllib", "tempfile", "hashlib",
+                 "memsyncd.models", "memsyncd.store.paths", "memsyncd.store.queue", "memsyncd.store.trust",
+                 "memsyncd.store.roots", "memsyncd.cli.parser", "memsyncd.engine.report")
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"
          "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules))))\n"
@@ -73,6 +81,23 @@ def run_probed(tmp_path: Path, *args: str,
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, input=stdin,
                           timeout=PROC_TIMEOUT, env=base_env(MEM0_API_KEY=API_KEY, MODULES_OUT=str(out)))
     return done, set(json.loads(out.read_text()))
+
+
+def run_bare(tmp_path: Path, *args: str, stdin: str | None = None,
+             cwd: Path | None = None) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """memsyncctl run as :func:`run_probed` does, but with ``python -S`` (no site, so nothing an installer's
+    ``.pth`` file imports) and this checkout on ``PYTHONPATH``: every module loaded is memsyncctl's own doing."""
+    out = tmp_path / f"modules-{uuid.uuid4().hex}.json"
+    checkout = str(Path(ctl_module.__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-S", "-c", PROBE, *args], capture_output=True, text=True, input=stdin,
+                          timeout=PROC_TIMEOUT, cwd=cwd,
+                          env=base_env(MEM0_API_KEY=API_KEY, MODULES_OUT=str(out), PYTHONPATH=checkout))
+    return done, set(json.loads(out.read_text()))
+
+
+def assert_hot(modules: set[str], what: str) -> None:
+    loaded = sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in HOT_FORBIDDEN))
+    assert loaded == [], f"{what} loaded {loaded}"
 
 
 def assert_stdlib_only(modules: set[str], baseline: set[str], what: str) -> None:
@@ -128,6 +153,81 @@ def test_fast_paths_with_a_daemon_load_only_the_stdlib(root: Path, emu: Emulator
             elif args[0] in ("status", "sync"):
                 assert f"Daemon:   pid {daemon.proc.pid}, paused" in done.stdout
         assert {"m-via-daemon", "hook-id-1"} <= {e["id"] for e in read_queue(root)["pending"]}
+
+
+HOT_COMMANDS: list[tuple[tuple[str, ...], str | None]] = [
+    (("--version",), None), (("status",), None), (("status", "--json"), None), (("sync", "--status"), None),
+    (("sync", "--status", "--json"), None), (("enqueue", "m-hot", "--level", "1"), None),
+    (("hook", "post-tool-use"), json.dumps(ADD_EVENT)), (("hook", "post-tool-use"), "not JSON"),
+]
+
+
+def test_hot_commands_run_from_the_root_without_argparse_pathlib_typing_or_dataclasses(
+        root: Path, emu: Emulators, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as users do (from the root's directory, no flags; a trusted root; the daemon up, found by its
+    socket's name): the hot commands load none of the modules that cost milliseconds per call."""
+    import shutil
+    import tempfile
+
+    from memsyncd.store.paths import default_socket_path
+
+    runtime = Path(tempfile.mkdtemp(prefix="ms-run-", dir="/tmp"))  # short: a socket path has 107 bytes at most
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    try:
+        _hot_commands(root, tmp_path, default_socket_path(root.resolve()))
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _hot_commands(root: Path, tmp_path: Path, socket_path: Path) -> None:
+    with running_daemon(root, socket_path=socket_path) as daemon:
+        daemon.api("POST", "/v1/pause")
+        for args, stdin in HOT_COMMANDS:
+            done, modules = run_bare(tmp_path, *args, stdin=stdin, cwd=root)
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stdout, done.stderr)
+            assert_hot(modules, " ".join(args))
+            if args[0] in ("status", "sync"):  # answered by the daemon, not in-process
+                assert str(daemon.proc.pid) in done.stdout, (args, done.stdout)
+        assert {"m-hot", "hook-id-1"} <= {e["id"] for e in read_queue(root)["pending"]}
+    done, modules = run_bare(tmp_path, "hook", "post-tool-use", stdin=json.dumps(ADD_EVENT), cwd=root)
+    assert done.returncode == 0 and done.stderr == ""  # no daemon: still the queue only
+    assert_hot(modules, "hook without a daemon")
+
+
+@pytest.mark.parametrize("args", [
+    ("enqueue",), ("enqueue", "--level", "x", "m1"), ("enqueue", "m1", "m2"), ("enqueue", "-m1"),
+    ("enqueue", "m1", "--level"), ("enqueue", "m1", "--content-hash", "--json"), ("status", "--bogus"),
+    ("sync", "--status", "--push"), ("hook", "pre-tool-use"), ("hook",), ("--root",), ("--root", "--version"),
+    ("status", "--help"), ("enqueue", "--help"), ("hook", "--help"), ("--help",),
+])
+def test_unusual_spellings_of_hot_commands_get_argparse_answers(tmp_path: Path, args: tuple[str, ...],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The hand-written dispatch takes only plain spellings; everything else is argparse's, error for error."""
+    assert ctl_module.hot_args(list(args)) is None
+    with pytest.raises(SystemExit) as expected:
+        ctl_module.build_parser().parse_args(list(args))
+    want = capsys.readouterr()
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=PROC_TIMEOUT,
+                          cwd=tmp_path, env=base_env(MODULES_OUT=str(tmp_path / "m.json")))
+    if expected.value.code == 0:  # help: argparse printed it and exited 0
+        assert (done.returncode, done.stdout) == (0, want.out)
+    else:
+        assert (done.returncode, done.stderr) == (expected.value.code, want.err)
+
+
+def test_plain_spellings_parse_as_argparse_does() -> None:
+    """Each hot spelling gives the attributes argparse's namespace has (the handlers read the same values)."""
+    for argv in (["status"], ["--root", "/r", "status", "--json"], ["--socket=/s", "-v", "sync", "--json", "--status"],
+                 ["enqueue", "m1"], ["--no-daemon", "enqueue", "--level", "0", "m1", "--delete", "--json",
+                                     "--content-hash", "abc"], ["hook", "post-tool-use"], ["--root=/x", "hook",
+                                                                                          "post-tool-use"]):
+        hot = ctl_module.hot_args(argv)
+        assert isinstance(hot, ctl_module.HotArgs), argv
+        want = vars(ctl_module.build_parser().parse_args(argv))
+        assert {key: getattr(hot, key) for key in want} == want, argv
+    abbreviated = ["--verb", "status", "--js"]  # argparse takes unique prefixes; the dispatch leaves them to it
+    assert ctl_module.hot_args(abbreviated) is None
+    assert vars(ctl_module.build_parser().parse_args(abbreviated))["json"] is True
 
 
 def test_status_without_a_daemon_runs_in_process_with_the_same_text(root: Path, emu: Emulators) -> None:
