@@ -6,13 +6,17 @@ process), and the user's daemon (``memsyncd run``, no flags) serving one registe
 interleaved rounds, the INSTALLED console script (``memsyncctl`` next to this interpreter, i.e. the
 venv's ``bin/``) run from the root's directory with no flags, exactly what Claude Code and a user run:
 
-* ``python -c pass`` (the floor, same interpreter);
+* ``python -c pass`` (the floor, same interpreter and environment as the script);
 * ``memsyncctl --version``;
 * ``memsyncctl status`` (daemon up; root discovery, trust check and socket lookup included);
 * ``memsyncctl hook post-tool-use`` fed a realistic PostToolUse event of ``add_memories`` on stdin;
 * ``memsyncctl enqueue ID`` (daemon up).
 
-Second lines, for diagnosis: the in-process variant (``python -c "from memsyncd.ctl import main"``
+When memsyncd is an editable install (setuptools' import-hook finder, which loads ``pathlib``,
+``urllib`` and ``re`` in every interpreter of the venv and triples ``python -c pass``), the main
+lines use a temporary venv laid out as a wheel install leaves it (plain ``.pth`` path entries to
+this checkout and the dependencies, pip's console-script wrapper) and the venv's own script is
+timed as extra lines. Second lines, for diagnosis: the in-process variant (``python -c "from memsyncd.ctl import main"``
 with ``--root``/``--socket`` given, which skips the wrapper, root discovery and socket lookup),
 and ``status``/``enqueue`` against a canned daemon (a thread here answering at once), which
 isolates the client's share from the daemon's. Prints medians of wall time and of CPU time
@@ -153,14 +157,43 @@ def installed_script() -> Path:
     return script
 
 
+def editable_install() -> bool:
+    """Whether memsyncd is installed in editable mode with an import-hook finder (setuptools' ``__editable__``)."""
+    return any(Path(p).is_dir() and any(Path(p).glob("__editable__*memsyncd*finder.py")) for p in sys.path)
+
+
+def plain_install(tmp: Path) -> tuple[Path, Path]:
+    """A venv as a wheel install leaves it: memsyncd and its dependencies on plain ``.pth`` path entries
+    (no import hook at start-up) and pip's console-script wrapper. Returns (its python, its memsyncctl).
+
+    An editable install's finder imports ``pathlib``, ``urllib`` and ``re`` in every interpreter of
+    that venv (``python -c pass`` included): about 3x the bare start-up on the development machine,
+    which would hide the client's own cost in the ratio.
+    """
+    venv = tmp / "plain-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    checkout = Path(memsyncd.__file__ or ".").resolve().parent.parent
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(purelib) / "memsyncd.pth").write_text("\n".join([str(checkout), *deps]) + "\n")
+    script = venv / "bin" / "memsyncctl"
+    script.write_text(f"#!{python}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom memsyncd.ctl import main\n"
+                      "if __name__ == '__main__':\n"
+                      "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                      "    sys.exit(main())\n")
+    script.chmod(0o755)
+    return python, script
+
+
 def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, runs: int,
-            env: dict[str, str]) -> dict[str, Any]:
-    script = str(installed_script())
-    ctl = [sys.executable, "-c", CTL]
+            env: dict[str, str], python: str, script: str) -> dict[str, Any]:
+    ctl = [python, "-c", CTL]
     counter = iter(range(10**9))
     flags = ["--root", str(root), "--socket", str(socket_path)]
     commands: dict[str, Callable[[], tuple[list[str], str | None]]] = {
-        "python -c pass": lambda: ([sys.executable, "-c", "pass"], None),
+        "python -c pass": lambda: ([python, "-c", "pass"], None),
         "--version": lambda: ([script, "--version"], None),
         "status": lambda: ([script, "status"], None),
         "hook": lambda: ([script, "hook", "post-tool-use"], hook_event(f"hook-{next(counter)}", root)),
@@ -171,6 +204,13 @@ def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, r
         "status, client only (canned daemon)": lambda: ([script, "--socket", str(canned), "status"], None),
         "enqueue, client only (canned daemon)": lambda: ([script, "--socket", str(canned), "enqueue", "x"], None),
     }
+    if python != sys.executable:  # also this venv's own interpreter and script (an editable install)
+        commands.update({
+            "python -c pass (this venv, editable install)": lambda: ([sys.executable, "-c", "pass"], None),
+            "status (this venv's bin/memsyncctl, editable)": lambda: ([str(installed_script()), "status"], None),
+            "hook (this venv's bin/memsyncctl, editable)": lambda: (
+                [str(installed_script()), "hook", "post-tool-use"], hook_event(f"hook-{next(counter)}", root)),
+        })
     for make in commands.values():  # warm-up: bytecode caches, page cache
         argv, stdin = make()
         run_once(argv, env, stdin, root)
@@ -202,8 +242,14 @@ def measure(root: Path, socket_path: Path, canned: Path, admin: EmulatorAdmin, r
             entry["goal_ratio"] = GOALS[name]
             entry["meets_goal"] = median / floor <= GOALS[name]
         results[name] = entry
+    editable_floor = times.get("python -c pass (this venv, editable install)")
+    for name in ("status (this venv's bin/memsyncctl, editable)", "hook (this venv's bin/memsyncctl, editable)"):
+        if editable_floor and name in results:
+            results[name]["ratio_to_editable_floor"] = round(statistics.median(times[name]) /
+                                                             statistics.median(editable_floor), 2)
     return {"times": results, "mem0_requests_per_status": round(status_requests / status_runs, 2),
-            "mem0_requests_per_status_goal": 0, "command": f"cd {root} && {script} ..."}
+            "mem0_requests_per_status_goal": 0, "command": f"cd {root} && {script} ...",
+            "ratios_against": f"{python} -c pass"}
 
 
 def main() -> None:
@@ -244,8 +290,9 @@ def main() -> None:
                 raise RuntimeError(f"first sync failed: {first.stdout} {first.stderr}")
             canned = CannedDaemon(str(tmp / "canned.sock"), _CannedHandler)
             threading.Thread(target=canned.serve_forever, daemon=True).start()
+            python, used = (plain_install(tmp) if editable_install() else (Path(sys.executable), Path(script)))
             try:
-                report = measure(root, socket_path, tmp / "canned.sock", admin, args.runs, env)
+                report = measure(root, socket_path, tmp / "canned.sock", admin, args.runs, env, str(python), str(used))
             finally:
                 canned.shutdown()
                 canned.server_close()
@@ -253,7 +300,8 @@ def main() -> None:
             daemon.terminate()
             daemon.wait(15)
             admin.close()
-    report.update({"runs": args.runs, "bytecode_cache": not args.no_bytecode, "python": sys.version.split()[0],
+    report.update({"editable_install_measured_as_plain": editable_install(),
+                   "runs": args.runs, "bytecode_cache": not args.no_bytecode, "python": sys.version.split()[0],
                    "cores": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                    "memsyncd": str(Path(memsyncd.__file__ or "?").parent)})
     print(json.dumps(report, indent=2))

@@ -11,13 +11,11 @@ never overwritten; an unlocked writer that renamed a file into place meanwhile i
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
 
 from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
 from memsyncd.timestamps import parse_ts
@@ -31,6 +29,10 @@ DOC_KEYS = frozenset({"pending", "last_sync", "sync_errors"})
 
 FileIdentity = tuple[int, int, int] | None
 StrPath = str | os.PathLike[str]
+
+TYPE_CHECKING = False  # typing is not loaded on the fast paths; mypy reads the block
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Invalid(ValueError):
@@ -121,44 +123,57 @@ def _open_creating_parent(path: StrPath, flags: int, mode: int) -> int:
         return os.open(path, flags, mode)
 
 
-@contextlib.contextmanager
-def flock_exclusive(lock_path: StrPath, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+class flock_exclusive:  # noqa: N801 - used as a function: ``with flock_exclusive(path, timeout):``
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
 
     Tried with ``LOCK_NB`` every few milliseconds (backing off to ``LOCK_POLL_MAX_SECONDS``)
     until ``timeout``; the file is never deleted, so every process locks the same inode.
+    (A class rather than ``contextlib.contextmanager``: the hook does not load ``contextlib``.)
 
     Raises:
         QueueBusyError: another process held the lock for ``timeout`` seconds.
         FileAccessError: the lock file cannot be created or opened (permissions, read-only disk).
     """
-    try:
-        fd = _open_creating_parent(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise FileAccessError.from_os_error(exc, lock_path) from None
-    try:
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise FileAccessError.from_os_error(exc, lock_path) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise QueueBusyError(f"another process has held {lock_path} for {timeout:.0f} s; nothing was "
-                                     "written. Try again; if it stays busy, find the holder with "
-                                     f"'fuser {lock_path}'.")
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, LOCK_POLL_MAX_SECONDS)
+
+    def __init__(self, lock_path: StrPath, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+        self.lock_path = lock_path
+        self.timeout = timeout
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        lock_path, timeout = self.lock_path, self.timeout
         try:
-            yield
-        finally:
+            fd = _open_creating_parent(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise FileAccessError.from_os_error(exc, lock_path) from None
+        try:
+            deadline = time.monotonic() + timeout
+            pause = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise FileAccessError.from_os_error(exc, lock_path) from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QueueBusyError(f"another process has held {lock_path} for {timeout:.0f} s; nothing was "
+                                         "written. Try again; if it stays busy, find the holder with "
+                                         f"'fuser {lock_path}'.")
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, LOCK_POLL_MAX_SECONDS)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self._fd = self._fd, -1
+        try:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write(path: StrPath, text: str, *, expect: FileIdentity | bool = False) -> None:
@@ -200,8 +215,10 @@ def _atomic_write(path: str, text: str, expect: FileIdentity | bool) -> None:
             raise ChangedUnderUs
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - contextlib is not loaded on the hook's path
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
     dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     try:
