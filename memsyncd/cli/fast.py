@@ -155,7 +155,6 @@ def status_command(args: argparse.Namespace) -> int | None:
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
-    from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
     _require_trusted(paths)
@@ -175,7 +174,9 @@ def status_command(args: argparse.Namespace) -> int | None:
     if args.json:
         print_json(status)
     else:
-        sys.stdout.write(render_status(status, utc_now()))
+        import time
+
+        sys.stdout.write(render_status(status, time.time()))
     return EXIT_OK
 
 
@@ -195,11 +196,11 @@ def enqueue_command(args: argparse.Namespace) -> int:
     if args.level is not None and args.level < 0:
         raise UsageError("--level must be 0 or more (0 = local-only).")
     from memsyncd.cli.output import print_json
-    from memsyncd.timestamps import format_ts, utc_now
+    from memsyncd.timestamps import now_ts
 
     paths = _paths(args)
     action = "delete" if args.delete else "push"
-    timestamp = format_ts(utc_now())
+    timestamp = now_ts()
     payload = {"id": args.id, "action": action, "level": args.level, "content_hash": args.content_hash}
     untrusted = _untrusted_note(paths)  # refused roots raise here: nothing is written under another's .claude
     if untrusted is not None:

@@ -16,7 +16,7 @@ import json
 
 from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
 from memsyncd.ids import id_problem
-from memsyncd.timestamps import format_ts, utc_now
+from memsyncd.timestamps import now_ts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def raw_entries_from_hook(payload: dict[str, Any], refused: list[str] | None = N
             is appended to it, so the caller can say so.
     """
     tool = payload.get("tool_name")
-    now = format_ts(utc_now())
+    now = now_ts()
     entries: list[dict[str, Any]] = []
     bad = refused if refused is not None else []
 

@@ -17,7 +17,7 @@ from memsyncd.errors import (
     NetworkUnreachableError,
     QueueUnreadableError,
 )
-from memsyncd.timestamps import parse_ts
+from memsyncd.timestamps import epoch_seconds
 
 TYPE_CHECKING = False  # typing is not loaded on the fast paths; mypy reads the block
 if TYPE_CHECKING:
@@ -122,7 +122,10 @@ def render_sync(report: SyncReport) -> str:
 
 def relative_time(moment: datetime, now: datetime) -> str:
     """'just now', '5 minutes ago', '3 hours ago', '2 days ago'."""
-    seconds = int((now - moment).total_seconds())
+    return _ago(int((now - moment).total_seconds()))
+
+
+def _ago(seconds: int) -> str:
     if seconds < 0:
         return "in the future"
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
@@ -132,29 +135,31 @@ def relative_time(moment: datetime, now: datetime) -> str:
     return "just now"
 
 
-def _pull_age(status: Mapping[str, Any], now: datetime) -> str:
+def _pull_age(status: Mapping[str, Any], now: float) -> str:
     """' (as of 12 minutes ago)' when the pull figure is older than one pull interval, else ''."""
     as_of, interval = status.get("to_pull_as_of"), status.get("pull_interval_seconds")
     if not isinstance(as_of, str) or status.get("pending_pull") is None:
         return ""
     try:
-        moment = parse_ts(as_of)
+        age = now - epoch_seconds(as_of)
     except ValueError:
         return ""
-    if (now - moment).total_seconds() <= (interval if isinstance(interval, int | float) else 0):
+    if age <= (interval if isinstance(interval, int | float) else 0):
         return ""
-    return f" (as of {relative_time(moment, now)})"
+    return f" (as of {_ago(int(age))})"
 
 
-def render_status(status: StatusReport | Mapping[str, Any], now: datetime) -> str:
+def render_status(status: StatusReport | Mapping[str, Any], now: datetime | float) -> str:
     """The seed's SYNC STATUS block, with a daemon line when one runs.
 
     Args:
         status: the report, or its wire form (the JSON object of ``GET /v1/status``), which the thin
             client renders as received, without loading the data classes.
-        now: the time to measure "5 minutes ago" from.
+        now: the time to measure "5 minutes ago" from (an aware datetime, or seconds since 1970 as
+            ``time.time()`` gives: the thin client does not load ``datetime`` for it).
     """
     data = status if isinstance(status, Mapping) else status.to_json()
+    now = now if isinstance(now, int | float) else now.timestamp()
     local_url = str(data.get("local_url") or "")
     local = host_and_port(local_url)
     pending_pull = data.get("pending_pull")
@@ -162,7 +167,7 @@ def render_status(status: StatusReport | Mapping[str, Any], now: datetime) -> st
     last_sync = data.get("last_sync")
     if last_sync:
         try:
-            last = f"{last_sync} ({relative_time(parse_ts(str(last_sync)), now)})"
+            last = f"{last_sync} ({_ago(int(now - epoch_seconds(str(last_sync))))})"
         except ValueError:
             last = str(last_sync)
     else:

@@ -18,7 +18,7 @@ import os
 import time
 
 from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
-from memsyncd.timestamps import parse_ts
+from memsyncd.timestamps import epoch_seconds
 
 LOCK_TIMEOUT_SECONDS = 30.0
 LOCK_POLL_MAX_SECONDS = 0.05
@@ -57,7 +57,7 @@ def check_entry(raw: object, index: int) -> dict[str, object]:
     if not isinstance(timestamp, str):
         raise Invalid(f"pending[{index}].timestamp must be an RFC 3339 string")
     try:
-        parse_ts(timestamp)
+        epoch_seconds(timestamp)  # parse_ts's verdict, without datetime for the form memsyncd writes
     except ValueError:
         raise Invalid(f"pending[{index}].timestamp {timestamp!r} is not an RFC 3339 timestamp") from None
     digest = raw.get("content_hash")

@@ -49,9 +49,11 @@ STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", 
                "memsyncd.store.queue_file"}
 # Stdlib modules the hot commands must not load either (each costs milliseconds on every call):
 # ``argparse`` (a hand-written dispatch in memsyncd.ctl), ``pathlib``, ``typing``, ``dataclasses``
-# (with ``inspect``), ``urllib``, ``tempfile`` and ``hashlib`` (OpenSSL). ``enum`` cannot be
-# forbidden: ``re`` loads it, and ``json`` and the console-script wrapper load ``re``.
+# (with ``inspect``), ``urllib``, ``tempfile``, ``hashlib`` (OpenSSL), ``datetime``, ``contextlib``
+# and ``socket`` (``_socket`` is enough). ``enum`` cannot be forbidden: ``re`` loads it, and ``json``
+# and the console-script wrapper load ``re``.
 HOT_FORBIDDEN = ("argparse", "pathlib", "typing", "dataclasses", "inspect", "urllib", "tempfile", "hashlib",
+                 "datetime", "contextlib", "socket", "selectors",
                  "memsyncd.models", "memsyncd.store.paths", "memsyncd.store.queue", "memsyncd.store.trust",
                  "memsyncd.store.roots", "memsyncd.cli.parser", "memsyncd.engine.report")
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
