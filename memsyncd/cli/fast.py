@@ -153,8 +153,6 @@ def status_command(args: argparse.Namespace) -> int | None:
     if args.no_daemon:
         return None
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
-    from memsyncd.cli.output import print_json
-    from memsyncd.cli.render import render_status
 
     paths = _paths(args)
     _require_trusted(paths)
@@ -172,9 +170,13 @@ def status_command(args: argparse.Namespace) -> int | None:
         return None
     status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
     if args.json:
+        from memsyncd.cli.output import print_json
+
         print_json(status)
     else:
         import time
+
+        from memsyncd.cli.render import render_status
 
         sys.stdout.write(render_status(status, time.time()))
     return EXIT_OK
@@ -195,7 +197,6 @@ def enqueue_command(args: argparse.Namespace) -> int:
         raise UsageError(problem + "; nothing was queued.")
     if args.level is not None and args.level < 0:
         raise UsageError("--level must be 0 or more (0 = local-only).")
-    from memsyncd.cli.output import print_json
     from memsyncd.timestamps import now_ts
 
     paths = _paths(args)
@@ -216,6 +217,8 @@ def enqueue_command(args: argparse.Namespace) -> int:
             entry["level"] = args.level
         append_pending(paths.queue, paths.queue_lock, [entry])
     if args.json:
+        from memsyncd.cli.output import print_json
+
         print_json({"queued": args.id, "action": action, "queue_path": str(paths.queue)})
     else:
         sys.stdout.write(f"Queued {action} of {args.id} in {paths.queue}\n")
