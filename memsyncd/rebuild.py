@@ -27,10 +27,10 @@ from filelock import Timeout
 
 from memsyncd.config import Paths, load_api_key, load_settings
 from memsyncd.engine.decide import cloud_level
-from memsyncd.errors import DaemonError, StateUnreadableError, SyncUnavailableError
+from memsyncd.errors import DaemonError, MemsyncError, StateUnreadableError, SyncUnavailableError
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, Mapping, utc_now
-from memsyncd.state import StateStore
+from memsyncd.state import StateStore, connect
 from memsyncd.syncer import Syncer
 
 log = structlog.get_logger("memsyncd.rebuild")
@@ -148,8 +148,8 @@ def _salvage_device_id(path: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
+        db = connect(path, read_only=True, timeout=5)
+    except (sqlite3.Error, MemsyncError):
         return None
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'device_id'").fetchone()

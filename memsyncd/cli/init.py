@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from memsyncd import safe_files
 from memsyncd.cli.clients import cloud_client, local_client
 from memsyncd.config import (
     KEY_ENV,
@@ -325,7 +326,7 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
         return _exit_code(first)
 
     if document is not None:
-        previous = paths.config.read_text(encoding="utf-8") if exists else None
+        previous = safe_files.read_text(paths.config) if exists else None  # never through a symlink
         atomic_write(paths.config, json.dumps(document, indent=2) + "\n")
         try:
             load_settings(paths)
