@@ -58,10 +58,11 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
-def runtime_env(tmp_path: Path) -> dict[str, str]:
-    runtime = tmp_path / "xdg-runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    return {"XDG_RUNTIME_DIR": str(runtime)}
+def runtime(tmp_path: Path) -> str:
+    """A private XDG_RUNTIME_DIR: no test reaches the user's daemon or spool."""
+    directory = tmp_path / "xdg-runtime"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return str(directory)
 
 
 # --- the review's attacks, end to end -----------------------------------------------------------
@@ -71,7 +72,7 @@ def test_sync_never_writes_through_a_symlinked_state_db(root: Path, tmp_path: Pa
     victim = victim_file(tmp_path)
     link = root / ".claude" / "memory" / "memsync.db"
     link.symlink_to(victim)
-    result = ctl(root, "sync", **runtime_env(tmp_path))
+    result = ctl(root, "sync", XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert str(link) in result.stderr and "symbolic link" in result.stderr
     assert "Traceback" not in result.stderr
@@ -86,7 +87,7 @@ def test_sync_never_creates_the_target_of_a_dangling_state_db_link(root: Path, t
     target = tmp_path / "victim-home" / ".ssh" / "authorized_keys"
     target.parent.mkdir(parents=True)
     (root / ".claude" / "memory" / "memsync.db").symlink_to(target)
-    result = ctl(root, "sync", **runtime_env(tmp_path))
+    result = ctl(root, "sync", XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert "memsync.db" in result.stderr
     assert not target.exists() and list(target.parent.iterdir()) == []
@@ -108,7 +109,7 @@ def test_daemon_never_truncates_the_target_of_a_symlinked_pid_file(root: Path, t
     victim = victim_file(tmp_path, "important.txt")
     link = root / ".claude" / "memory" / "memsyncd.pid"
     link.symlink_to(victim)
-    daemon = start_daemon(root, wait=False, **runtime_env(tmp_path))
+    daemon = start_daemon(root, wait=False, XDG_RUNTIME_DIR=runtime(tmp_path))
     try:
         wait_for(lambda: daemon.proc.poll() is not None, timeout=30)
     finally:
@@ -123,7 +124,7 @@ def test_enqueue_refuses_a_symlinked_queue_file(root: Path, tmp_path: Path) -> N
     link = queue_path(root)
     link.parent.mkdir(parents=True)
     link.symlink_to(victim)
-    result = ctl(root, "--no-daemon", "enqueue", "m-1", **runtime_env(tmp_path))
+    result = ctl(root, "--no-daemon", "enqueue", "m-1", XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert str(link) in result.stderr and "symbolic link" in result.stderr
     assert_untouched(victim)
@@ -136,7 +137,7 @@ def test_enqueue_never_creates_the_target_of_a_symlinked_lock_file(root: Path, t
     lock = queue_path(root).with_name("sync-queue.json.lock")
     lock.parent.mkdir(parents=True)
     lock.symlink_to(target)
-    result = ctl(root, "--no-daemon", "enqueue", "m-1", **runtime_env(tmp_path))
+    result = ctl(root, "--no-daemon", "enqueue", "m-1", XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert str(lock) in result.stderr
     assert not target.exists()
@@ -146,7 +147,7 @@ def test_enqueue_refuses_a_symlinked_session_dir(root: Path, tmp_path: Path) -> 
     elsewhere = tmp_path / "victim-home" / "dir"
     elsewhere.mkdir(parents=True)
     (root / ".claude" / "session").symlink_to(elsewhere, target_is_directory=True)
-    result = ctl(root, "--no-daemon", "enqueue", "m-1", **runtime_env(tmp_path))
+    result = ctl(root, "--no-daemon", "enqueue", "m-1", XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert str(root / ".claude" / "session") in result.stderr
     assert list(elsewhere.iterdir()) == []
@@ -157,7 +158,8 @@ def test_hook_with_a_symlinked_queue_exits_0_and_names_the_link(root: Path, tmp_
     link = queue_path(root)
     link.parent.mkdir(parents=True)
     link.symlink_to(victim)
-    result = ctl(root, "--no-daemon", "hook", "post-tool-use", stdin=json.dumps(ADD_EVENT), **runtime_env(tmp_path))
+    result = ctl(root, "--no-daemon", "hook", "post-tool-use", stdin=json.dumps(ADD_EVENT),
+                 XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == 0
     assert str(link) in result.stderr and "symbolic link" in result.stderr
     assert_untouched(victim)
@@ -169,7 +171,7 @@ def test_config_behind_a_symlink_is_refused(root: Path, tmp_path: Path) -> None:
     real.write_bytes(config.read_bytes())
     config.unlink()
     config.symlink_to(real)
-    result = ctl(root, "sync", **runtime_env(tmp_path))
+    result = ctl(root, "sync", XDG_RUNTIME_DIR=runtime(tmp_path))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert str(config) in result.stderr
 
@@ -207,10 +209,10 @@ def test_queue_repair_moves_aside_inside_the_real_directory(tmp_path: Path) -> N
 # --- modes, whatever the umask -----------------------------------------------------------------
 
 def test_files_and_dirs_are_private_under_umask_022(root: Path, tmp_path: Path, umask_022: None) -> None:
-    env = runtime_env(tmp_path)
+    xdg = runtime(tmp_path)
     (root / ".claude" / "memory").chmod(0o755)  # as an older version or a checkout left it
-    assert ctl(root, "--no-daemon", "enqueue", "m-1", **env).returncode == 0
-    result = ctl(root, "sync", **env)
+    assert ctl(root, "--no-daemon", "enqueue", "m-1", XDG_RUNTIME_DIR=xdg).returncode == 0
+    result = ctl(root, "sync", XDG_RUNTIME_DIR=xdg)
     assert result.returncode in (0, 1), result.stderr
     db = root / ".claude" / "memory" / "memsync.db"
     assert db.exists()
@@ -258,7 +260,7 @@ def test_safe_files_refuse_non_regular_files(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     result = subprocess.run([sys.executable, "-m", "memsyncd.ctl", "--root", str(tmp_path / "root"), "--no-daemon",
                              "enqueue", "m-1"], capture_output=True, text=True, timeout=PROC_TIMEOUT,
-                            env=base_env(MEM0_API_KEY=API_KEY, **runtime_env(tmp_path)))
+                            env=base_env(MEM0_API_KEY=API_KEY, XDG_RUNTIME_DIR=runtime(tmp_path)))
     assert result.returncode == EXIT_UNREADABLE, result.stderr
     assert "not a regular file" in result.stderr
 
