@@ -42,7 +42,7 @@ FORBIDDEN = ("httpx", "pydantic", "pydantic_core", "pydantic_settings", "structl
 STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", "memsyncd.cli.hook",
                "memsyncd.cli.render", "memsyncd.cli.output", "memsyncd.cli.daemon_http", "memsyncd.errors",
                "memsyncd.models", "memsyncd.paths", "memsyncd.queue_store", "memsyncd.report", "memsyncd.runtime",
-               "memsyncd.roots", "memsyncd.ids", "memsyncd.safe_files",
+               "memsyncd.roots", "memsyncd.ids", "memsyncd.safe_files", "memsyncd.spool",
                "memsyncd.timestamps"}
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from memsyncd import spool
 from memsyncd.cloud import CloudClient
 from memsyncd.engine.context import RunStop, SyncContext, log, short
 from memsyncd.engine.decide import (
@@ -169,6 +170,8 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
             nothing more was written to the queue.
         QueueUnreadableError, QueueBusyError: the queue file could not be read or written.
     """
+    if not ctx.dry:
+        await asyncio.to_thread(drain_spool, ctx)
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
     items = coalesce(doc.pending)
     del doc
@@ -223,6 +226,22 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
         raise RunStop(run.fatal)
     await flusher.close()
     return tally.report()
+
+
+def drain_spool(ctx: SyncContext) -> None:
+    """Move entries spooled while the queue lock was busy (:mod:`memsyncd.spool`) into the queue; never fails the run.
+
+    A lock still busy, or a queue that cannot be written, leaves them spooled for the next run.
+    """
+    try:
+        result = spool.drain(ctx.paths.root, ctx.queue)
+    except MemsyncError as exc:
+        log.warning("spool.not_drained", error=str(exc))
+        return
+    if result.moved or result.files:
+        log.info("spool.drained", entries=len(result.moved), files=result.files)
+    for path in result.rejected:
+        log.error("spool.rejected", path=path, hint="not a spool file of this root; left renamed *.rejected")
 
 
 async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> ItemResult:
