@@ -141,7 +141,10 @@ def enqueue_command(args: argparse.Namespace) -> int:
             spooled = _spool_or_wait(args, paths, entry)
     where = spooled or str(paths.queue)
     if args.json:
-        print_json({"queued": args.id, "action": action, "queue_path": str(paths.queue), "spooled": spooled})
+        out = {"queued": args.id, "action": action, "queue_path": str(paths.queue)}
+        if spooled:
+            out["spooled"] = spooled  # the queue lock was busy: the spool file the daemon or a sync drains
+        print_json(out)
     else:
         sys.stdout.write(f"Queued {action} of {args.id} in {where}\n")
     return EXIT_OK
