@@ -239,6 +239,23 @@ def test_enqueue_with_a_squatted_runtime_dir_writes_the_queue_and_warns(root: Pa
     assert list(planted.iterdir()) == []
 
 
+def test_hook_with_a_busy_lock_and_no_safe_spool_names_the_ids(root: Path, tmp_path: Path) -> None:
+    """Nowhere safe to put them: exit 0 within the budget, one line naming the ids and how to queue them again."""
+    xdg = tmp_path / "squat-xdg"
+    xdg.mkdir(mode=0o700)
+    planted = tmp_path / "attacker-dir"
+    planted.mkdir()
+    (xdg / "memsyncd").symlink_to(planted, target_is_directory=True)
+    with lock_held_by_another_process(root):
+        result, seconds = timed(root, "--no-daemon", "hook", "post-tool-use", stdin=add_event("m-nospool", "t"),
+                                xdg=xdg)
+    assert result.returncode == 0
+    assert "could not queue m-nospool" in result.stderr and "memsyncctl enqueue ID" in result.stderr, result.stderr
+    assert "not a directory owned by you" in result.stderr
+    assert list(planted.iterdir()) == []
+    assert seconds < 10
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the runtime dir to another owner")
 def test_enqueue_with_a_runtime_dir_owned_by_another_user(root: Path, tmp_path: Path) -> None:
     xdg = tmp_path / "squat-xdg"
