@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd import safe_files
-from memsyncd.errors import ConfigError
+from memsyncd.errors import ConfigError, FileAccessError, SymlinkRefusedError
 from memsyncd.paths import CONFIG_RELPATH as CONFIG_RELPATH
 from memsyncd.paths import QUEUE_RELPATH as QUEUE_RELPATH
 from memsyncd.paths import STATE_RELPATH as STATE_RELPATH
@@ -156,6 +156,10 @@ def load_settings(paths: Paths) -> Settings:
     data: dict[str, Any] = {}
     try:
         raw = safe_files.read_text(paths.config)  # never through a symlink (SymlinkRefusedError, exit 6)
+    except SymlinkRefusedError:
+        raise
+    except FileAccessError as exc:  # a directory or a FIFO where the config should be
+        raise ConfigError(exc.message) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{paths.config}: cannot read the file ({exc}).") from None
     if raw is not None:
