@@ -53,17 +53,18 @@ def _tighten(fd: int, mode: int) -> None:
 
 def _open_component(parent_fd: int, name: str, where: Path, *, create: bool, own: bool) -> int:
     """Open one directory below ``parent_fd`` without following a symlink (creating it 0700 if asked)."""
-    for _ in range(2):
+    created = False
+    for _ in range(3):
         try:
             fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
         except FileNotFoundError:
             if not create:
                 raise
-            with contextlib.suppress(FileExistsError):  # a concurrent writer made it: open theirs
+            try:
                 os.mkdir(name, DIR_MODE, dir_fd=parent_fd)
-                fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
-                os.fchmod(fd, DIR_MODE)
-                return fd
+                created = True
+            except FileExistsError:  # a concurrent writer made it: open theirs
+                pass
             continue
         except OSError as exc:
             if exc.errno in (*_SYMLINK_ERRNOS, errno.ENOTDIR):
@@ -73,8 +74,14 @@ def _open_component(parent_fd: int, name: str, where: Path, *, create: bool, own
                 raise FileAccessError(f"{where} is not a directory. Nothing was read or written; move it away "
                                       "and retry.") from None
             raise
-        if own:
-            _tighten(fd, DIR_MODE)
+        try:
+            if created:
+                os.fchmod(fd, DIR_MODE)  # mkdir's mode went through the umask
+            elif own:
+                _tighten(fd, DIR_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
     raise FileNotFoundError(errno.ENOENT, "vanished while being created", str(where))
 

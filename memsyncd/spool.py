@@ -101,7 +101,8 @@ def pending_files(root: Path) -> list[Path]:
 
 def _read(path: Path, root: Path) -> list[QueueEntry]:
     data = json.loads((safe_files.read_bytes(path) or b"").decode("utf-8"))
-    if not isinstance(data, dict) or data.get("root") != str(root) or not isinstance(data.get("entries"), list):
+    if (not isinstance(data, dict) or not isinstance(data.get("root"), str)
+            or root_id(Path(data["root"])) != root_id(root) or not isinstance(data.get("entries"), list)):
         raise _Invalid(f"{path} is not a spool file of {root}")
     return [_entry_from_json(raw, i) for i, raw in enumerate(data["entries"])]
 
