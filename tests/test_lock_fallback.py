@@ -239,6 +239,19 @@ def test_enqueue_with_a_squatted_runtime_dir_writes_the_queue_and_warns(root: Pa
     assert list(planted.iterdir()) == []
 
 
+def test_status_with_a_squatted_runtime_dir_is_computed_here(root: Path, tmp_path: Path) -> None:
+    xdg = tmp_path / "squat-xdg"
+    xdg.mkdir(mode=0o700)
+    planted = tmp_path / "attacker-dir"
+    planted.mkdir()
+    (xdg / "memsyncd").symlink_to(planted, target_is_directory=True)
+    result = ctl(root, "status", XDG_RUNTIME_DIR=str(xdg))
+    assert result.returncode == 0, result.stderr
+    assert "SYNC STATUS" in result.stdout
+    assert "not a directory owned by you" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert list(planted.iterdir()) == []
+
+
 def test_hook_with_a_busy_lock_and_no_safe_spool_names_the_ids(root: Path, tmp_path: Path) -> None:
     """Nowhere safe to put them: exit 0 within the budget, one line naming the ids and how to queue them again."""
     xdg = tmp_path / "squat-xdg"

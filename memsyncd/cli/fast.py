@@ -83,6 +83,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
+    from memsyncd.errors import DaemonError
     from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
@@ -93,6 +94,10 @@ def status_command(args: argparse.Namespace) -> int | None:
         return None
     except DaemonSilent as exc:
         _note(f"{PROG}: the daemon gave no usable answer ({exc}); computing the status here instead.")
+        args.no_daemon = True
+        return None
+    except DaemonError as exc:  # no safe runtime dir (a squatted /tmp/memsyncd-<uid>): no daemon to ask there
+        _note(f"{PROG}: warning: not looking for a daemon: {exc.message} Computing the status here instead.")
         args.no_daemon = True
         return None
     if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
