@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,7 +211,7 @@ def atomic_write(path: Path, data: bytes, *, expect: FileIdentity | bool = False
         current = lstat_in(dir_fd, path.name)
         if current is not None and stat.S_ISLNK(current.st_mode):
             raise SymlinkRefusedError.at(path)
-        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{path.name}.{os.urandom(6).hex()}.tmp"
         fd = _open_in(dir_fd, tmp, path.with_name(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ def write(root: Path, entries: Sequence[QueueEntry]) -> Path:
     if directory is None:
         runtime_dir()  # raises the DaemonError that says why
         raise OSError("no runtime directory")  # pragma: no cover - runtime_dir() raised
-    name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+    name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}{SUFFIX}"
     document = {"root": str(root), "entries": [entry_to_json(e) for e in entries]}
     path = directory / name
     with safe_files.opened_dir(directory.parent) as parent_fd:  # spool/ (made 0700, never a symlink)
