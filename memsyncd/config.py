@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from memsyncd.errors import ConfigError
+from memsyncd.errors import ConfigError, FileAccessError, SymlinkRefusedError
+from memsyncd.store import safe_files
 from memsyncd.store.paths import CONFIG_RELPATH as CONFIG_RELPATH
 from memsyncd.store.paths import QUEUE_RELPATH as QUEUE_RELPATH
 from memsyncd.store.paths import STATE_RELPATH as STATE_RELPATH
@@ -153,12 +154,17 @@ def load_settings(paths: Paths) -> Settings:
         ConfigError: naming the file (or environment variable), the key and what was expected.
     """
     data: dict[str, Any] = {}
-    if paths.config.exists():
+    try:
+        raw = safe_files.read_text(paths.config)  # never through a symlink (SymlinkRefusedError, exit 6)
+    except SymlinkRefusedError:
+        raise
+    except FileAccessError as exc:  # a directory or a FIFO where the config should be
+        raise ConfigError(exc.message) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{paths.config}: cannot read the file ({exc}).") from None
+    if raw is not None:
         try:
-            raw = paths.config.read_text(encoding="utf-8")
             data = json.loads(raw) if raw.strip() else {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{paths.config}: cannot read the file ({exc}).") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{paths.config}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}). "

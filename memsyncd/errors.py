@@ -12,6 +12,7 @@ Hierarchy::
     ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
     ├── RegistryUnreadableError       roots.json unreadable                    (exit 6)
     ├── FileAccessError               a queue/state/lock file cannot be read or written (exit 6)
+    │   └── SymlinkRefusedError       a symlink where memsyncd keeps its files (.claude/...) (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
     │   ├── RootNotServedError        the daemon that answered does not serve this root
@@ -152,6 +153,20 @@ class FileAccessError(MemsyncError):
         reason = error.strerror or type(error).__name__
         return cls(f"{path}: {reason}. Nothing was changed; check the permissions "
                    "and free space of that directory, then retry.")
+
+
+class SymlinkRefusedError(FileAccessError):
+    """Raised when a file or directory memsyncd keeps under ``.claude/`` is a symbolic link (never followed)."""
+
+    title = "refusing to follow a symbolic link"
+
+    @classmethod
+    def at(cls, path: object) -> SymlinkRefusedError:
+        """The error for a symlink found at ``path``: names it, why it is refused, and what to do."""
+        return cls(f"{path} is a symbolic link. memsyncd never follows symlinks under .claude/ (a link there "
+                   "could make it write over another file). Nothing was read or written. If you did not put the "
+                   f"link there, it may come from the repository you are in: remove it ('rm {path}') and run "
+                   "the command again; memsyncd recreates the file or directory.")
 
 
 class DaemonError(MemsyncError):

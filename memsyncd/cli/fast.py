@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from memsyncd import wire
@@ -30,6 +31,9 @@ PROG = "memsyncctl"
 STATUS_TIMEOUT_SECONDS = 30.0  # the daemon answers from memory; a cloud-checking daemon may take longer
 ENQUEUE_TIMEOUT_SECONDS = 2.0  # then the id goes straight into the queue file: never lost
 REGISTER_TIMEOUT_SECONDS = 1.0  # the hook tells the user's daemon about a new root; Claude waits for the hook
+HOOK_LOCK_WAIT_SECONDS = 1.0  # Claude Code waits for the hook: then the daemon or the spool takes the ids
+ENQUEUE_LOCK_WAIT_SECONDS = 1.0  # the same for enqueue writing the file itself
+HANDOFF_TIMEOUT_SECONDS = 0.4  # a daemon answers at once (it spools the id itself when the lock stays busy)
 
 
 def run_fast(args: argparse.Namespace) -> int | None:
@@ -116,6 +120,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
+    from memsyncd.errors import DaemonError
     from memsyncd.timestamps import utc_now
 
     paths = _paths(args)
@@ -127,6 +132,10 @@ def status_command(args: argparse.Namespace) -> int | None:
         return None
     except DaemonSilent as exc:
         _note(f"{PROG}: the daemon gave no usable answer ({exc}); computing the status here instead.")
+        args.no_daemon = True
+        return None
+    except DaemonError as exc:  # no safe runtime dir (a squatted /tmp/memsyncd-<uid>): no daemon to ask there
+        _note(f"{PROG}: warning: not looking for a daemon: {exc.message} Computing the status here instead.")
         args.no_daemon = True
         return None
     if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
@@ -165,26 +174,101 @@ def enqueue_command(args: argparse.Namespace) -> int:
     untrusted = _untrusted_note(paths)  # refused roots raise here: nothing is written under another's .claude
     if untrusted is not None:
         _note(f"{PROG}: {untrusted}")
+    spooled: str | None = None
     if args.no_daemon or untrusted is not None or not _enqueue_via_daemon(args, paths, payload):
+        from memsyncd.errors import QueueBusyError
         from memsyncd.models import QueueEntry
         from memsyncd.store.queue import QueueStore
 
         entry = QueueEntry(args.id, action, timestamp, args.content_hash, args.level)
-        QueueStore(paths.queue, paths.queue_lock).enqueue(entry)
+        try:
+            QueueStore(paths.queue, paths.queue_lock, lock_timeout=ENQUEUE_LOCK_WAIT_SECONDS).enqueue(entry)
+        except QueueBusyError:
+            spooled = _spool_or_wait(args, paths, entry)
+    where = spooled or str(paths.queue)
     if args.json:
-        print_json({"queued": args.id, "action": action, "queue_path": str(paths.queue)})
+        out = {"queued": args.id, "action": action, "queue_path": str(paths.queue)}
+        if spooled:
+            out["spooled"] = spooled  # the queue lock was busy: the spool file the daemon or a sync drains
+        print_json(out)
     else:
-        sys.stdout.write(f"Queued {action} of {args.id} in {paths.queue}\n")
+        sys.stdout.write(f"Queued {action} of {args.id} in {where}\n")
     return EXIT_OK
+
+
+def _spool_or_wait(args: argparse.Namespace, paths: Paths, entry: Any) -> str | None:
+    """enqueue met a busy lock: the spool (the path, noted on stderr); without a usable spool, the full lock wait."""
+    from memsyncd.errors import MemsyncError
+    from memsyncd.store.queue import QueueStore
+
+    try:
+        note, where = hand_off(args, paths, [entry], ask_daemon=False)
+    except (MemsyncError, OSError) as exc:
+        _note(f"{PROG}: the queue lock {paths.queue_lock} is busy and the spool cannot be written ({exc}); "
+              "waiting for the lock.")
+        QueueStore(paths.queue, paths.queue_lock).enqueue(entry)  # QueueBusyError (exit 1) after the full wait
+        return None
+    _note(note)
+    return str(where) if where else None
+
+
+def _queue_payload(entry: Any) -> dict[str, Any]:
+    return {"id": entry.id, "action": entry.action, "level": entry.level, "content_hash": entry.content_hash}
+
+
+def hand_off(args: argparse.Namespace, paths: Paths, entries: list[Any], *,
+             ask_daemon: bool = True) -> tuple[str, Path | None]:
+    """The queue lock stayed busy: the daemon takes the entries (it spools them itself), else the per-user spool.
+
+    Returns the one line to print and the spool file (None when the daemon took everything).
+    Nothing is dropped: an entry goes to the spool unless a daemon answered that it took it.
+
+    Raises:
+        MemsyncError, OSError: no daemon took them and the spool cannot be written (no safe runtime dir).
+    """
+    from memsyncd.errors import MemsyncError
+    from memsyncd.store import spool
+
+    remaining = list(entries)
+    if ask_daemon and not args.no_daemon:
+        from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
+
+        try:
+            while remaining:
+                answer = _ask_daemon(args, paths, "POST", "/v1/queue", body=_queue_payload(remaining[0]),
+                                     timeout=HANDOFF_TIMEOUT_SECONDS)
+                if not 200 <= answer.status < 300:
+                    break
+                remaining.pop(0)
+        except (NoDaemon, DaemonSilent, MemsyncError, OSError):
+            pass  # the spool takes what the daemon did not
+    lock = paths.queue_lock
+    said = f"another process holds the sync queue lock {lock} (find it with 'fuser {lock}')"
+    taken = len(entries) - len(remaining)
+    if not remaining:
+        return f"{PROG}: {said}; the daemon took {_ids_text(entries)} and queues them when it is free.", None
+    where = spool.write(paths.root, remaining)
+    daemon_part = f"the daemon took {taken}, " if taken else ""
+    return (f"{PROG}: {said}; {daemon_part}{_ids_text(remaining)} spooled in {where.parent}; the daemon or the next "
+            "'memsyncctl sync' moves them into the queue.", where)
+
+
+def _ids_text(entries: list[Any]) -> str:
+    shown = " ".join(e.id for e in entries[:10])
+    return shown + (f" (and {len(entries) - 10} more)" if len(entries) > 10 else "")
 
 
 def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[str, Any]) -> bool:
     """True when the daemon queued the entry; False when it did not answer or failed (write it here)."""
     from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
+    from memsyncd.errors import DaemonError
 
     try:
         answer = _ask_daemon(args, paths, "POST", wire.QUEUE, body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
     except NoDaemon:
+        return False
+    except DaemonError as exc:  # no safe runtime dir (a squatted /tmp/memsyncd-<uid>): no daemon to ask there
+        _note(f"{PROG}: warning: not looking for a daemon: {exc.message} Writing {paths.queue} directly.")
         return False
     except DaemonSilent as exc:
         if args.verbose:
@@ -221,7 +305,11 @@ def hook_command(args: argparse.Namespace) -> int:
     except MemsyncError as exc:  # refused outright (another user's .claude) or an unreadable config
         _note(f"memsyncctl hook: {exc} Nothing was queued.")
         return EXIT_OK
-    result = run_post_tool_use_hook(stdin_text, QueueStore(paths.queue, paths.queue_lock))
+    ask_daemon = untrusted is None  # an untrusted root: the file or the spool, never the daemon
+    result = run_post_tool_use_hook(
+        stdin_text, QueueStore(paths.queue, paths.queue_lock, lock_timeout=HOOK_LOCK_WAIT_SECONDS),
+        on_busy=lambda entries: hand_off(args, paths, entries, ask_daemon=ask_daemon)[0].replace(
+            PROG, f"{PROG} hook", 1))
     if result.note:
         _note(result.note)
     if result.queued and untrusted is not None:  # queued in the file only: the daemon is never told

@@ -1,17 +1,20 @@
 """The Claude Code PostToolUse hook: OpenMemory tool events → queue entries, never an exit 2, never the network.
 
 Stdlib only. Claude Code treats exit code 2 from a hook as a blocking error fed back to the
-model, so anything the hook cannot use (stdin not JSON, another shape, another tool, a busy
-or unreadable queue) ends in exit 0 with one line on stderr saying why.
+model, so anything the hook cannot use (stdin not JSON, another shape, another tool, an
+unreadable queue) ends in exit 0 with one line on stderr saying why. A queue lock held by
+another process is waited on for about a second only; the entries then go to ``on_busy``
+(the daemon, else the per-user spool: :func:`memsyncd.cli.fast.hand_off`), never dropped.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
+from memsyncd.errors import FileAccessError, MemsyncError, QueueBusyError, QueueUnreadableError
 from memsyncd.ids import id_problem
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.store.queue import QueueStore
@@ -131,8 +134,13 @@ def _not_queued(entries: list[QueueEntry], error: MemsyncError) -> str:
     return f"{NOTE_PREFIX} could not queue {_ids(entries)}: {why}. To sync them, {fix}."
 
 
-def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
-    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network."""
+def run_post_tool_use_hook(stdin_text: str, queue: QueueStore, *,
+                           on_busy: Callable[[list[QueueEntry]], str] | None = None) -> HookResult:
+    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network.
+
+    When the queue lock stays busy past ``queue.lock_timeout``, ``on_busy`` takes the entries
+    (returning the note to print; raising ``MemsyncError``/``OSError`` when it could not).
+    """
     payload = parse_event(stdin_text)
     if isinstance(payload, str):
         return HookResult(note=payload)
@@ -152,7 +160,16 @@ def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
                                                "(the tool may have failed). Nothing was queued.")
     try:
         queue.update(lambda doc: doc.pending.extend(entries))
-    except MemsyncError as error:  # busy, unreadable, or a file we cannot write
+    except QueueBusyError as error:
+        if on_busy is None:
+            return HookResult(note=_not_queued(entries, error))
+        try:
+            return HookResult(queued=entries, note=on_busy(entries))
+        except MemsyncError as fallback_error:
+            return HookResult(note=_not_queued(entries, fallback_error))
+        except OSError as exc:
+            return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, queue.path)))
+    except MemsyncError as error:  # unreadable, a symlink, or a file we cannot write
         return HookResult(note=_not_queued(entries, error))
     except OSError as exc:  # pragma: no cover - QueueStore maps these; kept so the hook can never exit 2
         return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, queue.path)))

@@ -10,8 +10,9 @@ Errors are ``{"error": {"type", "title", "message"}}`` with a 4xx/5xx status; th
 client rebuilds them from the fixed registry in :mod:`memsyncd.errors`. A body that is not
 JSON (including nesting too deep to decode) is a 400; an unexpected exception in a route is a
 500 with a short JSON error, its traceback only in the daemon's log (secrets redacted there).
-``POST /v1/queue`` answers 503 ``QueueBusyError`` when another process holds the queue lock
-for longer than a couple of seconds (the client then writes the queue itself).
+``POST /v1/queue`` spools the entry (``"spooled": true``, :mod:`memsyncd.store.spool`) when another process
+holds the queue lock for more than a moment, and answers 503 ``QueueBusyError`` only when even that
+fails (the client then falls back itself).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class RootApi(Protocol):
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
     async def resolve(self, conflict_id: int, keep: wire.Keep, text: str | None) -> dict[str, Any]: ...
-    async def enqueue(self, entry: QueueEntry) -> None: ...
+    async def enqueue(self, entry: QueueEntry) -> bool | None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
 
@@ -211,8 +212,8 @@ class ControlApi:
             if root is None:
                 raise
             service = await self.daemon.register(root)  # a client wrote this root's queue: serve it from now on
-        await service.enqueue(entry)
-        return Response.json({"queued": memory_id, "action": action}, status=202)
+        spooled = bool(await service.enqueue(entry))
+        return Response.json({"queued": memory_id, "action": action, "spooled": spooled}, status=202)
 
     async def _resolve(self, conflict_id: int, request: Request, root: str | None) -> Response:
         body = _object(request)

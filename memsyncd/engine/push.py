@@ -31,6 +31,7 @@ from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, Sta
 from memsyncd.logs import redact_text
 from memsyncd.models import CloudMemory, Mapping, WorkItem
 from memsyncd.remote.cloud import CloudClient
+from memsyncd.store import spool
 from memsyncd.store.queue import Outcome, QueueStore
 
 PUSH_WORKERS_PER_SLOT = 2  # push workers per cloud request slot (see run_push)
@@ -175,6 +176,8 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
             nothing more was written to the queue.
         QueueUnreadableError, QueueBusyError: the queue file could not be read or written.
     """
+    if not ctx.dry:
+        await asyncio.to_thread(drain_spool, ctx)
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
     items = coalesce(doc.pending)
     del doc
@@ -229,6 +232,22 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
         raise RunStop(run.fatal)
     await flusher.close()
     return tally.report()
+
+
+def drain_spool(ctx: SyncContext) -> None:
+    """Move entries spooled while the queue lock was busy (``store/spool.py``) into the queue; never fails the run.
+
+    A lock still busy, or a queue that cannot be written, leaves them spooled for the next run.
+    """
+    try:
+        result = spool.drain(ctx.paths.root, ctx.queue)
+    except MemsyncError as exc:
+        log.warning("spool.not_drained", error=str(exc))
+        return
+    if result.moved or result.files:
+        log.info("spool.drained", entries=len(result.moved), files=result.files)
+    for path in result.rejected:
+        log.error("spool.rejected", path=path, hint="not a spool file of this root; left renamed *.rejected")
 
 
 async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> ItemResult:

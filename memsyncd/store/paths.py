@@ -89,11 +89,19 @@ def root_id(root: Path) -> str:
     return hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
 
 
-def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/memsyncd``, else ``/tmp/memsyncd-<uid>``; created 0700 and checked to be ours."""
+def runtime_dir(*, create: bool = True) -> Path:
+    """``$XDG_RUNTIME_DIR/memsyncd``, else ``/tmp/memsyncd-<uid>``; created 0700 and checked to be ours.
+
+    A fallback squatted by another user (not a directory, a symlink, not owned by us) is never used.
+
+    Raises:
+        DaemonError: the directory is not a real directory owned by the user.
+        FileNotFoundError: it does not exist and ``create`` is false.
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
     directory = Path(base) / "memsyncd" if base and Path(base).is_dir() else Path(f"/tmp/memsyncd-{os.getuid()}")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise DaemonError(f"{directory} is not a directory owned by you; remove it or set XDG_RUNTIME_DIR.")

@@ -19,7 +19,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
 from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, parse_ts, utc_now
+from memsyncd.store import safe_files
 
 LOCK_TIMEOUT_SECONDS = 30.0
 LOCK_POLL_MAX_SECONDS = 0.05
@@ -132,36 +132,35 @@ def dump_queue(doc: QueueDoc) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-FileIdentity = tuple[int, int, int] | None
+FileIdentity = safe_files.FileIdentity
+_ChangedUnderUs = safe_files.ChangedUnderUs
 
 
 def file_identity(path: Path) -> FileIdentity:
-    """(inode, mtime ns, size) of a file, None when absent: changes whenever any writer replaces it."""
+    """(inode, mtime ns, size) of a file (a symlink's own), None when absent: changes whenever a writer replaces it."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
-class _ChangedUnderUs(Exception):
-    """Internal: another writer replaced the file between our read and our rename."""
-
-
 @contextlib.contextmanager
 def flock_exclusive(lock_path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600 if missing) for the ``with`` block.
 
     Tried with ``LOCK_NB`` every few milliseconds (backing off to ``LOCK_POLL_MAX_SECONDS``)
-    until ``timeout``; the file is never deleted, so every process locks the same inode.
+    until ``timeout``; the file is never deleted, so every process locks the same inode. It is
+    opened without following symlinks (:mod:`memsyncd.store.safe_files`); a lock file of ours found
+    readable by others is made 0600, so no other user can open it to take the lock.
 
     Raises:
         QueueBusyError: another process held the lock for ``timeout`` seconds.
+        SymlinkRefusedError: the lock file or a directory from ``.claude`` down is a symlink.
         FileAccessError: the lock file cannot be created or opened (permissions, read-only disk).
     """
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = safe_files.open_file(lock_path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise FileAccessError.from_os_error(exc, lock_path) from None
     try:
@@ -176,7 +175,7 @@ def flock_exclusive(lock_path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> I
                     raise FileAccessError.from_os_error(exc, lock_path) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise QueueBusyError(f"another process has held {lock_path} for {timeout:.0f} s; nothing was "
+                raise QueueBusyError(f"another process has held {lock_path} for {timeout:g} s; nothing was "
                                      "written. Try again; if it stays busy, find the holder with "
                                      f"'fuser {lock_path}'.")
             time.sleep(min(pause, remaining))
@@ -190,41 +189,21 @@ def flock_exclusive(lock_path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> I
 
 
 def atomic_write(path: Path, text: str, *, expect: FileIdentity | bool = False) -> None:
-    """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir.
+    """Replace ``path`` atomically: 0600 temp file in the same dir, fsync, rename, fsync the dir.
 
-    With ``expect`` (a :func:`file_identity`), the rename only happens if the file is still
-    the one that was read; otherwise ``_ChangedUnderUs`` is raised and nothing is replaced.
+    Never through a symlink (:func:`memsyncd.store.safe_files.atomic_write`). With ``expect`` (a
+    :func:`file_identity`), the rename only happens if the file is still the one that was read;
+    otherwise ``_ChangedUnderUs`` is raised and nothing is replaced.
 
     Raises:
+        SymlinkRefusedError: ``path`` or a directory from ``.claude`` down is a symlink.
         FileAccessError: the directory or file cannot be written (permissions, disk full); the
             old file is then unchanged.
     """
     try:
-        _atomic_write(path, text, expect)
+        safe_files.atomic_write(path, text.encode("utf-8"), expect=expect)
     except OSError as exc:
         raise FileAccessError.from_os_error(exc, path) from None
-
-
-def _atomic_write(path: Path, text: str, expect: FileIdentity | bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if expect is not False and file_identity(path) != expect:
-            raise _ChangedUnderUs
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -263,11 +242,11 @@ class QueueStore:
             QueueUnreadableError: the file is corrupt or wrongly typed.
         """
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return QueueDoc()
+            text = safe_files.read_text(self.path)
         except (OSError, UnicodeDecodeError) as exc:
             raise QueueUnreadableError(str(self.path), str(exc)) from None
+        if text is None:
+            return QueueDoc()
         try:
             return parse_queue(text)
         except ValueError as exc:
@@ -343,17 +322,18 @@ class QueueStore:
                 return None, 0, 0
             except QueueUnreadableError:
                 pass
-            raw = self.path.read_bytes()
-            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-            n = 1
-            while aside.exists():
-                n += 1
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            raw = safe_files.read_bytes(self.path) or b""
             doc, kept, dropped = salvage(raw.decode("utf-8", errors="replace"))
-            os.replace(self.path, aside)
+            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+            with safe_files.opened_dir(self.path.parent) as dir_fd:
+                aside = f"{self.path.name}.corrupt-{stamp}"
+                n = 1
+                while safe_files.lstat_in(dir_fd, aside) is not None:
+                    n += 1
+                    aside = f"{self.path.name}.corrupt-{stamp}-{n}"
+                os.replace(self.path.name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             atomic_write(self.path, dump_queue(doc))
-            return aside, kept, dropped
+            return self.path.with_name(aside), kept, dropped
 
 
 def salvage(text: str) -> tuple[QueueDoc, int, int]:

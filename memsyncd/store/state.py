@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from memsyncd.errors import StateUnreadableError
+from memsyncd.errors import FileAccessError, StateUnreadableError, SymlinkRefusedError
 from memsyncd.models import (
     Conflict,
     LocalDuplicate,
@@ -33,6 +33,7 @@ from memsyncd.models import (
     format_ts,
     utc_now,
 )
+from memsyncd.store import safe_files
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -89,6 +90,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+_SQLITE_CANTOPEN_SYMLINK = 1550  # SQLITE_CANTOPEN | (6 << 8): nofollow=1 met a symlink
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -109,6 +113,45 @@ def unreadable(path: Path, exc: sqlite3.Error) -> StateUnreadableError:
         how = ("The file is damaged. Run 'memsyncctl state rebuild': it moves the file aside and rebuilds the "
                "id map from the cloud, so the next sync neither duplicates nor loses a memory.")
     return StateUnreadableError(f"{path}: {text}. {how}")
+
+
+def prepare_db_file(path: Path) -> None:
+    """Make ``path`` safe for SQLite to open: no symlink on the way or as a sidecar, the DB file 0600.
+
+    The directories are walked without following symlinks (made 0700 when missing); the DB file
+    and its ``-wal``/``-shm``/``-journal`` sidecars must each be absent or a regular file. The DB
+    file is created empty and 0600 here when missing: SQLite creates its sidecars with the DB
+    file's mode, so they are 0600 too whatever the umask. Files of ours found group- or
+    other-readable (made by older versions outside systemd) are tightened to 0600.
+
+    Raises:
+        SymlinkRefusedError: a symlink on the way (exit 6), named.
+        FileAccessError: a non-regular file, or the directory cannot be made.
+    """
+    try:
+        for suffix in ("", *SIDECAR_SUFFIXES):
+            safe_files.check_regular_or_absent(path.with_name(path.name + suffix))
+        safe_files.create_private(path)
+    except OSError as exc:
+        raise FileAccessError.from_os_error(exc, path) from None
+
+
+def connect(path: Path, *, read_only: bool = False, timeout: float = 30) -> sqlite3.Connection:
+    """A connection to the DB at ``path`` that never follows a symlink (SQLite URI ``nofollow=1``).
+
+    Raises:
+        SymlinkRefusedError: SQLite found a symlink in the path.
+        sqlite3.Error: any other failure to open.
+    """
+    uri = Path(os.path.abspath(path)).as_uri() + "?nofollow=1" + ("&mode=ro" if read_only else "")
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_CANTOPEN_SYMLINK:
+            raise SymlinkRefusedError(f"{path}: a component of this path is a symbolic link; memsyncd never "
+                                      "opens its state database through one. Nothing was read or written. "
+                                      "Replace the link with a real directory or file and retry.") from None
+        raise
 
 
 def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concatenate[StateStore, P], R]:
@@ -152,8 +195,8 @@ class StateStore:
         self._intent_lock = threading.Lock()
         self._intent_db: sqlite3.Connection | None = None  # record_intents' own connection
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            prepare_db_file(path)
+            self._db = connect(path)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only push intents, which
             # guard against duplicates, are committed with a full fsync (see record_intent).
@@ -436,8 +479,8 @@ class StateStore:
         try:
             with self._intent_lock:
                 if self._intent_db is None:
-                    self._intent_db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                                      check_same_thread=False)
+                    prepare_db_file(self.path)
+                    self._intent_db = connect(self.path)
                     self._intent_db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
                 db = self._intent_db
                 now = _now()

@@ -45,7 +45,7 @@ STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", 
                "memsyncd.models", "memsyncd.store", "memsyncd.store.paths", "memsyncd.store.queue", "memsyncd.engine",
                "memsyncd.engine.report", "memsyncd.daemon", "memsyncd.daemon.runtime", "memsyncd.store.roots",
                "memsyncd.ids", "memsyncd.timestamps", "memsyncd.cli.parser", "memsyncd.wire",
-               "memsyncd.store.trust"}
+               "memsyncd.store.trust", "memsyncd.store.safe_files", "memsyncd.store.spool"}
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"
          "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules))))\n"
