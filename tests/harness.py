@@ -220,7 +220,7 @@ from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import TypeVar  # noqa: E402
 from urllib.parse import parse_qsl, unquote  # noqa: E402
 
-from memsyncd.config import Paths  # noqa: E402
+from memsyncd.config import CloudSettings, LocalSettings, Paths, SyncSettings  # noqa: E402
 from memsyncd.daemon.http_server import BadRequest, ResetConnection  # noqa: E402
 from memsyncd.daemon.http_server import Request as EmuRequest  # noqa: E402
 from memsyncd.emulators.mem0 import Mem0Emulator  # noqa: E402
@@ -229,7 +229,7 @@ from memsyncd.emulators.openmemory import OpenMemoryEmulator  # noqa: E402
 from memsyncd.emulators.openmemory_store import OpenMemoryStore  # noqa: E402
 from memsyncd.emulators.service import EmulatorService  # noqa: E402
 from memsyncd.engine.context import SyncContext  # noqa: E402
-from memsyncd.models import QueueEntry, format_ts, utc_now  # noqa: E402
+from memsyncd.models import Action, QueueEntry, format_ts, utc_now  # noqa: E402
 from memsyncd.remote.cloud import CloudClient, Scope  # noqa: E402
 from memsyncd.remote.http_edge import RetryPolicy  # noqa: E402
 from memsyncd.remote.local import LocalClient  # noqa: E402
@@ -302,10 +302,10 @@ class EngineRig:
     def local_texts(self) -> list[str]:
         return sorted(str(m["content"]) for m in self.openmemory.memories(user_id=INPROC_USER))
 
-    def enqueue(self, *ids: str, action: str = "push", level: int | None = None) -> list[QueueEntry]:
+    def enqueue(self, *ids: str, action: Action = "push", level: int | None = None) -> list[QueueEntry]:
         """Append one queue entry per id (one timestamp, in order); returns them."""
         stamp = format_ts(utc_now())
-        entries = [QueueEntry(i, action, stamp, level=level) for i in ids]  # type: ignore[arg-type]
+        entries = [QueueEntry(i, action, stamp, level=level) for i in ids]
         self.ctx.queue.update(lambda doc: doc.pending.extend(entries))
         return entries
 
@@ -325,9 +325,9 @@ def engine_rig(root: Path, *, api_key: str = INPROC_KEY, attempts: int = 3, **sy
     mem0_http = EmulatorTransport(Mem0Emulator(mem0))
     local_http = EmulatorTransport(OpenMemoryEmulator(openmemory))
     sync.setdefault("default_level", 1)
-    settings = Settings(local={"url": "http://127.0.0.1:9", "user_id": INPROC_USER},
-                        cloud={"enabled": True, "url": "http://127.0.0.1:9", "user_id": INPROC_USER},
-                        sync={"attempts_per_run": attempts, **sync})
+    settings = Settings(local=LocalSettings(url="http://127.0.0.1:9", user_id=INPROC_USER),
+                        cloud=CloudSettings(enabled=True, url="http://127.0.0.1:9", user_id=INPROC_USER),
+                        sync=SyncSettings(attempts_per_run=attempts, **sync))
     policy = RetryPolicy(attempts=attempts)
     cloud = CloudClient(settings.cloud.url, api_key, Scope(INPROC_USER), policy=policy, transport=mem0_http,
                         max_in_flight=settings.sync.concurrency)

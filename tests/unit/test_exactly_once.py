@@ -198,7 +198,7 @@ def test_find_landed_without_an_event_looks_up_by_local_id_since_the_intent(tmp_
     run_with_rig(tmp_path, body)
 
 
-def test_intents_recorded_together_share_one_commit(tmp_path: Path) -> None:
+def test_intents_recorded_together_share_one_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20 creates ready at once: far fewer than 20 record_intents transactions, every intent durable."""
 
     async def body(rig: EngineRig) -> None:
@@ -210,7 +210,7 @@ def test_intents_recorded_together_share_one_commit(tmp_path: Path) -> None:
             calls.append(len(items))
             return real(items)
 
-        state.record_intents = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(state, "record_intents", counting)
         log = IntentLog(state)
         intents = await asyncio.gather(*(log.record(f"id-{i}", f"h{i}") for i in range(20)))
         assert [i.local_id for i in intents] == [f"id-{i}" for i in range(20)]
@@ -224,14 +224,15 @@ def test_intents_recorded_together_share_one_commit(tmp_path: Path) -> None:
     run_with_rig(tmp_path, body)
 
 
-def test_a_failed_intent_commit_fails_every_waiter_and_sends_nothing(tmp_path: Path) -> None:
+def test_a_failed_intent_commit_fails_every_waiter_and_sends_nothing(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The state DB fails while committing: each waiting create gets the error; no add goes out."""
 
     async def body(rig: EngineRig) -> None:
         def broken(items: Any) -> Any:
             raise StateUnreadableError("disk I/O error")
 
-        rig.ctx.state.record_intents = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(rig.ctx.state, "record_intents", broken)
         memories = [local(rig, f"no intent {i}") for i in range(3)]
         results = await asyncio.gather(*(once(rig).create(m, 1) for m in memories), return_exceptions=True)
         assert all(isinstance(r, StateUnreadableError) for r in results)

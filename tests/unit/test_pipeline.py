@@ -119,9 +119,9 @@ def test_a_job_raising_cancelled_error_does_not_stop_the_pool() -> None:
             await inner  # raises CancelledError in the job, the worker was not cancelled
 
         async with WorkerPool(1) as pool:
-            doomed = pool.submit(cancelled_inside)
+            pool.submit(cancelled_inside)
             after = pool.submit(lambda: asyncio.sleep(0, result="still served"))
-            done, _ = await asyncio.wait([doomed, after], timeout=0.5)
+            done, _ = await asyncio.wait([after], timeout=0.5)
             assert after in done and after.result() == "still served"
 
     run(scenario)
@@ -173,7 +173,7 @@ def test_leaving_prefetch_early_cancels_the_fetch_ahead_and_closes_the_source() 
         async for page in stream:
             if page == [1]:
                 break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()  # type: ignore[attr-defined,unused-ignore]
         assert log[-1] == "closed"
         assert "fetch 4" not in log
 

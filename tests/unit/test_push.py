@@ -62,7 +62,8 @@ def test_new_memories_are_created_with_our_metadata_mapped_and_leave_the_queue(t
         for local_id, text in ((first, "likes tea"), (second, "works remotely")):
             mapping = rig.ctx.state.mapping_for_local(local_id)
             assert mapping is not None and mapping.base_text == text
-            assert rig.mem0.get(mapping.cloud_id)["memory"] == text  # type: ignore[index]
+            stored = rig.mem0.get(mapping.cloud_id)
+            assert stored is not None and stored["memory"] == text
         assert rig.ctx.state.intents() == []
         doc = queue_json(rig)
         assert doc["pending"] == [] and doc["sync_errors"] == []
@@ -211,7 +212,8 @@ def test_a_pending_intent_is_resolved_before_any_new_create(tmp_path: Path) -> N
         report = await push(rig)
         assert adds(rig) == [] and report.errors == 0
         mapping = rig.ctx.state.mapping_for_local(local_id)
-        assert mapping == Mapping(local_id, cloud_id, mapping.base_hash, "crashed after the add", 1)  # type: ignore[union-attr]
+        assert mapping is not None
+        assert mapping == Mapping(local_id, cloud_id, mapping.base_hash, "crashed after the add", 1)
         assert rig.ctx.state.intent_for(local_id) is None and rig.cloud_texts() == ["crashed after the add"]
 
     run_with_rig(tmp_path, body)
