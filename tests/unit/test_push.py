@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import EngineRig, run_with_rig
+from harness import INPROC_KEY, EngineRig, run_with_rig
 
 from memsyncd.engine.context import RunStop
 from memsyncd.engine.push import run_push
@@ -499,5 +499,117 @@ def test_entries_added_during_the_run_are_never_lost(tmp_path: Path) -> None:
         report = await push(rig)
         assert report.created == 1
         assert [e["id"] for e in queue_json(rig)["pending"]] == [late]
+
+    run_with_rig(tmp_path, body)
+
+
+def test_a_stop_after_other_results_writes_nothing_more_to_the_queue(tmp_path: Path) -> None:
+    """One item fails (500s), 20 others are created, then the last meets a 401: RunStop, and the queue file is
+    byte-for-byte as before (no sync_errors row, no removal); the next run finds the created ones mapped and
+    sends no second add."""
+
+    async def body(rig: EngineRig) -> None:
+        failing = rig.local_add("fails first")
+        fillers = [rig.local_add(f"created {i:02}") for i in range(20)]
+        rejected = rig.local_add("meets the 401")
+        rig.enqueue(failing, *fillers, rejected)
+        before = rig.ctx.paths.queue.read_bytes()
+
+        def answer(request: httpx.Request) -> httpx.Response | None:
+            if b"fails first" in request.content:
+                return httpx.Response(500, text="nope")
+            if b"meets the 401" in request.content:
+                return httpx.Response(401, json={"detail": "Invalid API key"})
+            return None
+
+        rig.mem0_http.before = answer
+        with pytest.raises(RunStop):
+            await push(rig)
+        assert sum(b"fails first" in r.content for r in adds_requests(rig)) == 3  # it did fail for good first
+        assert rig.ctx.paths.queue.read_bytes() == before
+        created = [i for i in fillers if rig.ctx.state.mapping_for_local(i) is not None]
+        assert created
+        rig.mem0_http.before = None
+        rig.mem0_http.sent.clear()
+        report = await push(rig)
+        assert report.errors == 0 and queue_json(rig)["pending"] == []
+        assert len(adds(rig)) == 22 - len(created)  # the mapped ones were not added again
+        assert len(rig.cloud_texts()) == 22 == len(set(rig.cloud_texts()))
+
+    run_with_rig(tmp_path, body, concurrency=1)
+
+
+def test_finished_entries_leave_the_queue_in_batches_while_the_run_goes_on(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a batch of 5, finished entries are removed while the run goes on; a 401 at the 21st item then
+    stops it: what was flushed stays removed, every entry that did not reach the cloud stays queued."""
+    from memsyncd.engine import push as push_module
+
+    monkeypatch.setattr(push_module._QueueFlusher, "FLUSH_EVERY", 5)
+
+    async def body(rig: EngineRig) -> None:
+        ids = [rig.local_add(f"batched {i:02}") for i in range(30)]
+        rig.enqueue(*ids)
+        pending_at_write: list[int] = []
+        real_apply = rig.ctx.queue.apply
+
+        def apply(outcomes: Any, **kwargs: Any) -> Any:
+            result = real_apply(outcomes, **kwargs)
+            pending_at_write.append(len(rig.ctx.queue.read().pending))
+            return result
+
+        monkeypatch.setattr(rig.ctx.queue, "apply", apply)
+        stop_at = "batched 20".encode()
+        rig.mem0_http.before = lambda request: httpx.Response(401, json={"detail": "Invalid API key"}) \
+            if stop_at in request.content else None
+        with pytest.raises(RunStop):
+            await push(rig)
+        assert pending_at_write and pending_at_write[0] <= 25  # written during the run, before the stop
+        left = {e["id"] for e in queue_json(rig)["pending"]}
+        unmapped = {i for i in ids if rig.ctx.state.mapping_for_local(i) is None}
+        assert unmapped <= left  # nothing that did not reach the cloud left the queue
+        assert len(left) < 30 and queue_json(rig)["sync_errors"] == []
+
+    run_with_rig(tmp_path, body, concurrency=1)
+
+
+def test_a_key_echoed_in_an_error_body_never_reaches_the_queue_file(tmp_path: Path) -> None:
+    """A proxy's 502 repeats the Authorization header: the sync_errors row and the report are redacted."""
+
+    async def body(rig: EngineRig) -> None:
+        local_id = rig.local_add("echoed")
+        rig.enqueue(local_id)
+        rig.mem0_http.before = lambda request: httpx.Response(
+            502, text=f"bad gateway (Authorization: {request.headers['authorization']})")
+        report = await push(rig)
+        assert report.errors == 1
+        text = rig.ctx.paths.queue.read_text()
+        assert INPROC_KEY not in text and "<redacted>" in text
+        assert INPROC_KEY not in "".join(report.error_messages)
+
+    run_with_rig(tmp_path, body)
+
+
+def test_a_rate_limited_update_is_retried(tmp_path: Path) -> None:
+    """A PUT answered 429 (Retry-After 0) then 200: one update counted, two PUTs sent, no error row."""
+
+    async def body(rig: EngineRig) -> None:
+        local_id = rig.local_add("v1")
+        rig.enqueue(local_id)
+        await push(rig)
+        rig.openmemory.update_content(local_id, "v2")
+        rig.enqueue(local_id)
+        limited: list[bool] = []
+
+        def once_429(request: httpx.Request) -> httpx.Response | None:
+            if request.method == "PUT" and not limited:
+                limited.append(True)
+                return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "throttled"})
+            return None
+
+        rig.mem0_http.before = once_429
+        report = await push(rig)
+        assert (report.updated, report.errors) == (1, 0)
+        assert len(rig.mem0_http.requests("PUT")) == 2 and rig.cloud_texts() == ["v2"]
 
     run_with_rig(tmp_path, body)
