@@ -559,7 +559,7 @@ def test_finished_entries_leave_the_queue_in_batches_while_the_run_goes_on(tmp_p
             return result
 
         monkeypatch.setattr(rig.ctx.queue, "apply", apply)
-        stop_at = "batched 20".encode()
+        stop_at = b"batched 20"
         rig.mem0_http.before = lambda request: httpx.Response(401, json={"detail": "Invalid API key"}) \
             if stop_at in request.content else None
         with pytest.raises(RunStop):
