@@ -8,6 +8,7 @@ a new pair (through the exactly-once create).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from harness import EngineRig, run_with_rig
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import run_push
 from memsyncd.engine.resolve import get_conflict, list_conflicts, resolve_conflict
-from memsyncd.errors import ConflictError, UsageError
+from memsyncd.errors import ConflictError, MemsyncError, UsageError
 from memsyncd.models import Conflict, Mapping, content_hash
 from memsyncd.wire import Keep
 
@@ -232,5 +233,26 @@ def test_keep_local_over_a_cloud_delete_creates_the_cloud_copy_once(tmp_path: Pa
         assert rig.cloud_texts() == ["local edit"]
         assert rig.ctx.state.mapping_for_local(mapping.local_id) == Mapping(
             mapping.local_id, result["cloud_id"], content_hash("local edit"), "local edit", 2)
+
+    run_with_rig(tmp_path, body)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: resolving a conflict of a memory made private (mapping level 0) with "
+                   "keep=local/text writes the private local text to the cloud; level 0 must never be sent")
+def test_resolving_a_conflict_of_a_private_memory_sends_nothing_private(tmp_path: Path) -> None:
+    """Synced, then made level 0 and edited here while the cloud edited too (a pull records the conflict):
+    keeping the local text must not upload it."""
+
+    async def body(rig: EngineRig) -> None:
+        mapping, _ = conflicted(rig, local_text="private edit")
+        rig.ctx.state.delete_conflict(list_conflicts(rig.ctx)[0].id)
+        rig.ctx.state.set_mapping_level(mapping.local_id, 0)
+        rig.cloud.begin_run()
+        await run_pull(rig.ctx, rig.cloud)  # the pull sees both edits: a conflict, as it records today
+        (conflict,) = list_conflicts(rig.ctx)
+        with contextlib.suppress(MemsyncError):  # refusing is fine too; sending is not
+            await resolve_conflict(rig.ctx, conflict.id, Keep.LOCAL)
+        assert "private edit" not in "".join(r.content.decode() for r in rig.mem0_http.sent)
+        assert rig.cloud_texts() == ["cloud edit"]
 
     run_with_rig(tmp_path, body)
