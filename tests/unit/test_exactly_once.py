@@ -239,3 +239,23 @@ def test_a_failed_intent_commit_fails_every_waiter_and_sends_nothing(tmp_path: P
         assert rig.mem0_http.sent == []
 
     run_with_rig(tmp_path, body)
+
+
+def test_a_rate_limited_add_is_retried_after_a_lookup(tmp_path: Path) -> None:
+    """429 on the add: like any retry, the next add is preceded by a lookup; one memory in the end."""
+
+    async def body(rig: EngineRig) -> None:
+        memory = local(rig, "throttled")
+        limited: list[bool] = []
+
+        def once_429(request: httpx.Request) -> httpx.Response | None:
+            if request.url.path.endswith("/add/") and not limited:
+                limited.append(True)
+                return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "throttled"})
+            return None
+
+        rig.mem0_http.before = once_429
+        await once(rig).create(memory, 1)
+        assert trail(rig) == ["add", "list", "add"] and rig.cloud_texts() == ["throttled"]
+
+    run_with_rig(tmp_path, body)

@@ -20,7 +20,7 @@ from memsyncd.engine.context import META_CURSOR
 from memsyncd.engine.pull import PULL_OVERLAP, run_pull
 from memsyncd.engine.push import run_push
 from memsyncd.engine.report import PullReport
-from memsyncd.errors import AuthError
+from memsyncd.errors import AuthError, LocalUnreachableError
 from memsyncd.models import parse_ts
 
 pytestmark = pytest.mark.timeout(20)
@@ -294,3 +294,31 @@ def test_a_failed_local_write_is_not_counted_as_synced(tmp_path: Path) -> None:
         assert (report.new, report.synced, report.to_apply) == (1, 1, 2)
 
     run_with_rig(tmp_path, body)
+
+
+def test_the_local_server_going_away_stops_the_pull_and_keeps_what_landed(tmp_path: Path) -> None:
+    """OpenMemory refuses connections after the first create: LocalUnreachableError ends the pull; the copy
+    that was created is mapped (no duplicate next time); the cursor does not move."""
+
+    async def body(rig: EngineRig) -> None:
+        for i in range(5):
+            rig.cloud_add(f"pulled {i}")
+        creates: list[bool] = []
+
+        def down_after_one(request: httpx.Request) -> httpx.Response | None:
+            if request.method == "POST" and request.url.path == "/api/v1/memories/":
+                if creates:
+                    raise httpx.ConnectError("connection refused", request=request)
+                creates.append(True)
+            return None
+
+        rig.local_http.before = down_after_one
+        with pytest.raises(LocalUnreachableError):
+            await pull(rig)
+        assert rig.ctx.state.count_mappings() == len(rig.local_texts()) == 1
+        assert rig.ctx.state.get_meta(META_CURSOR) is None
+        rig.local_http.before = None
+        report = await pull(rig)
+        assert report.new == 4 and len(rig.local_texts()) == 5 == len(set(rig.local_texts()))
+
+    run_with_rig(tmp_path, body, concurrency=1)
