@@ -121,7 +121,7 @@ def test_a_job_raising_cancelled_error_does_not_stop_the_pool() -> None:
         async with WorkerPool(1) as pool:
             pool.submit(cancelled_inside)
             after = pool.submit(lambda: asyncio.sleep(0, result="still served"))
-            done, _ = await asyncio.wait([after], timeout=0.5)
+            done, _ = await asyncio.wait([after], timeout=0.2)
             assert after in done and after.result() == "still served"
 
     run(scenario)

@@ -613,3 +613,21 @@ def test_a_rate_limited_update_is_retried(tmp_path: Path) -> None:
         assert len(rig.mem0_http.requests("PUT")) == 2 and rig.cloud_texts() == ["v2"]
 
     run_with_rig(tmp_path, body)
+
+
+def test_a_delete_after_a_crashed_create_deletes_the_copy_that_landed(tmp_path: Path) -> None:
+    """Never mapped but an intent says a create may have landed: the delete finds that copy and deletes it."""
+
+    async def body(rig: EngineRig) -> None:
+        local_id = rig.local_add("created, crashed, then deleted")
+        rig.ctx.state.record_intent(local_id, "h")
+        landed = rig.cloud_add("created, crashed, then deleted", memsync_local_id=local_id,
+                               memsync_device=rig.ctx.state.device_id)
+        rig.openmemory.delete(local_id)
+        rig.enqueue(local_id, action="delete")
+        report = await push(rig)
+        assert report.deleted == 1 and rig.cloud_texts() == []
+        assert [r.url.path for r in rig.mem0_http.requests("DELETE")] == [f"/v1/memories/{landed}/"]
+        assert rig.ctx.state.intent_for(local_id) is None and rig.ctx.state.mapping_for_local(local_id) is None
+
+    run_with_rig(tmp_path, body)
