@@ -240,7 +240,8 @@ def test_a_rejected_key_ends_the_pull(tmp_path: Path) -> None:
 
 
 def test_a_dry_pull_counts_but_writes_nothing(tmp_path: Path) -> None:
-    """On dry_view(): new and updated are counted; no local write, no mapping change, no cursor, no conflict."""
+    """On dry_view(): new, updated, adopted and conflicts are counted; no local write, no mapping, no cursor,
+    no conflict row."""
 
     async def body(rig: EngineRig) -> None:
         edited = rig.cloud_add("to be edited")
@@ -248,16 +249,20 @@ def test_a_dry_pull_counts_but_writes_nothing(tmp_path: Path) -> None:
         before_cursor = rig.ctx.state.get_meta(META_CURSOR)
         rig.mem0.update(edited, text="edited in the cloud")
         rig.cloud_add("brand new")
+        rig.local_add("on both sides")
+        rig.cloud_add("on both sides")
+        mine = rig.local_add("mine here")
+        rig.cloud_add("mine there", memsync_local_id=mine, memsync_device=rig.ctx.state.device_id)
         rig.local_http.sent.clear()
         rig.cloud.begin_run()
         report = await run_pull(rig.ctx.dry_view(), rig.cloud)
-        assert (report.new, report.updated) == (1, 1)
+        assert (report.new, report.updated, report.adopted, report.conflicts) == (1, 1, 2, 1)
         assert local_writes(rig) == []
-        assert rig.ctx.state.count_mappings() == 1
+        assert rig.ctx.state.count_mappings() == 1 and rig.ctx.state.conflicts() == []
         mapping = rig.ctx.state.mapping_for_cloud(edited)
         assert mapping is not None and mapping.base_text == "to be edited"
         assert rig.ctx.state.get_meta(META_CURSOR) == before_cursor
-        assert rig.local_texts() == ["to be edited"]
+        assert rig.local_texts() == ["mine here", "on both sides", "to be edited"]
 
     run_with_rig(tmp_path, body)
 
