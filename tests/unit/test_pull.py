@@ -356,3 +356,22 @@ def test_cloud_deletions_during_the_listing_never_lose_a_memory_for_good(tmp_pat
         assert set(rig.local_texts()) >= {f"minute {i:03}" for i in range(5, 300)}
 
     run_with_rig(tmp_path, body)
+
+
+def test_the_same_edit_on_both_sides_only_moves_the_base(tmp_path: Path) -> None:
+    """Mapped, both sides edited to the same text: no local write, no conflict, the base is the new text."""
+
+    async def body(rig: EngineRig) -> None:
+        cloud_id = rig.cloud_add("before")
+        await pull(rig)
+        mapping = rig.ctx.state.mapping_for_cloud(cloud_id)
+        assert mapping is not None
+        rig.mem0.update(cloud_id, text="after")
+        rig.openmemory.update_content(mapping.local_id, "after")
+        rig.local_http.sent.clear()
+        report = await pull(rig)
+        assert (report.updated, report.conflicts, report.errors) == (0, 0, 0) and local_writes(rig) == []
+        moved = rig.ctx.state.mapping_for_cloud(cloud_id)
+        assert moved is not None and moved.base_text == "after"
+
+    run_with_rig(tmp_path, body)

@@ -631,3 +631,24 @@ def test_a_delete_after_a_crashed_create_deletes_the_copy_that_landed(tmp_path: 
         assert rig.ctx.state.intent_for(local_id) is None and rig.ctx.state.mapping_for_local(local_id) is None
 
     run_with_rig(tmp_path, body)
+
+
+def test_a_local_edit_of_a_memory_deleted_in_the_cloud_is_a_conflict_not_a_new_copy(tmp_path: Path) -> None:
+    """Mapped, deleted in the cloud, edited here: a conflict (cloud text None); no add, no update."""
+
+    async def body(rig: EngineRig) -> None:
+        local_id = rig.local_add("original")
+        rig.enqueue(local_id)
+        await push(rig)
+        mapping = rig.ctx.state.mapping_for_local(local_id)
+        assert mapping is not None
+        rig.mem0.delete(mapping.cloud_id)
+        rig.openmemory.update_content(local_id, "edited after the cloud delete")
+        rig.enqueue(local_id)
+        report = await push(rig)
+        assert report.conflicts == 1 and len(adds(rig)) == 1 and rig.mem0_http.requests("PUT") == []
+        (conflict,) = rig.ctx.state.conflicts()
+        assert (conflict.local_text, conflict.cloud_text) == ("edited after the cloud delete", None)
+        assert conflict.reason == "edited locally, deleted in the cloud"
+
+    run_with_rig(tmp_path, body)
