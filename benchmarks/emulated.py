@@ -27,8 +27,11 @@ import httpx
 
 from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, Settings
+from memsyncd.isolation import isolate_user_environment
 from memsyncd.local import LocalClient
 from memsyncd.syncer import Syncer
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 KEY = "bench-key-0123456789"
 USER = "bench"

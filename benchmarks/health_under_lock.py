@@ -18,8 +18,11 @@ import time
 
 from daemon_bench import bench_setup, figure, percentile
 
+from memsyncd.isolation import isolate_user_environment
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.queue_store import atomic_write, dump_queue, parse_queue
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 
 def main() -> None:

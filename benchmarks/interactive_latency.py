@@ -42,6 +42,9 @@ import httpx
 import memsyncd
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.runner import RunningEmulators
+from memsyncd.isolation import isolate_user_environment
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 KEY = "bench-key-0123456789"
 USER = "bench"

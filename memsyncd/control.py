@@ -122,6 +122,7 @@ class ControlApi:
         self.daemon = daemon
 
     async def __call__(self, request: Request) -> Response:
+        log.debug("control.request", method=request.method, path=request.path, root=request.query.get("root"))
         try:
             return await self._route(request)
         except BadRequest as exc:
