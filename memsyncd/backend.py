@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
 
-from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.config import Paths, Settings, find_api_key, load_api_key, load_settings
 from memsyncd.engine.decide import Keep
 from memsyncd.errors import DaemonError, SyncUnavailableError
 from memsyncd.logs import register_secret
@@ -42,9 +42,12 @@ def run_lock(settings: Settings) -> FileLock:
 def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
     """A Syncer for ``paths`` with settings and key loaded the documented way."""
     settings = settings or load_settings(paths)
-    key = load_api_key()
+    key, source = find_api_key()
     register_secret(key.get_secret_value() if key else None)
-    return Syncer(settings, paths, key.get_secret_value() if key else None)
+    syncer = Syncer(settings, paths, key.get_secret_value() if key else None)
+    if syncer.cloud is not None:
+        syncer.cloud.key_source = source  # a 401 names the variable or file the key came from
+    return syncer
 
 
 class InProcessBackend:

@@ -343,6 +343,13 @@ class Daemon:
             answer["root"] = str(held.paths.root)
         return answer
 
+    def root_problem(self, root: str | None) -> dict[str, Any] | None:
+        """The root's own problem (a rejected config while the last good one runs), with its time; None if none."""
+        held = self._held(root)
+        if held.problem is None:
+            return None
+        return {**held.problem.to_dict(), "since": held.problem_since}
+
     async def roots_summary(self) -> list[dict[str, Any]]:
         """One line of facts per root for ``memsyncctl status --all`` (no network)."""
         summaries = []
@@ -350,8 +357,11 @@ class Daemon:
             entry: dict[str, Any] = {"root": str(held.paths.root), "id": root_id(held.paths.root),
                                      "problem": held.problem.to_dict() if held.problem else None,
                                      "problem_since": held.problem_since}
+            entry["attention"] = [] if held.problem is None else [{**held.problem.to_dict(),
+                                                                     "since": held.problem_since}]
             if held.service is not None:
                 entry["health"] = held.service.health()
+                entry["attention"] += held.service.attention()
                 try:
                     entry["status"] = (await held.service.status()).to_json()
                 except MemsyncError as exc:

@@ -157,6 +157,8 @@ class Syncer:
                 status.pending_pull = pull.new + pull.updated + pull.conflicts
             except MemsyncError as exc:
                 status.pull_note = f"(cloud not checked: {exc.title})"
+                if not isinstance(exc, RemoteError) or exc.stops_run:  # not one entry: the whole sync
+                    status.attention.append({**exc.to_dict(), "since": format_ts(ctx.clock().replace(microsecond=0))})
         return status
 
 

@@ -98,6 +98,9 @@ def _render_conflict(conflict: Conflict) -> str:
 async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     if getattr(args, "status", False) or args.command == "status":
         status = await backend.status()
+        absent = getattr(args, "daemon_absent", False)
+        if status.daemon is None and absent:  # no daemon answered for this root
+            status.daemon = {"running": False} if absent is True else {"running": True, "serves_root": False}
         if args.json:
             print_json(status.to_json())
         else:

@@ -85,14 +85,14 @@ def status_command(args: argparse.Namespace) -> int | None:
     try:
         answer = _ask_daemon(args, paths, "GET", "/v1/status", timeout=STATUS_TIMEOUT_SECONDS)
     except NoDaemon:
-        args.no_daemon = True
+        args.no_daemon = args.daemon_absent = True  # the status block then says no daemon runs
         return None
     except DaemonSilent as exc:
         _note(f"{PROG}: the daemon gave no usable answer ({exc}); computing the status here instead.")
         args.no_daemon = True
         return None
     if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
-        args.no_daemon = True
+        args.no_daemon, args.daemon_absent = True, "not-serving"
         return None
     status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
     if args.json:
