@@ -166,12 +166,16 @@ class Daemon:
             sd_notify(f"STATUS=Roots registry unreadable: {exc.message[:200]}")
             return list(self.roots)
 
-    async def add_root(self, root: Path, *, register: bool = True) -> _Root:
-        """Serve ``root`` (registering it first when asked); a root that cannot start is kept with its problem."""
+    async def add_root(self, root: Path, *, register: bool = True, auto: bool = False) -> _Root:
+        """Serve ``root`` (registering it first when asked); a root that cannot start is kept with its problem.
+
+        Raises:
+            RootNotServedError: ``auto`` (a client wrote its queue) and the root was removed by hand.
+        """
         root = Path(root).resolve()
         if register and self.registry is not None:
             registry = self.registry
-            await asyncio.to_thread(registry.add, root)
+            await asyncio.to_thread(lambda: registry.add(root, auto=auto))
         held = self.roots.get(root)
         if held is None:
             held = _Root(Paths(root))
@@ -319,12 +323,16 @@ class Daemon:
             raise RootNotServedError(f"this daemon does not serve {root}; add it with 'memsyncctl roots add {root}'.")
         return held
 
-    async def register(self, root: str) -> RootService:
-        """Serve ``root`` from now on (auto-registration by a client that wrote its queue)."""
+    async def register(self, root: str, *, auto: bool = True) -> RootService:
+        """Serve ``root`` from now on: by hand (``roots add``), or ``auto`` when a client wrote its queue.
+
+        Raises:
+            RootNotServedError: a single-root daemon, or ``auto`` for a root removed with ``roots remove``.
+        """
         path = Path(root).resolve()
         if self.single_root is not None and path != self.single_root.root:
             raise RootNotServedError(f"this daemon serves only {self.single_root.root} (memsyncd run --root).")
-        held = await self.add_root(path)
+        held = await self.add_root(path, auto=auto)
         return self.service_for(str(held.paths.root))
 
     def health(self, root: str | None = None) -> dict[str, Any]:

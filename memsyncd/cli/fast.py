@@ -153,6 +153,10 @@ def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[st
         if args.verbose:
             _note(f"{PROG}: the daemon could not queue it ({answer.error()}); writing {paths.queue} directly.")
         return False
+    if answer.status == 404 and answer.error_type() == "RootNotServedError":  # e.g. removed with 'roots remove'
+        _note(f"{PROG}: the daemon does not serve {paths.root}: {answer.error()} The id goes into the queue file; "
+              f"'memsyncctl sync' there pushes it.")
+        return False
     answer.object()  # a 4xx raises the daemon's error (e.g. a bad argument)
     return True
 
@@ -215,10 +219,11 @@ def _register_with_user_daemon(paths: Paths) -> None:
         from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
         from memsyncd.roots import RootRegistry
 
-        if RootRegistry().contains(paths.root):
+        registry = RootRegistry()
+        if registry.contains(paths.root) or registry.is_ignored(paths.root):  # served, or removed by hand
             return
         try:
-            call_daemon(user_socket, "POST", "/v1/roots", body={"path": str(paths.root)},
+            call_daemon(user_socket, "POST", "/v1/roots", body={"path": str(paths.root), "auto": True},
                         timeout=REGISTER_TIMEOUT_SECONDS)
         except (NoDaemon, DaemonSilent) as exc:
             problem = exc

@@ -47,7 +47,9 @@ def roots_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     removed = registry.remove(target)
     _daemon("DELETE", f"/v1/roots?root={quote(str(target))}")
-    sys.stdout.write(f"{target}: {'removed' if removed else 'was not registered'}; its files are untouched.\n")
+    sys.stdout.write(f"{target}: {'removed' if removed else 'was not registered'}; its files are untouched. "
+                     "Hooks and 'enqueue' there will not register it again; 'memsyncctl roots add "
+                     f"{target}' does.\n")
     return EXIT_OK
 
 
