@@ -398,6 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_if_user_daemon_serves(root: Path) -> None:
+    """``memsyncd run --root P`` while the user's daemon already serves P: say so (both would sync P in turns)."""
+    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+
+    try:
+        answer = call_daemon(user_socket_path(), "GET", "/v1/roots", timeout=2.0).object()
+    except (NoDaemon, DaemonSilent, MemsyncError, OSError):
+        return
+    served = {str(row.get("root")) for row in answer.get("roots", []) if isinstance(row, dict)}
+    if str(root) in served:
+        sys.stderr.write(
+            f"memsyncd: warning: the user daemon ({user_socket_path()}) already serves {root}; two daemons "
+            "would sync it in turns and memsyncctl talks to this one. Stop one of them: "
+            f"'memsyncctl roots remove {root}' (the user daemon stops serving it), or stop this one.\n")
+        log.warning("root.served_twice", root=str(root), user_socket=str(user_socket_path()))
+
+
 def run_main(argv: Sequence[str]) -> int:
     """Entry point of ``memsyncd run``."""
     args = build_parser().parse_args(list(argv))
@@ -407,6 +424,7 @@ def run_main(argv: Sequence[str]) -> int:
         if single:
             paths = Paths(resolve_root(args.root))
             load_settings(paths)  # a bad config of the one root: exit 2 at once, as always
+            _warn_if_user_daemon_serves(paths.root)
             lock = PidLock(paths.state.with_name("memsyncd.pid"))
             socket_path = Path(args.socket) if args.socket else default_socket_path(paths.root)
         else:

@@ -172,8 +172,12 @@ _NO_MANAGER_MARKERS = ("failed to connect to bus", "no medium found", "$dbus_ses
 _STATUS_INACTIVE, _STATUS_UNKNOWN_UNIT = 3, 4
 
 
-def run_without_manager_help(home: Path) -> str:
-    """What to do when there is no user service manager to run memsyncd."""
+def run_without_manager_help(home: Path, action: str = "install") -> str:
+    """What to do when there is no user service manager to run memsyncd (for ``install`` or ``uninstall``)."""
+    if action == "uninstall":
+        return (f"No user service manager answered, so nothing was stopped through it; the unit file "
+                f"{service_target(home)} is removed. A 'memsyncd run' started by hand keeps running: stop it "
+                "where it runs (Ctrl-C, or kill the pid 'memsyncctl status' shows).")
     user = os.environ.get("USER") or "$USER"
     return (f"Without a user service manager, run 'memsyncd run' from your login session "
             f"(a terminal multiplexer or your desktop's autostart), or make systemd start your user manager "
@@ -193,7 +197,7 @@ def _manager_failure(command: list[str], returncode: int, output: str, action: s
     shown = " ".join(command)
     reason = next((line.strip() for line in output.splitlines() if line.strip()), f"exit {returncode}")
     if any(marker in output.lower() for marker in _NO_MANAGER_MARKERS):
-        return ServiceManagerError(f"'{shown}' failed: {reason}. {run_without_manager_help(home)}")
+        return ServiceManagerError(f"'{shown}' failed: {reason}. {run_without_manager_help(home, action)}")
     if action == "status" and returncode == _STATUS_UNKNOWN_UNIT:
         return ServiceNotActiveError(f"systemd does not know {SERVICE_NAME} yet; run 'systemctl --user "
                                      "daemon-reload && systemctl --user enable --now memsyncd'.")
@@ -209,16 +213,18 @@ def _call_manager(commands: list[list[str]], action: str, home: Path, lines: lis
     """Run the service-manager commands in order; stop at, and return, the first failure."""
     for command in commands:
         if shutil.which(command[0]) is None:
-            return ServiceManagerError(f"{command[0]} is not installed here, so nothing can start the service. "
-                                       + run_without_manager_help(home))
+            return ServiceManagerError(f"{command[0]} is not installed here, so nothing can "
+                                       f"{'stop' if action == 'uninstall' else 'start'} the service. "
+                                       + run_without_manager_help(home, action))
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False,
                                   timeout=SERVICE_MANAGER_TIMEOUT)
         except subprocess.TimeoutExpired:
             return ServiceManagerError(f"'{' '.join(command)}' did not answer within {SERVICE_MANAGER_TIMEOUT:.0f} s. "
-                                       + run_without_manager_help(home))
+                                       + run_without_manager_help(home, action))
         except OSError as exc:
-            return ServiceManagerError(f"cannot run {command[0]} ({exc.strerror}). " + run_without_manager_help(home))
+            return ServiceManagerError(f"cannot run {command[0]} ({exc.strerror}). "
+                                       + run_without_manager_help(home, action))
         output = done.stdout + done.stderr
         lines.append(f"$ {' '.join(command)} -> exit {done.returncode}")
         lines += [line for line in output.splitlines() if line.strip()]
