@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--content-hash", help="sha256 of the text, if known")
     enqueue.add_argument("--json", action="store_true")
 
+    log = sub.add_parser("log", help="the root's recent changes: time, push/pull/delete/adopt/conflict/skip, id, "
+                                     "text (first 60 characters), why")
+    log.add_argument("--since", help="only changes since this time (RFC 3339) or age (30m, 2h, 7d)")
+    log.add_argument("--limit", type=int, default=10_000, help="at most this many of the newest (default 10000)")
+    log.add_argument("--json", action="store_true")
+
     queue = sub.add_parser("queue", help="inspect or repair the sync queue")
     queue_sub = queue.add_subparsers(dest="queue_command", required=True, parser_class=_Parser)
     show = queue_sub.add_parser("show", help="print the queue")
@@ -217,6 +223,10 @@ def _run(args: argparse.Namespace) -> int:
         from memsyncd.cli.roots import roots_command
 
         return roots_command(args)
+    if args.command == "log":
+        from memsyncd.cli.activity import log_command
+
+        return log_command(args)
     if args.command == "status" and args.all:
         from memsyncd.cli.roots import status_all_command
 

@@ -10,6 +10,7 @@ wires them into a run and its report, and computes ``status``. Decisions come fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -135,7 +136,11 @@ class Syncer:
 
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None = None) -> dict[str, Any]:
         """Write the chosen text to both sides and update the base (SPEC 4, Conflicts)."""
-        return await resolve_conflict(self._ctx, conflict_id, keep, text)
+        try:
+            return await resolve_conflict(self._ctx, conflict_id, keep, text)
+        finally:
+            with contextlib.suppress(StateUnreadableError):
+                self._ctx.state.flush_events()
 
     async def status(self) -> StatusReport:
         """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable)."""
@@ -195,6 +200,9 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> S
         report.fatal = exc
     if not isinstance(report.fatal, StateUnreadableError):
         report.conflicts_open = len(ctx.state.conflicts())
+    if not dry_run and not isinstance(report.fatal, StateUnreadableError):
+        with contextlib.suppress(StateUnreadableError):  # the run's outcome stands; the next run writes them
+            ctx.state.flush_events()
     report.duration_ms = int((time.monotonic() - t0) * 1000)
     _log_summary(report)
     return report

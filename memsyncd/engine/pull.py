@@ -215,6 +215,7 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         if ctx.dry:
             return None
         await ctx.local.update(mapping.local_id, memory.text)
+        ctx.record("pull", mapping.local_id, memory.text, "edited in the cloud: local copy updated", memory.id)
         return Mapping(mapping.local_id, memory.id, memory.hash, memory.text, mapping.level)
     if step is PullStep.REFRESH_BASE:
         assert mapping is not None
@@ -231,6 +232,7 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         intent = ctx.state.intent_for(adoptable.id)
         explained = adoptable.hash == memory.hash or (intent is not None and intent.content_hash == memory.hash)
         report.adopted += 1
+        ctx.record("adopt", adoptable.id, memory.text, "already here (same memory): linked, not copied", memory.id)
         adopted = Mapping(adoptable.id, memory.id, memory.hash, memory.text, level)
         if explained:
             return adopted
@@ -246,4 +248,5 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         return None
     level = cloud_level(memory.metadata)
     created = await ctx.local.create(memory.text, {"memsync_cloud_id": memory.id, "level": level})
+    ctx.record("pull", created.id, memory.text, "new in the cloud: created locally", memory.id)
     return Mapping(created.id, memory.id, memory.hash, memory.text, level)

@@ -245,8 +245,10 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             # synced before, private now: remember it, so 'doctor' and 'forget-cloud-copies' can offer to
             # remove the earlier cloud copy (never removed without the user saying so)
             ctx.state.set_mapping_level(mapping.local_id, 0)
+        ctx.record("skip", item.id, None, "level 0 (local-only): not sent")
         return ItemResult(done, ItemStatus.SKIPPED)
     if step is PushStep.DROP_GONE:
+        ctx.record("skip", item.id, None, plan.reason or "gone locally and never synced: nothing to send")
         return ItemResult(done, ItemStatus.DROPPED)
     if step is PushStep.DROP_UNMAPPED:
         found = await ctx.once(cloud).find_landed(intent) if intent else None
@@ -273,6 +275,7 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
         if ctx.dry:
             return ItemResult(done, ItemStatus.CREATED)
         await ctx.once(cloud).create(local, plan.level)
+        ctx.record("push", item.id, local.text, f"new locally: created in the cloud (level {plan.level})")
         return ItemResult(done, ItemStatus.CREATED)
     assert mapping is not None
     if cloud_copy is None:
@@ -284,6 +287,7 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             metadata = cloud_metadata(local, plan.level, ctx.state.device_id)
             await cloud.update(mapping.cloud_id, local.text, metadata)
             ctx.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
+        ctx.record("push", item.id, local.text, "edited locally: cloud copy updated", mapping.cloud_id)
         return ItemResult(done, ItemStatus.UPDATED)
     if cloud_step is CloudStep.REFRESH_BASE:
         if not ctx.dry:
@@ -311,4 +315,5 @@ async def _push_delete(ctx: SyncContext, cloud: CloudClient, item: WorkItem, map
             await cloud.delete(mapping.cloud_id)
         ctx.state.delete_mapping(item.id)
         ctx.state.clear_intent(item.id)
+    ctx.record("delete", item.id, mapping.base_text if mapping.level else None, "deleted locally", mapping.cloud_id)
     return ItemResult(done, ItemStatus.DELETED)
