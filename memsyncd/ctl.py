@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "'loginctl enable-linger $USER').")
     svc.add_argument("action", choices=["install", "uninstall", "status"])
     svc.add_argument("--no-start", action="store_true", help="only write/remove the file; do not call systemctl")
+    svc.add_argument("--no-sandbox", action="store_true",
+                     help="install: where the unit fails with 226/NAMESPACE, turn off only the sandbox options this "
+                          "kernel refuses (a drop-in; it says what that costs)")
 
     init = sub.add_parser("init", help="write config.json and the mem0 key file, then check both servers")
     init.add_argument("--local-url", help="OpenMemory URL (default http://localhost:8765)")

@@ -222,7 +222,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
             sys.stdout.write(f"Up to date: {path}\n")
         return EXIT_OK
     if args.command == "service":
-        outcome = service(args.action, home=Path.home(), start=not args.no_start)
+        outcome = service(args.action, home=Path.home(), start=not args.no_start, no_sandbox=args.no_sandbox)
         for line in outcome.lines:
             sys.stdout.write(line + "\n")
         if outcome.error is not None:
