@@ -51,6 +51,8 @@ def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulato
             removed = ctl(root, "roots", "remove", str(root), key=None, **env)
             assert removed.returncode == 0 and "will not register it again" in removed.stdout, removed.stdout
             assert str(root) not in served()
+            status = ctl(root, "status", key=None, **env)
+            assert "Daemon:   running, but not serving this root" in status.stdout, status.stdout + status.stderr
 
             memory_id = emu.local_add("after remove", level=1)
             queued = ctl(root, "enqueue", memory_id, key=None, **env)
