@@ -431,8 +431,8 @@ def _check_reload(target: Path, home: Path, lines: list[str]) -> MemsyncError | 
     if not _reload_refused():
         lines.append("Reload (SIGHUP) works: 'systemctl --user reload memsyncd' re-reads the roots and configs.")
         return None
-    lines.append("Warning: 'systemctl --user reload memsyncd' fails here with 226/NAMESPACE (this kernel refuses the "
-                 "sandbox set-up of the reload's own process, with its credential mount). The daemon runs and "
+    lines.append("Warning: 'systemctl --user reload memsyncd' fails here with 226/NAMESPACE (systemd cannot set up "
+                 "the sandbox, with its credential mount, for the reload's own process). The daemon runs and "
                  "applies config.json edits by itself; after editing the roots registry by hand, use "
                  "'systemctl --user restart memsyncd' instead of reload.")
     return None
