@@ -26,9 +26,12 @@ from typing import Any
 import httpx
 
 from memsyncd.config import Paths, Settings
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.engine.syncer import Syncer
 from memsyncd.remote.cloud import CloudClient, Scope
 from memsyncd.remote.local import LocalClient
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 KEY = "bench-key-0123456789"
 USER = "bench"

@@ -19,8 +19,11 @@ import time
 
 from daemon_bench import bench_setup, figure, percentile
 
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.store.queue import atomic_write, dump_queue, parse_queue
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 
 def main() -> None:

@@ -10,9 +10,11 @@ same either way. The grammar is :mod:`memsyncd.cli.parser`; handlers live in ``m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from memsyncd.cli.parser import build_parser
 from memsyncd.errors import MemsyncError
@@ -23,8 +25,40 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 
 
+class _PipeSafeStdout:
+    """stdout that outlives a reader which went away (``| head``): the command finishes its work.
+
+    The first write or flush that meets a closed pipe points the descriptor at /dev/null, so
+    what ``init`` still has to do (store the key, register the root) is done and the exit code
+    is the command's own, not 141 half-way through.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            _silence_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``memsyncctl``: never lets a traceback reach the user."""
+    if sys.stdout is not None and not isinstance(sys.stdout, _PipeSafeStdout):
+        sys.stdout = _PipeSafeStdout(sys.stdout)  # type: ignore[assignment,unused-ignore]
     try:
         args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here
     except KeyboardInterrupt:
@@ -58,6 +92,10 @@ def _run(args: argparse.Namespace) -> int:
         from memsyncd.cli.roots import roots_command
 
         return roots_command(args)
+    if args.command == "log":
+        from memsyncd.cli.activity import log_command
+
+        return log_command(args)
     if args.command == "status" and args.all:
         from memsyncd.cli.roots import status_all_command
 

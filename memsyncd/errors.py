@@ -218,17 +218,25 @@ class NetworkUnreachableError(RemoteError):
 
 
 class LocalUnreachableError(NetworkUnreachableError):
-    """Raised when the local OpenMemory server cannot be reached."""
+    """Raised when the local OpenMemory server cannot be reached (the title names its URL when known)."""
 
     title = "Local OpenMemory server unreachable"
 
 
 class AuthError(RemoteError):
-    """Raised when mem0 rejects the API key (401/403)."""
+    """Raised when mem0 rejects the API key (401/403); ``key_source`` says where the key came from."""
 
     title = "mem0 rejected the API key"
     exit_code = EXIT_AUTH
     stops_run = True
+    key_source: str = ""  # "the MEM0_API_KEY environment variable", a key file's path, ... ("" = unknown)
+
+    def to_dict(self) -> dict[str, str]:
+        """Also carries the key's source (never the key), so the client names it."""
+        data = super().to_dict()
+        if self.key_source:
+            data["key_source"] = self.key_source
+        return data
 
 
 class RateLimitedError(RemoteError):
@@ -316,4 +324,6 @@ def error_from_dict(data: dict[str, object]) -> MemsyncError:
     title = str(data.get("title", cls.title))
     err = cls.__new__(cls)
     MemsyncError.__init__(err, message, title=title)
+    if isinstance(err, AuthError) and data.get("key_source"):
+        err.key_source = str(data["key_source"])
     return err

@@ -19,7 +19,10 @@ import httpx
 
 from memsyncd.config import Settings
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
+
+isolate_user_environment()  # whoever uses the harness never reaches the user's daemon, registry or key
 
 API_KEY = "m0-test-key-0123456789abcdefghij"
 USER = "alice"

@@ -99,6 +99,9 @@ def _render_conflict(conflict: Conflict) -> str:
 async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     if getattr(args, "status", False) or args.command == "status":
         status = await backend.status()
+        absent = getattr(args, "daemon_absent", False)
+        if status.daemon is None and absent:  # no daemon answered for this root
+            status.daemon = {"running": False} if absent is True else {"running": True, "serves_root": False}
         if args.json:
             print_json(status.to_json())
         else:
@@ -240,7 +243,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
             sys.stdout.write(f"Up to date: {path}\n")
         return EXIT_OK
     if args.command == "service":
-        outcome = service(args.action, home=Path.home(), start=not args.no_start)
+        outcome = service(args.action, home=Path.home(), start=not args.no_start, no_sandbox=args.no_sandbox)
         for line in outcome.lines:
             sys.stdout.write(line + "\n")
         if outcome.error is not None:

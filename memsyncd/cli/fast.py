@@ -128,7 +128,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     try:
         answer = _ask_daemon(args, paths, "GET", wire.STATUS, timeout=STATUS_TIMEOUT_SECONDS)
     except NoDaemon:
-        args.no_daemon = True
+        args.no_daemon = args.daemon_absent = True  # the status block then says no daemon runs
         return None
     except DaemonSilent as exc:
         _note(f"{PROG}: the daemon gave no usable answer ({exc}); computing the status here instead.")
@@ -139,7 +139,7 @@ def status_command(args: argparse.Namespace) -> int | None:
         args.no_daemon = True
         return None
     if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
-        args.no_daemon = True
+        args.no_daemon, args.daemon_absent = True, "not-serving"
         return None
     status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
     if args.json:
@@ -278,6 +278,10 @@ def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[st
         if args.verbose:
             _note(f"{PROG}: the daemon could not queue it ({answer.error()}); writing {paths.queue} directly.")
         return False
+    if answer.status == 404 and answer.error_type() == "RootNotServedError":  # e.g. removed with 'roots remove'
+        _note(f"{PROG}: the daemon does not serve {paths.root}: {answer.error()} The id goes into the queue file; "
+              f"'memsyncctl sync' there pushes it.")
+        return False
     answer.object()  # a 4xx raises the daemon's error (e.g. a bad argument)
     return True
 
@@ -350,10 +354,11 @@ def _register_with_user_daemon(paths: Paths) -> None:
         from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
         from memsyncd.store.roots import RootRegistry
 
-        if RootRegistry().contains(paths.root):
+        registry = RootRegistry()
+        if registry.contains(paths.root) or registry.is_ignored(paths.root):  # served, or removed by hand
             return
         try:
-            call_daemon(user_socket, "POST", wire.ROOTS, body={"path": str(paths.root)},
+            call_daemon(user_socket, "POST", wire.ROOTS, body={"path": str(paths.root), "auto": True},
                         timeout=REGISTER_TIMEOUT_SECONDS)
         except (NoDaemon, DaemonSilent) as exc:
             problem = exc

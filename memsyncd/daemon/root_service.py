@@ -124,6 +124,9 @@ class RootService:
         syncer.progress = self._on_progress
         self._draining = False  # a _drain_spool task runs (control loop only)
         self._drain_again = False  # something was spooled since that task last looked
+        # what the last runs left for the user (kind -> problem with "since"), and when a run last synced
+        self._attention: dict[str, dict[str, Any]] = {}
+        self._last_run_at: str | None = None
 
     def _job(self, name: str) -> str:
         return f"{self.id}:{name}"
@@ -240,8 +243,36 @@ class RootService:
         report = outcome.report
         self.metrics.record(report, time.time())
         self._remember_pull(kinds, outcome)
+        self._remember_outcome(report, outcome.preview_error)
         self._after_run(report)
         return report
+
+    def _remember_outcome(self, report: SyncReport, preview_error: MemsyncError | None) -> None:
+        """Keep what needs the user from this run (or clear it), and when it last synced."""
+        fatal = report.fatal or preview_error
+        if fatal is not None and not isinstance(fatal, SyncUnavailableError):
+            self._set_attention("run", fatal)
+        elif not report.dry_run or report.mode == "pull":  # a run (or a pull count) that reached its servers
+            self._attention.pop("run", None)
+        if report.reconcile is not None:
+            if report.reconcile.refused:
+                self._set_attention("reconcile", MemsyncError(
+                    report.reconcile.refused + " Look at what was deleted in the cloud; to accept it, raise "
+                    "sync.max_delete_fraction in config.json for one sync.", title="cloud deletions refused"))
+            else:
+                self._attention.pop("reconcile", None)
+        synced = report.pull is not None or (report.push is not None and report.push.attempted > 0)
+        if fatal is None and not report.dry_run and synced:
+            self._last_run_at = format_ts(utc_now().replace(microsecond=0))
+
+    def _set_attention(self, kind: str, error: MemsyncError) -> None:
+        known = self._attention.get(kind)
+        since = known["since"] if known and known.get("message") == error.message else format_ts(utc_now())
+        self._attention[kind] = {**error.to_dict(), "since": since}
+
+    def attention(self) -> list[dict[str, Any]]:
+        """What needs the user in this root, from the last runs (memory only)."""
+        return list(self._attention.values())
 
     def _remember_pull(self, kinds: frozenset[str], outcome: _RunOutcome) -> None:
         """Keep "memories to pull" from this run: what a real pull left, or the dry-run count."""
@@ -353,16 +384,18 @@ class RootService:
             note = (f"(cloud not checked: {self._pull_error.title})" if self._pull_error is not None
                     else "(not counted yet: the daemon counts at its first pull)")
         as_of = self._to_pull_as_of
+        last_sync = max((t for t in (doc.last_sync, self._last_run_at) if t), default=None)
         return StatusReport(
             local_url=self.settings.local.url,
             cloud_configured=True,
             pending_push=len(coalesce(doc.pending)),
             pending_pull=self._to_pull,
             conflicts=conflicts,
-            last_sync=doc.last_sync,
+            last_sync=last_sync,
             errors=len(doc.sync_errors),
             queue_path=str(self.paths.queue),
             pull_note=note,
+            attention=self.attention(),
             to_pull_as_of=format_ts(as_of.replace(microsecond=0)) if as_of is not None else None,
             pull_interval_seconds=math.ceil(self.settings.sync.pull_interval_seconds),
         )

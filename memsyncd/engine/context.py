@@ -125,6 +125,12 @@ class SyncContext:
             log.info("conflict.recorded", local_id=mapping.local_id, cloud_id=mapping.cloud_id, reason=reason)
         return False
 
+    def record(self, direction: str, local_id: str | None, text: str | None, why: str,
+               cloud_id: str | None = None) -> None:
+        """Remember a change for ``memsyncctl log`` (not in a dry run). Pass ``text=None`` for a level-0 memory."""
+        if not self.dry:
+            self.state.record_event(direction, local_id, text, why, cloud_id)
+
     def report_progress(self, phase: str, done: int, total: int | None) -> None:
         """Tell the progress callback, if any (never in a dry run).
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from memsyncd.errors import NotFoundError, RemoteError, RemoteRejectedError
+from memsyncd.errors import AuthError, NotFoundError, RemoteError, RemoteRejectedError
 from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, parse_ts
@@ -163,6 +163,7 @@ class CloudClient:
         self._slots = asyncio.Semaphore(self.max_in_flight)
         self.policy = policy or RetryPolicy()
         register_secret(api_key)
+        self.key_source = ""  # where the key came from, named by a 401/403 (set by whoever loaded the key)
         self._accepted = False  # an answer of this run showed that the key is accepted
         self._stopped: RemoteError | None = None  # a run-level error (401/403, unreachable) of this run
         self._first = asyncio.Lock()
@@ -202,6 +203,10 @@ class CloudClient:
                 response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
                                          **kwargs)
         except RemoteError as exc:
+            if isinstance(exc, AuthError) and self.key_source:
+                exc.key_source = self.key_source
+                exc.message = (f"{exc.message}. The key came from {self.key_source}; store a valid one with "
+                               "'memsyncctl init --key-stdin < FILE'")
             if exc.stops_run:
                 self._stopped = exc
             elif isinstance(exc, (NotFoundError, RemoteRejectedError)):
@@ -214,7 +219,11 @@ class CloudClient:
         """A fresh copy of the error that stopped this run (raised without sending anything)."""
         first = self._stopped
         assert first is not None
-        return type(first)(first.message, status=first.status, service=first.service)
+        again = type(first)(first.message, status=first.status, service=first.service)
+        again.title = first.title
+        if isinstance(first, AuthError) and isinstance(again, AuthError):
+            again.key_source = first.key_source
+        return again
 
     async def ping(self) -> dict[str, Any]:
         """Validate the key; returns the platform's ping body."""

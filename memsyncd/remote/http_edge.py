@@ -61,18 +61,19 @@ def error_detail(response: httpx.Response) -> str:
 
 
 @contextlib.contextmanager
-def map_transport_errors(service: str, unreachable: type[NetworkUnreachableError]) -> Iterator[None]:
-    """Translate httpx transport exceptions into project errors."""
+def map_transport_errors(service: str, unreachable: type[NetworkUnreachableError], url: str = "") -> Iterator[None]:
+    """Translate httpx transport exceptions into project errors (naming the server's ``url`` when given)."""
+    where = f"{service} at {url}" if url else service
     try:
         yield
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise unreachable(f"cannot connect to {service}: {type(exc).__name__}", service=service) from exc
+        raise unreachable(f"cannot connect to {where}: {type(exc).__name__}", service=service) from exc
     except httpx.TimeoutException as exc:
         raise ServerError(f"{service} did not answer in time ({type(exc).__name__})", service=service) from exc
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         raise ServerError(f"{service} dropped the connection ({type(exc).__name__})", service=service) from exc
     except httpx.TransportError as exc:
-        raise unreachable(f"cannot reach {service}: {type(exc).__name__}", service=service) from exc
+        raise unreachable(f"cannot reach {where}: {type(exc).__name__}", service=service) from exc
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -152,7 +153,7 @@ async def request(
     """
     async for attempt in retry_context(policy, attempts=None if retry else 1):
         with attempt:
-            with map_transport_errors(service, unreachable):
+            with map_transport_errors(service, unreachable, str(client.base_url).rstrip("/")):
                 response = await client.request(method, url, **kwargs)
             check_status(response, service, auth_statuses=auth_statuses)
             return response

@@ -70,8 +70,16 @@ class LocalClient:
         await self._http.aclose()
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = await request(self._http, method, url, service=SERVICE, unreachable=LocalUnreachableError,
-                                 policy=self.policy, auth_statuses=(), **kwargs)
+        try:
+            response = await request(self._http, method, url, service=SERVICE, unreachable=LocalUnreachableError,
+                                     policy=self.policy, auth_statuses=(), **kwargs)
+        except LocalUnreachableError as exc:  # name the server and the setting that points at it
+            where = str(self._http.base_url).rstrip("/")
+            error = LocalUnreachableError(
+                f"{exc.message}. Start OpenMemory, or fix local.url in .claude/memory/config.json "
+                "(or MEMSYNC_LOCAL__URL) if it listens elsewhere.", status=exc.status, service=exc.service)
+            error.title = f"OpenMemory at {where} is not reachable"
+            raise error from exc
         body = json_body(response, SERVICE)
         self._last_ok = time.monotonic()
         return body

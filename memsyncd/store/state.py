@@ -85,7 +85,23 @@ MIGRATIONS: tuple[str, ...] = (
         recorded_at TEXT NOT NULL
     );
     """,
+    # 3: recent changes for 'memsyncctl log' (bounded to EVENTS_KEPT rows; never a level-0 text)
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        local_id TEXT,
+        cloud_id TEXT,
+        preview TEXT,
+        why TEXT NOT NULL
+    );
+    CREATE INDEX events_at ON events (at);
+    """,
 )
+EVENTS_KEPT = 10_000  # 'memsyncctl log' keeps this many of the most recent changes
+EVENT_PREVIEW_CHARS = 60
+EVENT_BATCH = 200
 SCHEMA_VERSION = len(MIGRATIONS)
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -194,6 +210,7 @@ class StateStore:
         self._lock = threading.RLock()  # one connection, one statement or transaction at a time
         self._intent_lock = threading.Lock()
         self._intent_db: sqlite3.Connection | None = None  # record_intents' own connection
+        self._events: list[tuple[str, str, str | None, str | None, str | None, str]] = []  # not yet written
         try:
             prepare_db_file(path)
             self._db = connect(path)
@@ -214,7 +231,9 @@ class StateStore:
             raise unreadable(path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
 
     def close(self) -> None:
-        """Close the connection."""
+        """Write the buffered events, then close the connection."""
+        with contextlib.suppress(StateUnreadableError, sqlite3.Error):
+            self.flush_events()
         with self._lock, contextlib.suppress(sqlite3.DatabaseError):  # closing must never fail a shutdown
             self._db.close()
         with self._intent_lock, contextlib.suppress(sqlite3.DatabaseError):
@@ -635,6 +654,8 @@ class StateStore:
             "reason=excluded.reason",
             (local_id, cloud_id, base_text, local_text, cloud_text, reason, _now()),
         )
+        # for 'memsyncctl log': the cloud's text only (it is never a level-0 text), never the local one
+        self.record_event("conflict", local_id, cloud_text, reason, cloud_id)
         conflict = self.conflict_for_local(local_id)
         assert conflict is not None
         return conflict
@@ -663,6 +684,45 @@ class StateStore:
         self._db.execute("DELETE FROM conflicts WHERE id = ?", (conflict_id,))
 
     # --- transactions -----------------------------------------------------------------------
+
+    # --- recent changes (memsyncctl log) -----------------------------------------------------
+
+    def record_event(self, direction: str, local_id: str | None, text: str | None, why: str,
+                     cloud_id: str | None = None) -> None:
+        """Remember one change for ``memsyncctl log``; ``text`` is cut to its first 60 characters.
+
+        Callers pass ``text=None`` for a level-0 memory: its text never reaches this table. Events
+        are buffered and written in one transaction per ``EVENT_BATCH`` (and by :meth:`flush_events`,
+        which a run calls at its end), so a pull of thousands of memories costs no commit per memory.
+        """
+        preview = None if text is None else " ".join(text.split())[:EVENT_PREVIEW_CHARS]
+        at = format_ts(utc_now().replace(microsecond=0))
+        with self._lock:
+            self._events.append((at, direction, local_id, cloud_id, preview, why[:300]))
+            full = len(self._events) >= EVENT_BATCH
+        if full:
+            self.flush_events()
+
+    @_guarded
+    def flush_events(self) -> None:
+        """Write the buffered events and keep only the newest ``EVENTS_KEPT``."""
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO events (at, direction, local_id, cloud_id, preview, why) VALUES (?, ?, ?, ?, ?, ?)",
+                events)
+            self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_KEPT,))
+
+    @_guarded
+    def events(self, since: str | None = None, limit: int = EVENTS_KEPT) -> list[dict[str, str | None]]:
+        """The most recent changes at or after ``since`` (RFC 3339 "Z", seconds), at most ``limit``, oldest first."""
+        rows = self._db.execute(
+            "SELECT at, direction, local_id, cloud_id, preview, why FROM events WHERE at >= ? "
+            "ORDER BY id DESC LIMIT ?", (since or "", max(0, min(limit, EVENTS_KEPT)))).fetchall()
+        keys = ("at", "direction", "local_id", "cloud_id", "text", "why")
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)
