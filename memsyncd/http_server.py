@@ -33,7 +33,7 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -113,11 +113,16 @@ class Request:
 
 @dataclass
 class Response:
-    """An HTTP response; the server adds ``content-length`` itself."""
+    """An HTTP response; the server adds ``content-length`` itself.
+
+    With ``stream`` set, ``body`` is ignored and the chunks are sent as they come (chunked
+    transfer encoding), so a test server can trickle or flood an answer without holding it.
+    """
 
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -414,8 +419,11 @@ class _Connection:
         self.writer.transport.abort()
 
     async def _send(self, response: Response, *, head: bool = False, close: bool = False) -> bool:
-        headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
-        headers.append(("content-length", str(len(response.body))))
+        headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "transfer-encoding")]
+        if response.stream is not None and not head:
+            headers.append(("transfer-encoding", "chunked"))
+        else:
+            headers.append(("content-length", str(len(response.body))))
         if close:
             headers.append(("connection", "close"))
         try:
@@ -424,7 +432,11 @@ class _Connection:
             reason = b""
         try:
             self.writer.write(self.conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)))
-            if response.body and not head:
+            if response.stream is not None and not head:
+                async for chunk in response.stream:
+                    self.writer.write(self.conn.send(h11.Data(data=chunk)))
+                    await self.writer.drain()
+            elif response.body and not head:
                 self.writer.write(self.conn.send(h11.Data(data=response.body)))
             self.writer.write(self.conn.send(h11.EndOfMessage()))
             await self.writer.drain()
