@@ -20,7 +20,7 @@ import httpx
 from memsyncd.backend import Backend, InProcessBackend, open_backend
 from memsyncd.cli.output import print_json
 from memsyncd.cli.progress import SyncProgress
-from memsyncd.cli.render import render_status, render_sync
+from memsyncd.cli.render import escape_controls, render_status, render_sync
 from memsyncd.config import Paths, resolve_root
 from memsyncd.control import conflict_to_json
 from memsyncd.control_client import DaemonClient, daemon_client
@@ -101,7 +101,7 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
         if args.json:
             print_json(status.to_json())
         else:
-            sys.stdout.write(render_status(status, utc_now()))
+            sys.stdout.write(escape_controls(render_status(status, utc_now())))
         return EXIT_OK
     mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
     progress = None if args.dry_run else SyncProgress.for_command(args)
@@ -113,7 +113,7 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        sys.stdout.write(render_sync(report))
+        sys.stdout.write(escape_controls(render_sync(report)))
     return report.exit_code
 
 
@@ -151,15 +151,15 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"{len(conflicts)} unresolved conflict(s):\n")
             for c in conflicts:
-                sys.stdout.write(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
-                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n")
+                sys.stdout.write(escape_controls(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
+                                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n"))
         return EXIT_OK
     if args.conflicts_command == "show":
         conflict = await backend.conflict(args.conflict_id)
         if args.json:
             print_json(conflict_to_json(conflict))
         else:
-            sys.stdout.write(_render_conflict(conflict))
+            sys.stdout.write(escape_controls(_render_conflict(conflict)))
         return EXIT_OK
     keep = Keep(args.keep) if args.keep else Keep.TEXT
     result = await backend.resolve(args.conflict_id, keep, args.text)
@@ -188,7 +188,7 @@ def _queue(paths: Paths, args: argparse.Namespace) -> int:
                          f"{doc.last_sync or 'never'} ({paths.queue})\n")
         for e in doc.pending:
             level = "" if e.level is None else f" level={e.level}"
-            sys.stdout.write(f"  {e.timestamp} {e.action:6} {e.id}{level}\n")
+            sys.stdout.write(escape_controls(f"  {e.timestamp} {e.action:6} {e.id}{level}\n"))
     return EXIT_OK
 
 
@@ -237,7 +237,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         if args.json:
             print_json(rebuilt.to_json())
         else:
-            sys.stdout.write(rebuilt.render())
+            sys.stdout.write(escape_controls(rebuilt.render()))
         return EXIT_OK
     if args.command == "completion":
         from memsyncd.cli.completion import completion_script

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from memsyncd import __version__
 from memsyncd.cli.clients import cloud_client, local_client
+from memsyncd.cli.render import escape_controls
 from memsyncd.cloud import PingInfo
 from memsyncd.config import KEY_ENV, Paths, Settings, find_api_key, key_file_path, load_settings
 from memsyncd.errors import (
@@ -37,6 +38,7 @@ from memsyncd.errors import (
     MemsyncError,
     NetworkUnreachableError,
     QueueUnreadableError,
+    RedirectedError,
     RemoteError,
     StateUnreadableError,
 )
@@ -195,6 +197,10 @@ async def check_mem0(ctx: DoctorContext) -> Check:
     except NetworkUnreachableError:
         return Check("mem0", Status.FAIL, f"cannot connect to {url}",
                      "check your network connection and cloud.url in config.json")
+    except RedirectedError as exc:  # never "key accepted": the key was not checked by mem0
+        return Check("mem0", Status.FAIL, f"{url} answered {exc.status}, a redirect (not followed; the key was "
+                     "not checked)", "set cloud.url in config.json to the address mem0 really answers on "
+                     "(https://api.mem0.ai)")
     except RemoteError as exc:
         return Check("mem0", Status.FAIL, f"{url}: {exc.message}", "try again later; see https://status.mem0.ai")
     finally:
@@ -476,5 +482,5 @@ async def run_doctor(paths: Paths, args: Any) -> int:
         sys.stdout.write(json.dumps({"ok": ok, "version": __version__, "root": str(paths.root),
                                      "checks": [r.to_json() for r in results]}, indent=2) + "\n")
     else:
-        sys.stdout.write(render_checks(results, paths.root))
+        sys.stdout.write(escape_controls(render_checks(results, paths.root)))
     return EXIT_OK if ok else EXIT_PARTIAL

@@ -18,6 +18,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, Literal
 
+from memsyncd.cli.render import escape_controls
 from memsyncd.errors import EXIT_OK, UsageError
 from memsyncd.paths import Paths, resolve_root
 
@@ -69,7 +70,7 @@ def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str,
 
 
 def _note(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(escape_controls(text) + "\n")
 
 
 def status_command(args: argparse.Namespace) -> int | None:
@@ -98,7 +99,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     if args.json:
         print_json(status)
     else:
-        sys.stdout.write(render_status(status, utc_now()))
+        sys.stdout.write(escape_controls(render_status(status, utc_now())))
     return EXIT_OK
 
 
@@ -133,7 +134,7 @@ def enqueue_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"queued": args.id, "action": action, "queue_path": str(paths.queue)})
     else:
-        sys.stdout.write(f"Queued {action} of {args.id} in {paths.queue}\n")
+        sys.stdout.write(escape_controls(f"Queued {action} of {args.id} in {paths.queue}\n"))
     return EXIT_OK
 
 

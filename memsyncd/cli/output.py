@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from memsyncd.cli.render import render_fatal, render_unavailable
+from memsyncd.cli.render import escape_controls, render_fatal, render_unavailable
 from memsyncd.errors import (
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
@@ -31,7 +31,7 @@ def print_json(data: Any) -> None:
 
 def note(text: str) -> None:
     """One human line on stderr."""
-    sys.stderr.write(text.rstrip("\n") + "\n")
+    sys.stderr.write(escape_controls(text.rstrip("\n")) + "\n")
 
 
 def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
@@ -43,7 +43,7 @@ def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
         sys.stdout.write(render_unavailable())
         return EXIT_UNAVAILABLE
     if isinstance(error, QueueUnreadableError | StateUnreadableError):  # the seed's SYNC ERROR block
-        sys.stdout.write(render_fatal(error))
+        sys.stdout.write(escape_controls(render_fatal(error)))
         return error.exit_code
     note(f"{PROG}: {error.title}: {error.message}" if error.message else f"{PROG}: {error.title}")
     return error.exit_code

@@ -5,6 +5,7 @@ Stdlib only: the thin client renders a daemon's answer without loading the engin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,24 @@ if TYPE_CHECKING:
     from memsyncd.report import StatusReport, SyncReport
 
 RULE = "═══════════════════════════════════════════"
+
+# C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi/line controls that can
+# reorder or hide what a terminal shows (Trojan Source): shown as escapes, never sent raw.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ESC included) shown as ``\\xNN``/``\\uNNNN``.
+
+    Newline and tab are kept. Use it on every human output that carries text from outside
+    (memory texts, server messages, file names); ``--json`` output needs no help (JSON escapes them).
+    """
+    return _CONTROLS.sub(_escape_one, text)
 
 
 def render_fatal(error: MemsyncError) -> str:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
+from memsyncd.cli.render import escape_controls
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
 from memsyncd.paths import Paths, resolve_root
 from memsyncd.roots import RootRegistry
@@ -82,7 +83,7 @@ def status_all_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"daemon": answer is not None, "roots": rows})
     else:
-        sys.stdout.write(render_roots(rows, daemon=answer is not None))
+        sys.stdout.write(escape_controls(render_roots(rows, daemon=answer is not None)))
     return EXIT_PARTIAL if any(row.get("problem") for row in rows) else EXIT_OK
 
 
