@@ -30,6 +30,7 @@ import stamina
 
 from memsyncd.errors import (
     AuthError,
+    ConfigError,
     NetworkUnreachableError,
     NotFoundError,
     RateLimitedError,
@@ -65,8 +66,13 @@ def new_client(base_url: str, *, timeout: float, headers: Mapping[str, str],
     refuses plain http off loopback) a proxy from the environment may carry the request, but
     only as a CONNECT tunnel: the key is inside TLS, never sent to the proxy in clear.
     """
-    return httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=dict(headers), transport=transport,
-                             follow_redirects=False, trust_env=not is_loopback_url(base_url))
+    try:
+        return httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=dict(headers), transport=transport,
+                                 follow_redirects=False, trust_env=not is_loopback_url(base_url))
+    except (ImportError, ValueError) as exc:  # a proxy variable httpx cannot use (socks5://, ftp://, garbage)
+        raise ConfigError(
+            f"the proxy set in the environment (HTTPS_PROXY / ALL_PROXY) cannot be used for {base_url}: {exc} "
+            "Unset it, point it at an http:// proxy, or add the host to NO_PROXY.") from exc
 
 
 @dataclass(frozen=True)

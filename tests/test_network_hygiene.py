@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from harness import API_KEY, USER, Emulators, ctl, make_root
+from pydantic import SecretStr
 
 from memsyncd.cli.doctor import DoctorContext, Status, check_mem0
 from memsyncd.cloud import CloudClient, Scope
 from memsyncd.config import Paths, load_settings
-from memsyncd.errors import RedirectedError, ResponseTooLargeError, ServerError
+from memsyncd.errors import ConfigError, RedirectedError, ResponseTooLargeError, ServerError
 from memsyncd.http_edge import RetryPolicy, is_loopback_url, new_client
 from memsyncd.local import LocalClient
 from memsyncd.models import QueueEntry, format_ts, utc_now
@@ -73,7 +73,7 @@ def test_loopback_sync_never_goes_through_an_environment_proxy(root: Path, emu: 
     env = {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                                   "all_proxy")}
     env.update(NO_PROXY="", no_proxy="", XDG_RUNTIME_DIR=str(tmp_path))
-    result = ctl(root, "--no-daemon", "sync", **env)
+    result = ctl(root, "--no-daemon", "sync", **env)  # type: ignore[arg-type]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "proxied? never" in emu.cloud_texts()
     assert proxy.accepted == 0
@@ -85,6 +85,18 @@ def test_only_loopback_urls_refuse_the_environment() -> None:
     assert is_loopback_url("http://[::1]:80") and not is_loopback_url("https://api.mem0.ai")
     assert new_client("http://127.0.0.1:1", timeout=1, headers={}).trust_env is False
     assert new_client("https://api.mem0.ai", timeout=1, headers={}).trust_env is True
+
+
+@pytest.mark.parametrize("proxy_url", ["socks5://127.0.0.1:1", "ftp://proxy.example"])
+def test_an_unusable_environment_proxy_is_a_config_error(monkeypatch: pytest.MonkeyPatch, proxy_url: str) -> None:
+    """A proxy variable httpx cannot use gives a ConfigError naming it, not a crash; loopback ignores it."""
+    for name in ("HTTPS_PROXY", "ALL_PROXY", "HTTP_PROXY"):
+        monkeypatch.setenv(name, proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConfigError, match="proxy set in the environment"):
+        new_client("https://api.mem0.ai", timeout=1, headers={})
+    new_client("http://127.0.0.1:8765", timeout=1, headers={})
 
 
 def _cloud(handler: object, **kwargs: object) -> CloudClient:
