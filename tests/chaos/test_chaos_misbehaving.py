@@ -9,13 +9,15 @@ behaves again a sync must leave both stores consistent: nothing lost, nothing du
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chaos_checks import assert_no_traceback, cloud_memories, human_text, local_memories, one_shot, with_prefix
-from harness import Emulators, make_root, read_queue
+from harness import API_KEY, Emulators, base_env, make_root, read_queue
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.paths import Paths
@@ -108,3 +110,24 @@ def test_a_text_larger_than_the_cloud_accepts_fails_only_its_entry(clean_root: P
     errors = [e for e in queue["sync_errors"] if e.get("id") == big]
     assert errors and "too long" in json.dumps(errors), queue
     assert "too long" in text
+
+
+def test_a_huge_answer_does_not_blow_up_memory(clean_root: Path, emu: Emulators) -> None:
+    """A real `memsyncctl sync --pull` against a 1 GB answer stays far below it in memory (the cap is 16 MB)."""
+    make_root(clean_root, emu, attempts_per_run=1)
+    emu.cloud_add("huge-rss: one")
+    wrapper = ("import resource, subprocess, sys\n"
+               "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)\n"
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    emu.fault("mem0", fault="huge-body", match=LISTING)
+    try:
+        measured = subprocess.run(
+            [sys.executable, "-c", wrapper, sys.executable, "-m", "memsyncd.ctl", "--root", str(clean_root),
+             "--no-daemon", "sync", "--pull"],
+            capture_output=True, text=True, timeout=180, env=base_env(MEM0_API_KEY=API_KEY,
+                                                                      XDG_RUNTIME_DIR=str(clean_root)))
+    finally:
+        emu.fault("mem0", fault=None)
+    code, max_rss_kb = (int(part) for part in measured.stdout.split())
+    assert code == 1, measured.stdout + measured.stderr
+    assert max_rss_kb < 250 * 1024, f"memsyncctl peaked at {max_rss_kb // 1024} MB"
