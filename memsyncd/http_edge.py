@@ -138,7 +138,7 @@ def check_status(response: httpx.Response, service: str, *, auth_statuses: tuple
     status = response.status_code
     if 200 <= status < 300:
         return
-    if status < 400:
+    if 300 <= status < 400:
         location = redact_text(response.headers.get("location", "(no Location)"))[:200]
         raise RedirectedError(
             f"{service} at {response.request.url.copy_with(query=None)} answered {status} (a redirect to "
@@ -146,6 +146,8 @@ def check_status(response: httpx.Response, service: str, *, auth_statuses: tuple
             f"{'cloud.url' if service == 'mem0' else 'local.url'} in config.json: set it to the address "
             "the server really answers on.", status=status, service=service)
     what = f"{service} returned {status}: {error_detail(response)}"
+    if status < 200:
+        raise RemoteRejectedError(what, status=status, service=service)
     if status in auth_statuses:
         raise AuthError(what, status=status, service=service)
     if status == 404:

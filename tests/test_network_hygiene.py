@@ -225,3 +225,18 @@ def test_a_normal_answer_keeps_its_headers_and_body() -> None:
         await cloud.aclose()
 
     asyncio.run(go())
+
+
+def test_an_openmemory_redirect_names_local_url() -> None:
+    """OpenMemory's 307 (a route without its trailing slash, or a wrong local.url) is an error naming local.url."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(307, headers={"location": "http://127.0.0.1:9/api/v1/stats/"})
+
+    async def go() -> None:
+        local = LocalClient("http://127.0.0.1:1", USER, policy=RetryPolicy(attempts=1),
+                            transport=httpx.MockTransport(handler))
+        with pytest.raises(RedirectedError, match="local.url"):
+            await local.probe(fresh=True)
+        await local.aclose()
+
+    asyncio.run(go())
