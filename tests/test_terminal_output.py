@@ -83,7 +83,7 @@ def hostile_mem0() -> Iterator[str]:
 
 
 def test_server_messages_print_escaped(tmp_path: Path, emu: Emulators, hostile_mem0: str) -> None:
-    """A mem0 error message full of terminal escapes is shown escaped by sync and doctor."""
+    """A mem0 error message full of terminal escapes is shown escaped by sync; --json stays one JSON document."""
     config = {"local": {"url": emu.openmemory, "user_id": USER},
               "cloud": {"enabled": True, "url": hostile_mem0, "user_id": USER},
               "sync": {"default_level": 1, "attempts_per_run": 1}}
