@@ -96,3 +96,15 @@ def test_server_messages_print_escaped(tmp_path: Path, emu: Emulators, hostile_m
     assert "\\x1b[2J" in result.stdout + result.stderr
     as_json = ctl(tmp_path, "--no-daemon", "sync", "--pull", "--json", XDG_RUNTIME_DIR=str(tmp_path))
     json.loads(as_json.stdout)  # still one JSON document
+
+
+def test_doctor_prints_server_messages_escaped(tmp_path: Path, hostile_mem0: str) -> None:
+    """An OpenMemory error message full of terminal escapes is shown escaped by doctor."""
+    config = {"local": {"url": hostile_mem0, "user_id": USER}, "cloud": {"enabled": False}}
+    path = tmp_path / ".claude/memory/config.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(config))
+    result = ctl(tmp_path, "doctor", XDG_RUNTIME_DIR=str(tmp_path))
+    assert "bad request" in result.stdout, result.stdout + result.stderr
+    _assert_clean(result.stdout + result.stderr)
+    assert "\\x1b[2J" in result.stdout
