@@ -101,9 +101,15 @@ class SyncSettings(BaseModel):
     attempts_per_run: int = Field(default=3, ge=1, le=20)
     concurrency: int = Field(default=8, ge=1, le=64)
     max_delete_fraction: float = Field(default=0.1, ge=0, le=1)
-    request_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    request_timeout_seconds: float = Field(default=30, gt=0, le=600)  # total per request try, body included
+    max_response_mb: float = Field(default=16, ge=0.0625, le=1024)  # answers larger than this are refused
     max_retry_after_seconds: float = Field(default=60, ge=0, le=600)
     event_wait_seconds: float = Field(default=5, ge=0, le=300)
+
+    @property
+    def max_response_bytes(self) -> int:
+        """``max_response_mb`` in bytes: the cap on one response body."""
+        return int(self.max_response_mb * 2**20)
 
 
 class Settings(BaseSettings):

@@ -25,14 +25,17 @@ Hierarchy::
     │   ├── ServerError               5xx and timeouts                         (retryable)
     │   ├── CloudProcessingError      queued add not finished yet (entry waits, no error)
     │   ├── NotFoundError             404 for one item
+    │   ├── RedirectedError           a 3xx: never followed, the URL is wrong   (exit 2)
+    │   ├── MisbehavingServerError    a listing that never ends or repeats itself
     │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
+    │       └── ResponseTooLargeError an answer over the body cap (16 MB)
     ├── ConflictError                 a conflict changed under its resolution  (exit 1)
     ├── ServiceNotActiveError         the user service is not installed/running (exit 1)
     └── ServiceManagerError           systemctl/launchctl missing or unreachable (exit 5)
 
 Per-item errors (``ServerError``, ``RateLimitedError``, ``NotFoundError``,
 ``RemoteRejectedError``) fail one queue entry; run-level errors
-(``AuthError``, ``NetworkUnreachableError``) stop the whole run at once.
+(``AuthError``, ``NetworkUnreachableError``, ``RedirectedError``) stop the whole run at once.
 """
 
 from __future__ import annotations
@@ -276,6 +279,26 @@ class RemoteRejectedError(RemoteError):
     title = "Request rejected"
 
 
+class ResponseTooLargeError(RemoteRejectedError):
+    """Raised when an answer's body passes the size cap; the rest of it is not read."""
+
+    title = "Answer too large"
+
+
+class RedirectedError(RemoteError):
+    """Raised on a 3xx answer: redirects are never followed (the key would go elsewhere)."""
+
+    title = "Server answered with a redirect"
+    exit_code = EXIT_USAGE
+    stops_run = True
+
+
+class MisbehavingServerError(RemoteError):
+    """Raised when a server's answers contradict themselves (a listing that never ends or repeats a page)."""
+
+    title = "Server misbehaves"
+
+
 class ConflictError(MemsyncError):
     """Raised when a conflict changed while the user was resolving it; nothing was written."""
 
@@ -310,7 +333,8 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         CloudProcessingError,
         RegistryUnreadableError, RootNotServedError,
-        NotFoundError, RemoteRejectedError, ConflictError,
+        NotFoundError, RemoteRejectedError, ConflictError, ResponseTooLargeError, RedirectedError,
+        MisbehavingServerError,
     )
 }
 

@@ -43,12 +43,14 @@ from memsyncd.errors import (
     MemsyncError,
     NetworkUnreachableError,
     QueueUnreadableError,
+    RedirectedError,
     RemoteError,
     StateUnreadableError,
 )
 from memsyncd.models import QueueDoc, utc_now
 from memsyncd.remote.cloud import PingInfo
 from memsyncd.store.state import StateStore
+from memsyncd.terminal import escape_controls
 
 CLOCK_WARN_SECONDS = 60.0  # the pull's overlap window
 CLOCK_FAIL_SECONDS = 300.0  # the exactly-once lookup's skew margin (exactly_once.INTENT_SKEW)
@@ -209,6 +211,10 @@ async def check_mem0(ctx: DoctorContext) -> Check:
     except NetworkUnreachableError:
         return Check("mem0", Status.FAIL, f"cannot connect to {url}",
                      "check your network connection and cloud.url in config.json")
+    except RedirectedError as exc:  # never "key accepted": the key was not checked by mem0
+        return Check("mem0", Status.FAIL, f"{url} answered {exc.status}, a redirect (not followed; the key was "
+                     "not checked)", "set cloud.url in config.json to the address mem0 really answers on "
+                     "(https://api.mem0.ai)")
     except RemoteError as exc:
         return Check("mem0", Status.FAIL, f"{url}: {exc.message}", "try again later; see https://status.mem0.ai")
     finally:
@@ -503,5 +509,5 @@ async def run_doctor(paths: Paths, args: Any) -> int:
         sys.stdout.write(json.dumps({"ok": ok, "version": __version__, "root": str(paths.root),
                                      "checks": [r.to_json() for r in results]}, indent=2) + "\n")
     else:
-        sys.stdout.write(render_checks(results, paths.root))
+        sys.stdout.write(escape_controls(render_checks(results, paths.root)))
     return EXIT_OK if ok else EXIT_PARTIAL

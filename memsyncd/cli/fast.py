@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from memsyncd import wire
 from memsyncd.errors import EXIT_OK, MemsyncError, UsageError
 from memsyncd.store.paths import Paths, resolve_root
+from memsyncd.terminal import escape_controls
 
 if TYPE_CHECKING:
-    from memsyncd.cli.daemon_http import DaemonAnswer
+    from memsyncd.wire_http import DaemonAnswer
 
 PROG = "memsyncctl"
 
@@ -61,8 +62,8 @@ def _ask_daemon(args: argparse.Namespace, paths: Paths, method: str, route: str,
     """
     from urllib.parse import quote
 
-    from memsyncd.cli.daemon_http import NoDaemon, call_daemon
     from memsyncd.store.paths import daemon_socket_candidates
+    from memsyncd.wire_http import NoDaemon, call_daemon
 
     target = f"{route}?root={quote(str(paths.root))}"
     for socket_path in daemon_socket_candidates(paths.root, args.socket):
@@ -110,18 +111,18 @@ def _untrusted_note(paths: Paths) -> str | None:
 
 
 def _note(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(escape_controls(text) + "\n")
 
 
 def status_command(args: argparse.Namespace) -> int | None:
     """Status from the daemon; None (in-process status) when no daemon answers."""
     if args.no_daemon:
         return None
-    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
     from memsyncd.cli.output import print_json
     from memsyncd.cli.render import render_status
     from memsyncd.errors import DaemonError
     from memsyncd.timestamps import utc_now
+    from memsyncd.wire_http import DaemonSilent, NoDaemon
 
     paths = _paths(args)
     _require_trusted(paths)
@@ -145,7 +146,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     if args.json:
         print_json(status)
     else:
-        sys.stdout.write(render_status(status, utc_now()))
+        sys.stdout.write(escape_controls(render_status(status, utc_now())))
     return EXIT_OK
 
 
@@ -192,7 +193,7 @@ def enqueue_command(args: argparse.Namespace) -> int:
             out["spooled"] = spooled  # the queue lock was busy: the spool file the daemon or a sync drains
         print_json(out)
     else:
-        sys.stdout.write(f"Queued {action} of {args.id} in {where}\n")
+        sys.stdout.write(escape_controls(f"Queued {action} of {args.id} in {where}\n"))
     return EXIT_OK
 
 
@@ -231,7 +232,7 @@ def hand_off(args: argparse.Namespace, paths: Paths, entries: list[Any], *,
 
     remaining = list(entries)
     if ask_daemon and not args.no_daemon:
-        from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
+        from memsyncd.wire_http import DaemonSilent, NoDaemon
 
         try:
             while remaining:
@@ -260,8 +261,8 @@ def _ids_text(entries: list[Any]) -> str:
 
 def _enqueue_via_daemon(args: argparse.Namespace, paths: Paths, payload: dict[str, Any]) -> bool:
     """True when the daemon queued the entry; False when it did not answer or failed (write it here)."""
-    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon
     from memsyncd.errors import DaemonError
+    from memsyncd.wire_http import DaemonSilent, NoDaemon
 
     try:
         answer = _ask_daemon(args, paths, "POST", wire.QUEUE, body=payload, timeout=ENQUEUE_TIMEOUT_SECONDS)
@@ -351,8 +352,8 @@ def _register_with_user_daemon(paths: Paths) -> None:
         user_socket = user_socket_path()
         if not user_socket.exists() or default_socket_path(paths.root).exists():
             return  # no user daemon, or the root has a daemon of its own: nothing to tell
-        from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
         from memsyncd.store.roots import RootRegistry
+        from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
         registry = RootRegistry()
         if registry.contains(paths.root) or registry.is_ignored(paths.root):  # served, or removed by hand

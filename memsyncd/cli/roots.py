@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from memsyncd import wire
-from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
 from memsyncd.cli.render import attention_text
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, MemsyncError, UntrustedRootError
 from memsyncd.store.paths import CONFIG_RELPATH, Paths, resolve_root, user_socket_path
 from memsyncd.store.roots import RootRegistry
+from memsyncd.terminal import escape_controls
+from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
 DAEMON_TIMEOUT_SECONDS = 10.0
 
@@ -113,7 +114,7 @@ def status_all_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"daemon": answer is not None, "roots": rows})
     else:
-        sys.stdout.write(render_roots(rows, daemon=answer is not None))
+        sys.stdout.write(escape_controls(render_roots(rows, daemon=answer is not None)))
     return EXIT_PARTIAL if any(_problems(row) for row in rows) else EXIT_OK
 
 

@@ -56,6 +56,8 @@ log = structlog.get_logger("memsyncd.daemon")
 
 SHUTDOWN_BUDGET_SECONDS = 10.0
 ROOT_STOP_SECONDS = 8.0  # a root whose config changed: let its run finish this long, then cancel it
+CONTROL_MAX_CONNECTIONS = 64  # control-socket connections served at once; more get 503 and are closed
+CONTROL_REQUEST_DEADLINE_S = 10.0  # a control request must arrive whole within this (half-sent ones are closed)
 CONFIG_SETTLE_SECONDS = 0.2  # editors write a config in several steps: reload once they are done
 
 
@@ -85,7 +87,8 @@ class Daemon:
         self.single_root = single_root
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.observer = Observer()
-        self.server = HTTPServer(ControlApi(self), name="control", peer_check=self._peer_allowed)
+        self.server = HTTPServer(ControlApi(self), name="control", peer_check=self._peer_allowed,
+                                 max_connections=CONTROL_MAX_CONNECTIONS, request_deadline=CONTROL_REQUEST_DEADLINE_S)
         self.started_monotonic = time.monotonic()
         self.roots: dict[Path, _Root] = {}
         self._stop = asyncio.Event()
@@ -434,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _warn_if_user_daemon_serves(root: Path) -> None:
     """``memsyncd run --root P`` while the user's daemon already serves P: say so (both would sync P in turns)."""
-    from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
+    from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
     try:
         answer = call_daemon(user_socket_path(), "GET", "/v1/roots", timeout=2.0).object()

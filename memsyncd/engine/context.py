@@ -85,13 +85,14 @@ class SyncContext:
         policy = RetryPolicy(attempts=settings.sync.attempts_per_run,
                              max_retry_after=settings.sync.max_retry_after_seconds)
         timeout = settings.sync.request_timeout_seconds
+        max_body = settings.sync.max_response_bytes
         local = local or LocalClient(settings.local.url, settings.local.user_id, settings.local.app,
-                                     policy=policy, timeout=timeout)
+                                     policy=policy, timeout=timeout, max_body=max_body)
         if cloud is None and api_key and settings.cloud.enabled:
             scope = Scope(settings.cloud_user_id, settings.cloud.agent_id, settings.cloud.app_id,
                           settings.cloud.org_id, settings.cloud.project_id)
             cloud = CloudClient(settings.cloud.url, api_key, scope, policy=policy, timeout=timeout,
-                                max_in_flight=settings.sync.concurrency)
+                                max_in_flight=settings.sync.concurrency, max_body=max_body)
         return cls(settings=settings, paths=paths, clock=clock, queue=queue, state=state, local=local, cloud=cloud,
                    intents=IntentLog(state))
 

@@ -17,7 +17,8 @@ from memsyncd.errors import ConfigError, LocalUnreachableError, NotFoundError, R
 from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import redact_text
 from memsyncd.models import LocalMemory
-from memsyncd.remote.http_edge import RetryPolicy, json_body, request
+from memsyncd.remote.http_edge import DEFAULT_MAX_BODY, RetryPolicy, json_body, new_client, request
+from memsyncd.remote.paging import PageGuard
 
 SERVICE = "OpenMemory"
 PAGE_SIZE = 100
@@ -55,12 +56,14 @@ class LocalClient:
         policy: RetryPolicy | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.user_id = user_id
+        self._timeout = timeout
+        self._max_body = max_body
         self.app = app
         self.policy = policy or RetryPolicy()
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
-                                       headers={"User-Agent": "memsyncd"})
+        self._http = new_client(base_url, timeout=timeout, transport=transport, headers={"User-Agent": "memsyncd"})
         self._user_checked = False  # a probe found our user once
         self._last_ok: float | None = None  # time.monotonic() of the last successful answer
         self._last_stats: dict[str, Any] = {}
@@ -72,7 +75,8 @@ class LocalClient:
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         try:
             response = await request(self._http, method, url, service=SERVICE, unreachable=LocalUnreachableError,
-                                     policy=self.policy, auth_statuses=(), **kwargs)
+                                     policy=self.policy, auth_statuses=(), deadline=self._timeout,
+                                     max_body=self._max_body, **kwargs)
         except LocalUnreachableError as exc:  # name the server and the setting that points at it
             where = str(self._http.base_url).rstrip("/")
             error = LocalUnreachableError(
@@ -142,6 +146,7 @@ class LocalClient:
 
     async def pages(self, *, page_size: int = PAGE_SIZE) -> AsyncIterator[list[LocalMemory]]:
         """Stream all live memories page by page, oldest first."""
+        guard = PageGuard(SERVICE)
         page = 1
         while True:
             body = await self._call("POST", "/api/v1/memories/filter", json={
@@ -151,7 +156,9 @@ class LocalClient:
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RemoteRejectedError("OpenMemory list answer has no items", service=SERVICE)
-            yield [_memory(item, "content") for item in items]
+            memories = [_memory(item, "content") for item in items]
+            guard.check((m.id for m in memories), body.get("total"))
+            yield memories
             pages = body.get("pages")
             if not items or not isinstance(pages, int) or page >= pages:
                 return

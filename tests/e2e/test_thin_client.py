@@ -24,13 +24,13 @@ from harness import API_KEY, PROC_TIMEOUT, Emulators, base_env, ctl, queue_path,
 
 from memsyncd import ctl as ctl_module
 from memsyncd.cli import commands, fast
-from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import project_error_for
 from memsyncd.cli.render import render_status
 from memsyncd.engine.report import StatusReport
 from memsyncd.errors import EXIT_UNREADABLE, DaemonError, FileAccessError, StateUnreadableError
 from memsyncd.models import format_ts
 from memsyncd.store.paths import Paths
+from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
 # Third-party libraries and engine modules the fast paths must never load.
 FORBIDDEN = ("httpx", "pydantic", "pydantic_core", "pydantic_settings", "structlog", "apscheduler", "watchdog", "h11",
@@ -41,11 +41,12 @@ FORBIDDEN = ("httpx", "pydantic", "pydantic_core", "pydantic_settings", "structl
              "memsyncd.daemon.process", "memsyncd.cli.integration", "memsyncd.cli.commands")
 # memsyncd's own modules that are stdlib-only by design (package __init__ files are docstrings only).
 STDLIB_ONLY = {"memsyncd", "memsyncd.ctl", "memsyncd.cli", "memsyncd.cli.fast", "memsyncd.cli.hook",
-               "memsyncd.cli.render", "memsyncd.cli.output", "memsyncd.cli.daemon_http", "memsyncd.errors",
+               "memsyncd.cli.render", "memsyncd.cli.output", "memsyncd.wire_http", "memsyncd.errors",
                "memsyncd.models", "memsyncd.store", "memsyncd.store.paths", "memsyncd.store.queue", "memsyncd.engine",
                "memsyncd.engine.report", "memsyncd.daemon", "memsyncd.daemon.runtime", "memsyncd.store.roots",
                "memsyncd.ids", "memsyncd.timestamps", "memsyncd.cli.parser", "memsyncd.wire",
-               "memsyncd.store.trust", "memsyncd.store.safe_files", "memsyncd.store.spool"}
+               "memsyncd.store.trust", "memsyncd.store.safe_files", "memsyncd.store.spool",
+               "memsyncd.terminal"}
 # memsyncctl as its console script runs it, writing sys.modules to $MODULES_OUT at exit.
 PROBE = ("import atexit, json, os, sys\n"
          "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules))))\n"
@@ -466,7 +467,7 @@ def test_ctl_module_imports_only_the_stdlib(tmp_path: Path) -> None:
     """``import memsyncd.ctl`` and the fast modules load nothing outside the stdlib."""
     out = tmp_path / "m.json"
     code = ("import json, os, sys\nimport memsyncd.ctl, memsyncd.cli.fast, memsyncd.cli.hook, memsyncd.cli.render, "
-            "memsyncd.cli.output, memsyncd.cli.daemon_http, memsyncd.store.paths, memsyncd.store.queue, "
+            "memsyncd.cli.output, memsyncd.wire_http, memsyncd.store.paths, memsyncd.store.queue, "
             "memsyncd.engine.report\n"
             "open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules)))\n")
     subprocess.run([sys.executable, "-c", code], env=base_env(MODULES_OUT=str(out)), check=True, timeout=PROC_TIMEOUT)
