@@ -24,7 +24,10 @@ from typing import Any
 import httpx
 
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 KEY = "bench-key-0123456789"
 USER = "bench"

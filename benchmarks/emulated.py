@@ -26,10 +26,13 @@ from typing import Any
 import httpx
 
 from memsyncd.config import Paths, Settings
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.engine.syncer import Syncer
 from memsyncd.remote.cloud import CloudClient, Scope
 from memsyncd.remote.lean_http import local_transport
 from memsyncd.remote.local import LocalClient
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 KEY = "bench-key-0123456789"
 USER = "bench"

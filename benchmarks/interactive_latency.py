@@ -52,7 +52,10 @@ import httpx
 
 import memsyncd
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 KEY = "bench-key-0123456789"
 USER = "bench"

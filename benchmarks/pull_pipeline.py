@@ -25,8 +25,11 @@ from typing import Any
 
 from emulated import USER, ChildEmulators, counting_syncer, peak_rss_mb, transport_floor
 
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.logs import configure_logging
 from memsyncd.models import SyncMode
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 GOAL_RATIO = 1.3
 GOAL_RSS_MB = 80.0

@@ -23,9 +23,12 @@ from typing import Any
 from emulated import KEY, ChildEmulators, bench_settings, current_rss_mb, peak_rss_mb
 
 from memsyncd.config import Paths
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.engine.syncer import Syncer
 from memsyncd.logs import configure_logging
 from memsyncd.models import SyncMode, format_ts, utc_now
+
+isolate_user_environment()  # never reach the daemon or registry of the user running the benchmark
 
 GOAL_PER_ENTRY_RATIO = 1.5
 GOAL_RSS_MB = 80.0

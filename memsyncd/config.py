@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from memsyncd.errors import ConfigError
+from memsyncd.errors import ConfigError, FileAccessError, SymlinkRefusedError
+from memsyncd.store import safe_files
 from memsyncd.store.paths import CONFIG_RELPATH as CONFIG_RELPATH
 from memsyncd.store.paths import QUEUE_RELPATH as QUEUE_RELPATH
 from memsyncd.store.paths import STATE_RELPATH as STATE_RELPATH
@@ -100,9 +101,15 @@ class SyncSettings(BaseModel):
     attempts_per_run: int = Field(default=3, ge=1, le=20)
     concurrency: int = Field(default=8, ge=1, le=64)
     max_delete_fraction: float = Field(default=0.1, ge=0, le=1)
-    request_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    request_timeout_seconds: float = Field(default=30, gt=0, le=600)  # total per request try, body included
+    max_response_mb: float = Field(default=16, ge=0.0625, le=1024)  # answers larger than this are refused
     max_retry_after_seconds: float = Field(default=60, ge=0, le=600)
     event_wait_seconds: float = Field(default=5, ge=0, le=300)
+
+    @property
+    def max_response_bytes(self) -> int:
+        """``max_response_mb`` in bytes: the cap on one response body."""
+        return int(self.max_response_mb * 2**20)
 
 
 class Settings(BaseSettings):
@@ -153,12 +160,17 @@ def load_settings(paths: Paths) -> Settings:
         ConfigError: naming the file (or environment variable), the key and what was expected.
     """
     data: dict[str, Any] = {}
-    if paths.config.exists():
+    try:
+        raw = safe_files.read_text(paths.config)  # never through a symlink (SymlinkRefusedError, exit 6)
+    except SymlinkRefusedError:
+        raise
+    except FileAccessError as exc:  # a directory or a FIFO where the config should be
+        raise ConfigError(exc.message) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{paths.config}: cannot read the file ({exc}).") from None
+    if raw is not None:
         try:
-            raw = paths.config.read_text(encoding="utf-8")
             data = json.loads(raw) if raw.strip() else {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{paths.config}: cannot read the file ({exc}).") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{paths.config}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}). "

@@ -22,6 +22,7 @@ TYPE_CHECKING = False  # typing and argparse are not loaded on the hot paths; my
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["build_parser", "hot_args", "main"]
 
@@ -148,15 +149,48 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 
 
+class _PipeSafeStdout:
+    """stdout that outlives a reader which went away (``| head``): the command finishes its work.
+
+    The first write or flush that meets a closed pipe points the descriptor at /dev/null, so
+    what ``init`` still has to do (store the key, register the root) is done and the exit code
+    is the command's own, not 141 half-way through.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            _silence_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            try:  # noqa: SIM105 - contextlib is not loaded on the fast paths
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``memsyncctl``: never lets a traceback reach the user."""
+    if sys.stdout is not None and not isinstance(sys.stdout, _PipeSafeStdout):
+        sys.stdout = _PipeSafeStdout(sys.stdout)  # type: ignore[assignment,unused-ignore]
     try:
         hot = hot_args(sys.argv[1:] if argv is None else argv)
         if hot is _VERSION:
             from memsyncd import __version__
 
-            sys.stdout.write(f"memsyncctl {__version__}\n")  # argparse's version action, without argparse
-            sys.stdout.flush()
+            print(f"memsyncctl {__version__}", flush=True)  # argparse's version action, without argparse
             raise SystemExit(0)
         if isinstance(hot, HotArgs):
             args: argparse.Namespace = hot  # type: ignore[assignment]  # the namespace's attributes, duck-typed
@@ -193,6 +227,10 @@ def _run(args: argparse.Namespace) -> int:
         from memsyncd.cli.roots import roots_command
 
         return roots_command(args)
+    if args.command == "log":
+        from memsyncd.cli.activity import log_command
+
+        return log_command(args)
     if args.command == "status" and args.all:
         from memsyncd.cli.roots import status_all_command
 

@@ -12,6 +12,7 @@ Hierarchy::
     ├── StateUnreadableError          SQLite state unreadable                  (exit 6)
     ├── RegistryUnreadableError       roots.json unreadable                    (exit 6)
     ├── FileAccessError               a queue/state/lock file cannot be read or written (exit 6)
+    │   └── SymlinkRefusedError       a symlink where memsyncd keeps its files (.claude/...) (exit 6)
     ├── DaemonError                   daemon-level problems                    (exit 2)
     │   ├── DaemonNotRunningError
     │   ├── RootNotServedError        the daemon that answered does not serve this root
@@ -24,14 +25,17 @@ Hierarchy::
     │   ├── ServerError               5xx and timeouts                         (retryable)
     │   ├── CloudProcessingError      queued add not finished yet (entry waits, no error)
     │   ├── NotFoundError             404 for one item
+    │   ├── RedirectedError           a 3xx: never followed, the URL is wrong   (exit 2)
+    │   ├── MisbehavingServerError    a listing that never ends or repeats itself
     │   └── RemoteRejectedError       other 4xx, or a 200 with an error body
+    │       └── ResponseTooLargeError an answer over the body cap (16 MB)
     ├── ConflictError                 a conflict changed under its resolution  (exit 1)
     ├── ServiceNotActiveError         the user service is not installed/running (exit 1)
     └── ServiceManagerError           systemctl/launchctl missing or unreachable (exit 5)
 
 Per-item errors (``ServerError``, ``RateLimitedError``, ``NotFoundError``,
 ``RemoteRejectedError``) fail one queue entry; run-level errors
-(``AuthError``, ``NetworkUnreachableError``) stop the whole run at once.
+(``AuthError``, ``NetworkUnreachableError``, ``RedirectedError``) stop the whole run at once.
 """
 
 from __future__ import annotations
@@ -154,6 +158,20 @@ class FileAccessError(MemsyncError):
                    "and free space of that directory, then retry.")
 
 
+class SymlinkRefusedError(FileAccessError):
+    """Raised when a file or directory memsyncd keeps under ``.claude/`` is a symbolic link (never followed)."""
+
+    title = "refusing to follow a symbolic link"
+
+    @classmethod
+    def at(cls, path: object) -> SymlinkRefusedError:
+        """The error for a symlink found at ``path``: names it, why it is refused, and what to do."""
+        return cls(f"{path} is a symbolic link. memsyncd never follows symlinks under .claude/ (a link there "
+                   "could make it write over another file). Nothing was read or written. If you did not put the "
+                   f"link there, it may come from the repository you are in: remove it ('rm {path}') and run "
+                   "the command again; memsyncd recreates the file or directory.")
+
+
 class DaemonError(MemsyncError):
     """Raised for daemon lifecycle problems."""
 
@@ -203,17 +221,25 @@ class NetworkUnreachableError(RemoteError):
 
 
 class LocalUnreachableError(NetworkUnreachableError):
-    """Raised when the local OpenMemory server cannot be reached."""
+    """Raised when the local OpenMemory server cannot be reached (the title names its URL when known)."""
 
     title = "Local OpenMemory server unreachable"
 
 
 class AuthError(RemoteError):
-    """Raised when mem0 rejects the API key (401/403)."""
+    """Raised when mem0 rejects the API key (401/403); ``key_source`` says where the key came from."""
 
     title = "mem0 rejected the API key"
     exit_code = EXIT_AUTH
     stops_run = True
+    key_source: str = ""  # "the MEM0_API_KEY environment variable", a key file's path, ... ("" = unknown)
+
+    def to_dict(self) -> dict[str, str]:
+        """Also carries the key's source (never the key), so the client names it."""
+        data = super().to_dict()
+        if self.key_source:
+            data["key_source"] = self.key_source
+        return data
 
 
 class RateLimitedError(RemoteError):
@@ -253,6 +279,26 @@ class RemoteRejectedError(RemoteError):
     title = "Request rejected"
 
 
+class ResponseTooLargeError(RemoteRejectedError):
+    """Raised when an answer's body passes the size cap; the rest of it is not read."""
+
+    title = "Answer too large"
+
+
+class RedirectedError(RemoteError):
+    """Raised on a 3xx answer: redirects are never followed (the key would go elsewhere)."""
+
+    title = "Server answered with a redirect"
+    exit_code = EXIT_USAGE
+    stops_run = True
+
+
+class MisbehavingServerError(RemoteError):
+    """Raised when a server's answers contradict themselves (a listing that never ends or repeats a page)."""
+
+    title = "Server misbehaves"
+
+
 class ConflictError(MemsyncError):
     """Raised when a conflict changed while the user was resolving it; nothing was written."""
 
@@ -287,7 +333,8 @@ _REGISTRY: dict[str, type[MemsyncError]] = {
         NetworkUnreachableError, LocalUnreachableError, AuthError, RateLimitedError, ServerError,
         CloudProcessingError,
         RegistryUnreadableError, RootNotServedError,
-        NotFoundError, RemoteRejectedError, ConflictError,
+        NotFoundError, RemoteRejectedError, ConflictError, ResponseTooLargeError, RedirectedError,
+        MisbehavingServerError,
     )
 }
 
@@ -301,4 +348,6 @@ def error_from_dict(data: dict[str, object]) -> MemsyncError:
     title = str(data.get("title", cls.title))
     err = cls.__new__(cls)
     MemsyncError.__init__(err, message, title=title)
+    if isinstance(err, AuthError) and data.get("key_source"):
+        err.key_source = str(data["key_source"])
     return err

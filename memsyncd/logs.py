@@ -58,6 +58,16 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _escaped(renderer: Any) -> Any:
+    """Wrap a console renderer so control characters from outside (memory text, server messages) print escaped."""
+    from memsyncd.terminal import escape_controls
+
+    def render(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        return escape_controls(str(renderer(logger, name, event)))
+
+    return render
+
+
 def configure_logging(level: str = "info", *, json_lines: bool | None = None) -> None:
     """Configure structlog to write to stderr.
 
@@ -67,7 +77,8 @@ def configure_logging(level: str = "info", *, json_lines: bool | None = None) ->
     """
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (structlog.processors.JSONRenderer() if json_lines
+                     else _escaped(structlog.dev.ConsoleRenderer(colors=False)))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

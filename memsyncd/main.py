@@ -11,7 +11,7 @@ from memsyncd.errors import EXIT_USAGE, MemsyncError
 USAGE = """\
 memsyncd {run,emulate,demo} ...
 
-  run       run the sync daemon for one root (see 'memsyncd run --help')
+  run       run the sync daemon: every registered root, or one with --root (see 'memsyncd run --help')
   emulate   serve loopback emulators of OpenMemory and mem0 (tests, trying it out)
   demo      a self-contained walk-through on the emulators (no accounts, no network)
 """

@@ -1,7 +1,7 @@
 """The control API's shared vocabulary: routes, ``Keep``, and the JSON of conflicts and errors (stdlib only).
 
 Both ends read it: the daemon's routes (:mod:`memsyncd.daemon.control`) and every client
-(:mod:`memsyncd.cli.daemon_http`, :mod:`memsyncd.cli.control_client`, the fast paths). A client never
+(:mod:`memsyncd.wire_http`, :mod:`memsyncd.cli.control_client`, the fast paths). A client never
 imports the server or the engine to read a wire value. The sync and status reports carry their
 own JSON (:mod:`memsyncd.engine.report`, data only, stdlib only).
 """

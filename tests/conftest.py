@@ -1,4 +1,5 @@
-"""Shared fixtures: retries without sleeping, telemetry off for mem0ai, the emulators and a configured root."""
+"""Shared fixtures: a private user environment, retries without sleeping, telemetry off for mem0ai,
+the emulators and a configured root."""
 
 from __future__ import annotations
 
@@ -12,22 +13,21 @@ import stamina
 
 os.environ.setdefault("MEM0_TELEMETRY", "false")
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parent / "unit"))  # e2e tests reuse a few unit helpers (test_http_server.serve)
 
 from harness import INPROC_KEY, INPROC_USER, Emulators, make_root, running_emulators  # noqa: E402
 
+from memsyncd.emulators.isolation import isolate_user_environment  # noqa: E402
 from memsyncd.emulators.runner import RunningEmulators  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """``XDG_CONFIG_HOME`` is a throw-away directory: no test reads your real mem0 key file or writes ~/.config."""
-    saved = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
-    yield
-    if saved is None:
-        os.environ.pop("XDG_CONFIG_HOME", None)
-    else:
-        os.environ["XDG_CONFIG_HOME"] = saved
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test: a private HOME, XDG_CONFIG_HOME and XDG_RUNTIME_DIR for this process and its children.
+
+    No test reads your mem0 key file, writes ~/.config, or reaches the daemon you run (its socket
+    and registry are found through these variables); see :mod:`memsyncd.emulators.isolation`.
+    """
+    isolate_user_environment()
 
 
 @pytest.fixture(autouse=True, scope="session")

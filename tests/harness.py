@@ -19,7 +19,10 @@ import httpx
 
 from memsyncd.config import Settings
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
+from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
+
+isolate_user_environment()  # whoever uses the harness never reaches the user's daemon, registry or key
 
 API_KEY = "m0-test-key-0123456789abcdefghij"
 USER = "alice"
@@ -213,3 +216,142 @@ def emulator_settings(servers: RunningEmulators, **sync: Any) -> Settings:
     """Settings pointing a Syncer at in-process emulators."""
     return Settings(local={"url": servers.openmemory_url, "user_id": INPROC_USER},
                     cloud={"enabled": True, "url": servers.mem0_url, "user_id": INPROC_USER}, sync=sync)
+
+
+# --- engine concerns in-process: the emulators behind httpx.MockTransport, a SyncContext over them ---
+
+import asyncio  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import TypeVar  # noqa: E402
+from urllib.parse import parse_qsl, unquote  # noqa: E402
+
+from memsyncd.config import CloudSettings, LocalSettings, Paths, SyncSettings  # noqa: E402
+from memsyncd.daemon.http_server import BadRequest, ResetConnection  # noqa: E402
+from memsyncd.daemon.http_server import Request as EmuRequest  # noqa: E402
+from memsyncd.emulators.mem0 import Mem0Emulator  # noqa: E402
+from memsyncd.emulators.mem0_store import Mem0Store  # noqa: E402
+from memsyncd.emulators.openmemory import OpenMemoryEmulator  # noqa: E402
+from memsyncd.emulators.openmemory_store import OpenMemoryStore  # noqa: E402
+from memsyncd.emulators.service import EmulatorService  # noqa: E402
+from memsyncd.engine.context import SyncContext  # noqa: E402
+from memsyncd.models import Action, QueueEntry, format_ts, utc_now  # noqa: E402
+from memsyncd.remote.cloud import CloudClient, Scope  # noqa: E402
+from memsyncd.remote.http_edge import RetryPolicy  # noqa: E402
+from memsyncd.remote.local import LocalClient  # noqa: E402
+
+T = TypeVar("T")
+Before = Callable[[httpx.Request], "httpx.Response | None"]
+
+
+class EmulatorTransport(httpx.MockTransport):
+    """An emulator answered in the test's own event loop (no socket, no thread), every request kept in ``sent``.
+
+    ``before(request)`` sees each request first and may answer it itself (a 500, a 401; or raise an
+    httpx error such as ``httpx.ConnectError``); returning None passes it on to the emulator.
+    """
+
+    def __init__(self, service: EmulatorService) -> None:
+        super().__init__(self._answer)
+        self.service = service
+        self.sent: list[httpx.Request] = []
+        self.before: Before | None = None
+
+    async def _answer(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        self.sent.append(request)
+        if self.before is not None:
+            early = self.before(request)
+            if early is not None:
+                return early
+        target = request.url.raw_path.decode("ascii")
+        raw_path, _, raw_query = target.partition("?")
+        parsed = EmuRequest(method=request.method, target=target, path=unquote(raw_path),
+                            query=dict(parse_qsl(raw_query, keep_blank_values=True)),
+                            headers={k.lower(): v for k, v in request.headers.items()}, body=body, peer_uid=None)
+        try:
+            reply = await self.service(parsed)
+        except BadRequest as exc:
+            return httpx.Response(exc.status, json={"detail": exc.detail})
+        except ResetConnection:
+            raise httpx.ReadError("connection reset by the emulator", request=request) from None
+        return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[httpx.Request]:
+        """Requests sent so far, by method and/or path prefix."""
+        return [r for r in self.sent
+                if (method is None or r.method == method) and (path is None or r.url.path.startswith(path))]
+
+
+@dataclass
+class EngineRig:
+    """One root's :class:`SyncContext` over in-process emulators (both stores reachable directly)."""
+
+    ctx: SyncContext
+    cloud: CloudClient
+    mem0: Mem0Store
+    openmemory: OpenMemoryStore
+    mem0_http: EmulatorTransport
+    local_http: EmulatorTransport
+
+    def local_add(self, text: str, **metadata: Any) -> str:
+        """A memory in OpenMemory (as the MCP server would write it); returns its id."""
+        return str(self.openmemory.add(text, metadata)["id"])
+
+    def cloud_add(self, text: str, **metadata: Any) -> str:
+        """A memory in mem0 in our scope; returns its id."""
+        return str(self.mem0.add(text, user_id=INPROC_USER, metadata=metadata)["id"])
+
+    def cloud_texts(self) -> list[str]:
+        return sorted(str(m["memory"]) for m in self.mem0.memories())
+
+    def local_texts(self) -> list[str]:
+        return sorted(str(m["content"]) for m in self.openmemory.memories(user_id=INPROC_USER))
+
+    def enqueue(self, *ids: str, action: Action = "push", level: int | None = None) -> list[QueueEntry]:
+        """Append one queue entry per id (one timestamp, in order); returns them."""
+        stamp = format_ts(utc_now())
+        entries = [QueueEntry(i, action, stamp, level=level) for i in ids]
+        self.ctx.queue.update(lambda doc: doc.pending.extend(entries))
+        return entries
+
+    async def aclose(self) -> None:
+        await self.ctx.local.aclose()
+        await self.cloud.aclose()
+        self.ctx.state.close()
+
+
+def engine_rig(root: Path, *, api_key: str = INPROC_KEY, attempts: int = 3, **sync: Any) -> EngineRig:
+    """A fresh pair of emulator stores and a context for ``root`` (``default_level`` 1 unless given).
+
+    Requests never leave the process: both clients talk to the emulators through :class:`EmulatorTransport`.
+    """
+    mem0 = Mem0Store(api_key=INPROC_KEY)
+    openmemory = OpenMemoryStore(INPROC_USER)
+    mem0_http = EmulatorTransport(Mem0Emulator(mem0))
+    local_http = EmulatorTransport(OpenMemoryEmulator(openmemory))
+    sync.setdefault("default_level", 1)
+    settings = Settings(local=LocalSettings(url="http://127.0.0.1:9", user_id=INPROC_USER),
+                        cloud=CloudSettings(enabled=True, url="http://127.0.0.1:9", user_id=INPROC_USER),
+                        sync=SyncSettings(attempts_per_run=attempts, **sync))
+    policy = RetryPolicy(attempts=attempts)
+    cloud = CloudClient(settings.cloud.url, api_key, Scope(INPROC_USER), policy=policy, transport=mem0_http,
+                        max_in_flight=settings.sync.concurrency)
+    local = LocalClient(settings.local.url, INPROC_USER, policy=policy, transport=local_http)
+    ctx = SyncContext.create(settings, Paths(root), api_key, local=local, cloud=cloud, state=None, clock=utc_now)
+    return EngineRig(ctx, cloud, mem0, openmemory, mem0_http, local_http)
+
+
+RIG_TIMEOUT = 10.0  # seconds: an in-process engine scenario that takes longer is a hang, not a slow machine
+
+
+def run_with_rig(root: Path, body: Callable[[EngineRig], Awaitable[T]], **rig: Any) -> T:
+    """Build an :func:`engine_rig` inside a fresh event loop, run ``body`` on it (bounded), close it."""
+
+    async def go() -> T:
+        built = engine_rig(root, **rig)
+        try:
+            return await asyncio.wait_for(body(built), RIG_TIMEOUT)
+        finally:
+            await built.aclose()
+
+    return asyncio.run(go())

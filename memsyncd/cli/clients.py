@@ -26,10 +26,11 @@ def local_client(settings: Settings, *, for_checks: bool = True) -> LocalClient:
     """OpenMemory client: one attempt and a short timeout for checks, the sync settings otherwise."""
     if for_checks:
         return LocalClient(settings.local.url, settings.local.user_id, settings.local.app,
-                           policy=RetryPolicy(attempts=1), timeout=CHECK_TIMEOUT_SECONDS)
+                           policy=RetryPolicy(attempts=1), timeout=CHECK_TIMEOUT_SECONDS,
+                           max_body=settings.sync.max_response_bytes)
     return LocalClient(settings.local.url, settings.local.user_id, settings.local.app,
                        policy=RetryPolicy(attempts=settings.sync.attempts_per_run),
-                       timeout=settings.sync.request_timeout_seconds)
+                       timeout=settings.sync.request_timeout_seconds, max_body=settings.sync.max_response_bytes)
 
 
 def cloud_client(settings: Settings, key: str, *, for_checks: bool = True) -> CloudClient:
@@ -37,11 +38,11 @@ def cloud_client(settings: Settings, key: str, *, for_checks: bool = True) -> Cl
     register_secret(key)
     if for_checks:
         return CloudClient(settings.cloud.url, key, scope_of(settings), policy=RetryPolicy(attempts=1),
-                           timeout=CHECK_TIMEOUT_SECONDS)
+                           timeout=CHECK_TIMEOUT_SECONDS, max_body=settings.sync.max_response_bytes)
     return CloudClient(settings.cloud.url, key, scope_of(settings),
                        policy=RetryPolicy(attempts=settings.sync.attempts_per_run,
                                           max_retry_after=settings.sync.max_retry_after_seconds),
-                       timeout=settings.sync.request_timeout_seconds)
+                       timeout=settings.sync.request_timeout_seconds, max_body=settings.sync.max_response_bytes)
 
 
 def cloud_settings(paths: Paths) -> tuple[Settings, str]:

@@ -38,6 +38,7 @@ from memsyncd.models import Conflict, SyncMode, utc_now
 from memsyncd.store.paths import default_socket_path
 from memsyncd.store.queue import QueueStore
 from memsyncd.store.trust import require_trusted
+from memsyncd.terminal import escape_controls
 from memsyncd.wire import Keep, conflict_to_json
 
 PROGRESS_POLL_SECONDS = 0.3  # how often a sync through the daemon asks for its progress (display only)
@@ -99,10 +100,13 @@ def _render_conflict(conflict: Conflict) -> str:
 async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     if getattr(args, "status", False) or args.command == "status":
         status = await backend.status()
+        absent = getattr(args, "daemon_absent", False)
+        if status.daemon is None and absent:  # no daemon answered for this root
+            status.daemon = {"running": False} if absent is True else {"running": True, "serves_root": False}
         if args.json:
             print_json(status.to_json())
         else:
-            sys.stdout.write(render_status(status, utc_now()))
+            sys.stdout.write(escape_controls(render_status(status, utc_now())))
         return EXIT_OK
     mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
     progress = None if args.dry_run else SyncProgress.for_command(args)
@@ -114,7 +118,7 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        sys.stdout.write(render_sync(report))
+        sys.stdout.write(escape_controls(render_sync(report)))
     return report.exit_code
 
 
@@ -152,15 +156,15 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"{len(conflicts)} unresolved conflict(s):\n")
             for c in conflicts:
-                sys.stdout.write(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
-                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n")
+                sys.stdout.write(escape_controls(f"  [{c.id}] {c.reason}: local \"{_excerpt(c.local_text)}\" "
+                                                 f"vs cloud \"{_excerpt(c.cloud_text)}\"\n"))
         return EXIT_OK
     if args.conflicts_command == "show":
         conflict = await backend.conflict(args.conflict_id)
         if args.json:
             print_json(conflict_to_json(conflict))
         else:
-            sys.stdout.write(_render_conflict(conflict))
+            sys.stdout.write(escape_controls(_render_conflict(conflict)))
         return EXIT_OK
     keep = Keep(args.keep) if args.keep else Keep.TEXT
     result = await backend.resolve(args.conflict_id, keep, args.text)
@@ -209,7 +213,7 @@ def _queue(paths: Paths, args: argparse.Namespace) -> int:
                          f"{doc.last_sync or 'never'} ({paths.queue})\n")
         for e in doc.pending:
             level = "" if e.level is None else f" level={e.level}"
-            sys.stdout.write(f"  {e.timestamp} {e.action:6} {e.id}{level}\n")
+            sys.stdout.write(escape_controls(f"  {e.timestamp} {e.action:6} {e.id}{level}\n"))
     return EXIT_OK
 
 
@@ -240,7 +244,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
             sys.stdout.write(f"Up to date: {path}\n")
         return EXIT_OK
     if args.command == "service":
-        outcome = service(args.action, home=Path.home(), start=not args.no_start)
+        outcome = service(args.action, home=Path.home(), start=not args.no_start, no_sandbox=args.no_sandbox)
         for line in outcome.lines:
             sys.stdout.write(line + "\n")
         if outcome.error is not None:
@@ -258,7 +262,7 @@ async def dispatch(paths: Paths, args: argparse.Namespace) -> int:
         if args.json:
             print_json(rebuilt.to_json())
         else:
-            sys.stdout.write(rebuilt.render())
+            sys.stdout.write(escape_controls(rebuilt.render()))
         return EXIT_OK
     if args.command == "completion":
         from memsyncd.cli.completion import completion_script

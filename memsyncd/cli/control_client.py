@@ -1,6 +1,6 @@
 """The slow commands' client of the daemon: the control API's routes as async methods.
 
-It speaks through :func:`memsyncd.cli.daemon_http.acall_daemon`, the same stdlib HTTP exchange
+It speaks through :func:`memsyncd.wire_http.acall_daemon`, the same stdlib HTTP exchange
 and parser as the fast paths, so there is one client implementation; wire values come from
 :mod:`memsyncd.wire`. Error answers become the same typed errors (``error_from_dict``).
 """
@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 from memsyncd import wire
-from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, acall_daemon
 from memsyncd.config import Paths
 from memsyncd.engine.report import StatusReport, SyncReport
 from memsyncd.errors import DaemonError, DaemonNotRunningError, MemsyncError
 from memsyncd.models import Conflict, QueueEntry, SyncMode
 from memsyncd.store.paths import daemon_socket_candidates
+from memsyncd.wire_http import DaemonSilent, NoDaemon, acall_daemon
 
 PROBE_TIMEOUT = 2.0
 CALL_TIMEOUT = 30.0

@@ -9,6 +9,7 @@ short timeout. Exit status: 0 when no check failed (warnings allowed), 1 otherwi
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -42,12 +43,14 @@ from memsyncd.errors import (
     MemsyncError,
     NetworkUnreachableError,
     QueueUnreadableError,
+    RedirectedError,
     RemoteError,
     StateUnreadableError,
 )
 from memsyncd.models import QueueDoc, utc_now
 from memsyncd.remote.cloud import PingInfo
 from memsyncd.store.state import StateStore
+from memsyncd.terminal import escape_controls
 
 CLOCK_WARN_SECONDS = 60.0  # the pull's overlap window
 CLOCK_FAIL_SECONDS = 300.0  # the exactly-once lookup's skew margin (exactly_once.INTENT_SKEW)
@@ -141,6 +144,8 @@ def check_config(ctx: DoctorContext) -> Check:
 
 def check_key(ctx: DoctorContext) -> Check:
     """A mem0 key is set, where the service can read it, in a file only you can read."""
+    if ctx.settings is None:
+        return _skip("mem0 key", "needs a valid config")
     if not ctx.cloud_on:
         return _skip("mem0 key", "cloud sync is off")
     key, source = find_api_key()
@@ -190,7 +195,9 @@ async def check_openmemory(ctx: DoctorContext) -> Check:
 
 async def check_mem0(ctx: DoctorContext) -> Check:
     """mem0 answers a ping and accepts the key."""
-    if not ctx.cloud_on or ctx.settings is None:
+    if ctx.settings is None:
+        return _skip("mem0", "needs a valid config")
+    if not ctx.cloud_on:
         return _skip("mem0", "cloud sync is off")
     if ctx.key is None:
         return _skip("mem0", "no key to check")
@@ -204,6 +211,10 @@ async def check_mem0(ctx: DoctorContext) -> Check:
     except NetworkUnreachableError:
         return Check("mem0", Status.FAIL, f"cannot connect to {url}",
                      "check your network connection and cloud.url in config.json")
+    except RedirectedError as exc:  # never "key accepted": the key was not checked by mem0
+        return Check("mem0", Status.FAIL, f"{url} answered {exc.status}, a redirect (not followed; the key was "
+                     "not checked)", "set cloud.url in config.json to the address mem0 really answers on "
+                     "(https://api.mem0.ai)")
     except RemoteError as exc:
         return Check("mem0", Status.FAIL, f"{url}: {exc.message}", "try again later; see https://status.mem0.ai")
     finally:
@@ -249,8 +260,11 @@ async def check_daemon(ctx: DoctorContext) -> Check:
         return Check("daemon", Status.FAIL, f"no memsyncd answers for {root}: changes are not synced in the background",
                      f"memsyncctl roots add {root} && memsyncctl service install "
                      "(or run 'memsyncd run' in your login session)")
+    attention: list[dict[str, Any]] = []
     try:
         health = await client.health()
+        with contextlib.suppress(MemsyncError):  # a root the daemon cannot serve is reported by other checks
+            attention = (await client.status()).attention
     except MemsyncError as exc:
         return Check("daemon", Status.FAIL, f"the daemon did not answer its health check ({exc})",
                      "systemctl --user restart memsyncd")
@@ -261,6 +275,13 @@ async def check_daemon(ctx: DoctorContext) -> Check:
         return Check("daemon", Status.FAIL, f"daemon (pid {pid}) runs version {version}, memsyncctl is {__version__}",
                      "restart it to load the installed version: systemctl --user restart memsyncd "
                      "(or stop and rerun 'memsyncd run')")
+    if attention:
+        from memsyncd.cli.render import attention_text
+
+        first = attention[0]
+        return Check("daemon", Status.FAIL, f"daemon (pid {pid}) runs; Needs attention: {attention_text(first)}"
+                     + (f" (and {len(attention) - 1} more; see 'memsyncctl status')" if len(attention) > 1 else ""),
+                     "the message above says what to do; 'memsyncctl status' shows it until a run succeeds")
     if health.get("paused"):
         return Check("daemon", Status.WARN, f"daemon (pid {pid}, version {version}) is paused", "memsyncctl resume")
     return Check("daemon", Status.OK, f"running (pid {pid}, version {version})")
@@ -410,9 +431,12 @@ async def check_private_copies(ctx: DoctorContext) -> Check:
     from memsyncd.cli.forget import find_cloud_copies
 
     name = "level-0 copies"
-    if ctx.state is None or ctx.settings is None:
-        return Check(name, Status.OK, "none (nothing synced yet)") if not ctx.paths.state.exists() else \
-            _skip(name, "needs a readable state")
+    if not ctx.paths.state.exists():
+        return Check(name, Status.OK, "none (nothing synced yet)")
+    if ctx.state is None:
+        return _skip(name, "needs a readable state")
+    if ctx.settings is None:
+        return _skip(name, "needs a valid config")
     if not ctx.local_ok:
         return _skip(name, "needs OpenMemory")
     local = local_client(ctx.settings)
@@ -485,5 +509,5 @@ async def run_doctor(paths: Paths, args: Any) -> int:
         sys.stdout.write(json.dumps({"ok": ok, "version": __version__, "root": str(paths.root),
                                      "checks": [r.to_json() for r in results]}, indent=2) + "\n")
     else:
-        sys.stdout.write(render_checks(results, paths.root))
+        sys.stdout.write(escape_controls(render_checks(results, paths.root)))
     return EXIT_OK if ok else EXIT_PARTIAL

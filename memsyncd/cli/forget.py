@@ -28,6 +28,7 @@ from memsyncd.remote.cloud import CloudClient
 from memsyncd.remote.local import LocalClient
 from memsyncd.store.locks import pair_run_lock
 from memsyncd.store.state import StateStore
+from memsyncd.terminal import escape_controls
 
 RUN_LOCK_WAIT_SECONDS = 30.0
 
@@ -158,7 +159,7 @@ CONFIRM_TEXT = ("Deleting removes these memories from mem0 and, at their next sy
 def _confirmed(copies: Sequence[CloudCopy], args: Any, confirm: Callable[[str], bool] | None) -> bool:
     """``--yes``, or the user's answer; without a terminal to ask on, a usage error (nothing deleted)."""
     if not args.json:
-        sys.stdout.write(render_copies(copies))
+        sys.stdout.write(escape_controls(render_copies(copies)))
     if args.yes:
         return True
     if confirm is None:
@@ -226,10 +227,10 @@ async def run_forget(paths: Paths, args: Any, *, confirm: Callable[[str], bool] 
     elif not copies:
         sys.stdout.write("No local-only (level 0) memory has a copy left in the mem0 cloud.\n")
     elif result is not None:
-        sys.stdout.write(render_result(result, settings.sync.default_level))
+        sys.stdout.write(escape_controls(render_result(result, settings.sync.default_level)))
     elif declined:
         sys.stdout.write("Nothing was deleted.\n")
     else:
-        sys.stdout.write(render_copies(copies) + "Dry run: nothing was deleted. Delete them with "
+        sys.stdout.write(escape_controls(render_copies(copies)) + "Dry run: nothing was deleted. Delete them with "
                          "'memsyncctl forget-cloud-copies'.\n")
     return EXIT_PARTIAL if result is not None and (result.failed or result.skipped) else EXIT_OK

@@ -1,8 +1,10 @@
 """The Claude Code PostToolUse hook: OpenMemory tool events → queue entries, never an exit 2, never the network.
 
 Stdlib only. Claude Code treats exit code 2 from a hook as a blocking error fed back to the
-model, so anything the hook cannot use (stdin not JSON, another shape, another tool, a busy
-or unreadable queue) ends in exit 0 with one line on stderr saying why.
+model, so anything the hook cannot use (stdin not JSON, another shape, another tool, an
+unreadable queue) ends in exit 0 with one line on stderr saying why. A queue lock held by
+another process is waited on for about a second only; the entries then go to ``on_busy``
+(the daemon, else the per-user spool: :func:`memsyncd.cli.fast.hand_off`), never dropped.
 
 The hook runs on every OpenMemory tool call, so its path loads no ``dataclasses``, ``typing`` or
 ``pathlib``: entries are built in the queue's JSON form and appended by
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from memsyncd.errors import FileAccessError, MemsyncError, QueueUnreadableError
+from memsyncd.errors import FileAccessError, MemsyncError, QueueBusyError, QueueUnreadableError
 from memsyncd.ids import id_problem
 from memsyncd.timestamps import now_ts
 
@@ -151,8 +153,13 @@ def _not_queued(entries: list[dict[str, Any]], error: MemsyncError) -> str:
     return f"{NOTE_PREFIX} could not queue {_ids(entries)}: {why}. To sync them, {fix}."
 
 
-def _run(stdin_text: str, write: Callable[[list[dict[str, Any]]], None], where: str) -> HookResult:
-    """Enqueue what one hook event wrote through ``write``; the result lists the entries in JSON form."""
+def _run(stdin_text: str, write: Callable[[list[dict[str, Any]]], None], where: str,
+         on_busy: Callable[[list[dict[str, Any]]], str] | None = None) -> HookResult:
+    """Enqueue what one hook event wrote through ``write``; the result lists the entries in JSON form.
+
+    When ``write`` finds the queue lock busy, ``on_busy`` takes the entries (returning the note to
+    print; raising ``MemsyncError``/``OSError`` when it could not).
+    """
     payload = parse_event(stdin_text)
     if isinstance(payload, str):
         return HookResult(note=payload)
@@ -172,33 +179,57 @@ def _run(stdin_text: str, write: Callable[[list[dict[str, Any]]], None], where: 
                                                "(the tool may have failed). Nothing was queued.")
     try:
         write(entries)
-    except MemsyncError as error:  # busy, unreadable, or a file we cannot write
+    except QueueBusyError as error:
+        if on_busy is None:
+            return HookResult(note=_not_queued(entries, error))
+        try:
+            return HookResult(queued=entries, note=on_busy(entries))
+        except MemsyncError as fallback_error:
+            return HookResult(note=_not_queued(entries, fallback_error))
+        except OSError as exc:
+            return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, where)))
+    except MemsyncError as error:  # unreadable, a symlink, or a file we cannot write
         return HookResult(note=_not_queued(entries, error))
     except OSError as exc:  # pragma: no cover - the writers map these; kept so the hook can never exit 2
         return HookResult(note=_not_queued(entries, FileAccessError.from_os_error(exc, where)))
     return HookResult(queued=entries, note=refused_note)
 
 
-def run_post_tool_use_hook(stdin_text: str, queue: QueueStore) -> HookResult:
-    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network.
-
-    ``result.queued`` holds the engine's ``QueueEntry`` objects.
-    """
+def _typed(entries: list[dict[str, Any]]) -> list[QueueEntry]:
     from memsyncd.models import QueueEntry
 
+    return [QueueEntry(raw["id"], raw["action"], raw["timestamp"]) for raw in entries]
+
+
+def run_post_tool_use_hook(stdin_text: str, queue: QueueStore, *,
+                           on_busy: Callable[[list[QueueEntry]], str] | None = None) -> HookResult:
+    """Enqueue what one hook event wrote; never raises for input or queue problems, never blocks on the network.
+
+    When the queue lock stays busy past ``queue.lock_timeout``, ``on_busy`` takes the entries
+    (returning the note to print; raising ``MemsyncError``/``OSError`` when it could not).
+    ``result.queued`` holds the engine's ``QueueEntry`` objects.
+    """
+
     def write(entries: list[dict[str, Any]]) -> None:
-        typed = [QueueEntry(raw["id"], raw["action"], raw["timestamp"]) for raw in entries]
+        typed = _typed(entries)
         queue.update(lambda doc: doc.pending.extend(typed))
 
-    result = _run(stdin_text, write, str(queue.path))
-    result.queued = [QueueEntry(raw["id"], raw["action"], raw["timestamp"]) for raw in result.queued]
+    busy = None if on_busy is None else (lambda entries: on_busy(_typed(entries)))
+    result = _run(stdin_text, write, str(queue.path), busy)
+    result.queued = _typed(result.queued)
     return result
 
 
-def run_hook_on_file(stdin_text: str, queue_path: str, lock_path: str, lock_timeout: float | None = None) -> HookResult:
-    """:func:`run_post_tool_use_hook` straight into the queue file (the fast path); ``result.queued`` in JSON form."""
+def run_hook_on_file(stdin_text: str, queue_path: str, lock_path: str, lock_timeout: float | None = None, *,
+                     on_busy: Callable[[list[QueueEntry]], str] | None = None) -> HookResult:
+    """:func:`run_post_tool_use_hook` straight into the queue file (the fast path); ``result.queued`` in JSON form.
+
+    ``on_busy`` receives ``QueueEntry`` objects (the spool's and the daemon hand-off's form): the data
+    classes load only when the lock was busy.
+    """
     from memsyncd.store import queue_file
 
     timeout = queue_file.LOCK_TIMEOUT_SECONDS if lock_timeout is None else lock_timeout
+    busy = None if on_busy is None else (lambda entries: on_busy(_typed(entries)))
     return _run(stdin_text, lambda entries: queue_file.append_pending(queue_path, lock_path, entries, timeout),
-                queue_path)
+                queue_path, busy)

@@ -53,6 +53,7 @@ from memsyncd.errors import (
     RemoteError,
     UsageError,
 )
+from memsyncd.store import safe_files
 from memsyncd.store.queue import atomic_write
 from memsyncd.store.trust import describe, evaluate, record_trust, untrusted_error
 
@@ -330,7 +331,7 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
         return _exit_code(first)
 
     if document is not None:
-        previous = paths.config.read_text(encoding="utf-8") if exists else None
+        previous = safe_files.read_text(paths.config) if exists else None  # never through a symlink
         atomic_write(paths.config, json.dumps(document, indent=2) + "\n")
         try:
             load_settings(paths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -172,8 +173,12 @@ _NO_MANAGER_MARKERS = ("failed to connect to bus", "no medium found", "$dbus_ses
 _STATUS_INACTIVE, _STATUS_UNKNOWN_UNIT = 3, 4
 
 
-def run_without_manager_help(home: Path) -> str:
-    """What to do when there is no user service manager to run memsyncd."""
+def run_without_manager_help(home: Path, action: str = "install") -> str:
+    """What to do when there is no user service manager to run memsyncd (for ``install`` or ``uninstall``)."""
+    if action == "uninstall":
+        return (f"No user service manager answered, so nothing was stopped through it; the unit file "
+                f"{service_target(home)} is removed. A 'memsyncd run' started by hand keeps running: stop it "
+                "where it runs (Ctrl-C, or kill the pid 'memsyncctl status' shows).")
     user = os.environ.get("USER") or "$USER"
     return (f"Without a user service manager, run 'memsyncd run' from your login session "
             f"(a terminal multiplexer or your desktop's autostart), or make systemd start your user manager "
@@ -188,12 +193,20 @@ class ServiceOutcome:
     error: MemsyncError | None = None
 
 
+def _reason(output: str, returncode: int) -> str:
+    """The line of systemctl's output that says what went wrong (not "Created symlink ...")."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("Created symlink", "Removed"))]
+    failed = [line for line in telling if "fail" in line.lower()]
+    return (failed or telling or [f"exit {returncode}"])[0]
+
+
 def _manager_failure(command: list[str], returncode: int, output: str, action: str, home: Path) -> MemsyncError:
     """The error for a failed service-manager call: unreachable manager (exit 5) or a unit problem (exit 1)."""
     shown = " ".join(command)
-    reason = next((line.strip() for line in output.splitlines() if line.strip()), f"exit {returncode}")
+    reason = _reason(output, returncode)
     if any(marker in output.lower() for marker in _NO_MANAGER_MARKERS):
-        return ServiceManagerError(f"'{shown}' failed: {reason}. {run_without_manager_help(home)}")
+        return ServiceManagerError(f"'{shown}' failed: {reason}. {run_without_manager_help(home, action)}")
     if action == "status" and returncode == _STATUS_UNKNOWN_UNIT:
         return ServiceNotActiveError(f"systemd does not know {SERVICE_NAME} yet; run 'systemctl --user "
                                      "daemon-reload && systemctl --user enable --now memsyncd'.")
@@ -209,16 +222,18 @@ def _call_manager(commands: list[list[str]], action: str, home: Path, lines: lis
     """Run the service-manager commands in order; stop at, and return, the first failure."""
     for command in commands:
         if shutil.which(command[0]) is None:
-            return ServiceManagerError(f"{command[0]} is not installed here, so nothing can start the service. "
-                                       + run_without_manager_help(home))
+            return ServiceManagerError(f"{command[0]} is not installed here, so nothing can "
+                                       f"{'stop' if action == 'uninstall' else 'start'} the service. "
+                                       + run_without_manager_help(home, action))
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False,
                                   timeout=SERVICE_MANAGER_TIMEOUT)
         except subprocess.TimeoutExpired:
             return ServiceManagerError(f"'{' '.join(command)}' did not answer within {SERVICE_MANAGER_TIMEOUT:.0f} s. "
-                                       + run_without_manager_help(home))
+                                       + run_without_manager_help(home, action))
         except OSError as exc:
-            return ServiceManagerError(f"cannot run {command[0]} ({exc.strerror}). " + run_without_manager_help(home))
+            return ServiceManagerError(f"cannot run {command[0]} ({exc.strerror}). "
+                                       + run_without_manager_help(home, action))
         output = done.stdout + done.stderr
         lines.append(f"$ {' '.join(command)} -> exit {done.returncode}")
         lines += [line for line in output.splitlines() if line.strip()]
@@ -227,8 +242,144 @@ def _call_manager(commands: list[list[str]], action: str, home: Path, lines: lis
     return None
 
 
-def service(action: str, *, home: Path, start: bool = True, executable: str | None = None) -> ServiceOutcome:
+# --- the unit's sandbox, where the kernel refuses part of it (status 226/NAMESPACE) ------------------
+
+EXIT_NAMESPACE = 226  # systemd: the sandbox (mount/namespace set-up) of the unit could not be applied
+DROPIN_NAME = "no-sandbox.conf"
+_RELAXED = {"ProtectSystem": "no", "ProtectHome": "no", "SystemCallFilter": "", "SystemCallArchitectures": "",
+            "RestrictAddressFamilies": "", "ReadWritePaths": ""}
+_COSTS = {
+    "ProtectKernelTunables": "the daemon could change kernel tunables in /proc/sys and /sys where your user may",
+    "ProtectKernelLogs": "the daemon could read the kernel log where your user may",
+    "ProtectKernelModules": "the daemon could load kernel modules where your user may (normally it may not)",
+    "ProtectControlGroups": "the daemon could write the cgroup tree where your user may",
+    "ProtectClock": "the daemon could set the clock where your user may (normally it may not)",
+    "ProtectHostname": "the daemon could change the hostname where your user may (normally it may not)",
+    "ProtectSystem": "the daemon could write system directories where your user may",
+    "ProtectHome": "the daemon could write anywhere in your home, not only where it needs to",
+    "PrivateTmp": "the daemon shares /tmp and /var/tmp with your other programs",
+    "ReadWritePaths": "the daemon cannot write your home: it cannot sync (move your home's roots elsewhere)",
+    "PrivateDevices": "the daemon sees the device nodes your user can see",
+    "NoNewPrivileges": "a setuid program the daemon ran could gain privileges",
+    "RestrictNamespaces": "the daemon could create namespaces",
+    "SystemCallFilter": "every system call is allowed",
+}
+
+
+def sandbox_options(unit_text: str, home: Path) -> list[tuple[str, str]]:
+    """The hardening options of a unit (key, value): the lines after its "# Hardening" comment, in [Service].
+
+    ``ReadWritePaths=`` comes first, with ``%h`` as ``home``: the daemon cannot work without it, so
+    an option that conflicts with it (``PrivateTmp=`` for a home under /var/tmp) is the one to give up.
+    """
+    options: list[tuple[str, str]] = []
+    in_hardening = False
+    for raw in unit_text.splitlines():
+        line = raw.strip()
+        if line.startswith("# Hardening"):
+            in_hardening = True
+        elif line.startswith("["):
+            in_hardening = False
+        elif in_hardening and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            if key == "ReadWritePaths":
+                options.insert(0, (key, value.replace("%h", str(home))))
+            elif key != "UMask":
+                options.append((key, value))
+    return options
+
+
+def refused_sandbox_options(options: list[tuple[str, str]], home: Path) -> list[str]:
+    """The options this kernel refuses, found by the user manager itself (``systemd-run`` of ``/bin/true``).
+
+    Options are added one at a time to the set accepted so far; one whose addition fails
+    (226/NAMESPACE) is refused, alone or in combination, and left out of the rest of the probe.
+
+    Raises:
+        ServiceManagerError: ``systemd-run`` is missing or cannot reach the user manager.
+    """
+    if shutil.which("systemd-run") is None:
+        raise ServiceManagerError("systemd-run is not installed here, so the sandbox cannot be probed. "
+                                  + run_without_manager_help(home))
+    refused: list[str] = []
+    accepted: list[str] = []
+    for key, value in options:
+        properties = [arg for option in [*accepted, f"{key}={value}"] for arg in ("-p", option)]
+        try:
+            done = subprocess.run(["systemd-run", "--user", "--wait", "--quiet", "--collect", *properties, "/bin/true"],
+                                  capture_output=True, text=True, check=False, timeout=20)
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            raise ServiceManagerError(f"probing {key}= with systemd-run failed ({exc}). "
+                                      + run_without_manager_help(home)) from None
+        output = (done.stdout + done.stderr).lower()
+        if any(marker in output for marker in _NO_MANAGER_MARKERS) or "failed to connect" in output:
+            raise ServiceManagerError(f"systemd-run could not reach your user manager: {_reason(output, 1)}. "
+                                      + run_without_manager_help(home))
+        if done.returncode != 0:
+            refused.append(key)
+        else:
+            accepted.append(f"{key}={value}")
+    return refused
+
+
+def sandbox_dropin(target: Path) -> Path:
+    """Where ``--no-sandbox`` writes its drop-in next to the unit."""
+    return target.with_name(target.name + ".d") / DROPIN_NAME
+
+
+def render_dropin(refused: list[str]) -> str:
+    """A drop-in that turns off only the refused options."""
+    lines = ["# Written by 'memsyncctl service install --no-sandbox': this kernel refuses these sandbox options",
+             "# (the unit failed with status 226/NAMESPACE). Only they are turned off; the rest of the",
+             "# hardening stays. Remove this file and run 'systemctl --user daemon-reload' to restore them.",
+             "[Service]"]
+    lines += [f"{key}={_RELAXED.get(key, 'no')}" for key in refused]
+    return "\n".join(lines) + "\n"
+
+
+def _systemctl(*args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, check=False,
+                              timeout=SERVICE_MANAGER_TIMEOUT)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def _reload_refused() -> bool:
+    """Reload the running unit; True when its ExecReload failed with 226/NAMESPACE."""
+    done = _systemctl("reload", SERVICE_NAME)
+    if done is None or done.returncode == 0:
+        return False
+    shown = _systemctl("show", "-p", "ExecReload", "--value", SERVICE_NAME)
+    return shown is not None and ("NAMESPACE" in shown.stdout or f"status={EXIT_NAMESPACE}" in shown.stdout)
+
+
+def _main_status(home: Path) -> int | None:
+    """The exit status of the unit's last main process (``ExecMainStatus``), None when unknown."""
+    try:
+        done = subprocess.run(["systemctl", "--user", "show", "-p", "ExecMainStatus", "--value", SERVICE_NAME],
+                              capture_output=True, text=True, check=False, timeout=SERVICE_MANAGER_TIMEOUT)
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    value = done.stdout.strip()
+    return int(value) if value.isdigit() else None
+
+
+def _sandbox_refused(target: Path) -> ServiceNotActiveError:
+    return ServiceNotActiveError(
+        f"{SERVICE_NAME} could not start: the kernel refused part of its sandbox (status=226/NAMESPACE: systemd "
+        "could not set up the namespaces that options such as ProtectKernelTunables= need; common in containers "
+        "and some VMs). Run 'memsyncctl service install --no-sandbox': it tries each sandbox option, turns off "
+        f"only those this kernel refuses in {sandbox_dropin(target)}, and says what that costs.",
+        title="memsyncd service cannot start here")
+
+
+def service(action: str, *, home: Path, start: bool = True, executable: str | None = None,
+            no_sandbox: bool = False) -> ServiceOutcome:
     """Install, uninstall or show the user service.
+
+    ``no_sandbox`` (install, systemd only): probe the unit's sandbox options and write a drop-in
+    turning off the ones this kernel refuses.
 
     Returns:
         The lines to print and, when the service manager failed or the service is not running,
@@ -236,6 +387,10 @@ def service(action: str, *, home: Path, start: bool = True, executable: str | No
     """
     target = service_target(home)
     lines: list[str] = []
+    if action == "install" and no_sandbox and target.suffix != ".plist":
+        error = _write_sandbox_dropin(target, home, executable, lines)
+        if error is not None:
+            return ServiceOutcome(lines, error)
     if action == "install":
         from memsyncd.config import key_file_path  # pydantic: kept off the hook's import path
 
@@ -254,7 +409,53 @@ def service(action: str, *, home: Path, start: bool = True, executable: str | No
             "the memsyncd service is not installed; install it with 'memsyncctl service install'."))
     error = _call_manager(service_commands(action, target), action, home, lines) if start or action == "status" \
         else None
+    if error is None and start and action == "install" and no_sandbox and target.suffix != ".plist":
+        error = _check_reload(target, home, lines)
+    if isinstance(error, ServiceNotActiveError) and action in ("install", "status") and target.suffix != ".plist" \
+            and _main_status(home) == EXIT_NAMESPACE:
+        error = _sandbox_refused(target)
     if action == "uninstall":
         target.unlink(missing_ok=True)
         lines.append(f"Removed {target}")
+        dropin = sandbox_dropin(target)
+        if dropin.exists():
+            dropin.unlink()
+            with contextlib.suppress(OSError):
+                dropin.parent.rmdir()
+            lines.append(f"Removed {dropin}")
     return ServiceOutcome(lines, error)
+
+
+def _check_reload(target: Path, home: Path, lines: list[str]) -> MemsyncError | None:
+    """``--no-sandbox``, service running: try a reload (SIGHUP) and say whether it works here."""
+    if not _reload_refused():
+        lines.append("Reload (SIGHUP) works: 'systemctl --user reload memsyncd' re-reads the roots and configs.")
+        return None
+    lines.append("Warning: 'systemctl --user reload memsyncd' fails here with 226/NAMESPACE (systemd cannot set up "
+                 "the sandbox, with its credential mount, for the reload's own process). The daemon runs and "
+                 "applies config.json edits by itself; after editing the roots registry by hand, use "
+                 "'systemctl --user restart memsyncd' instead of reload.")
+    return None
+
+
+def _write_sandbox_dropin(target: Path, home: Path, executable: str | None, lines: list[str]) -> MemsyncError | None:
+    """``--no-sandbox``: find the refused options and write the drop-in; lines say what it costs."""
+    unit_text = render_unit(executable or memsyncd_executable())
+    try:
+        refused = refused_sandbox_options(sandbox_options(unit_text, home), home)
+    except ServiceManagerError as exc:
+        return exc
+    if "ReadWritePaths" in refused:
+        return ServiceNotActiveError(f"systemd cannot make {home} writable for the service even without the rest of "
+                                     "its sandbox; nothing was written. Run 'memsyncd run' from your login session "
+                                     "instead.", title="memsyncd service cannot start here")
+    dropin = sandbox_dropin(target)
+    atomic_write(dropin, render_dropin(refused))
+    if refused:
+        lines.append(f"Wrote {dropin}: this kernel refuses {', '.join(k + '=' for k in refused)}; only those are "
+                     "turned off, the rest of the sandbox stays. What that costs:")
+        lines += [f"  {key}=: {_COSTS.get(key, f'the daemon runs without the {key}= restriction')}" for key in refused]
+    else:
+        lines.append(f"Wrote {dropin}: this kernel accepts every sandbox option; only the reload signal runs "
+                     "outside the sandbox. Nothing else is turned off.")
+    return None

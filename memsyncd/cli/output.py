@@ -18,6 +18,7 @@ from memsyncd.errors import (
     StateUnreadableError,
     SyncUnavailableError,
 )
+from memsyncd.terminal import escape_controls
 
 TYPE_CHECKING = False  # typing is not loaded on the fast paths; mypy reads the block
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def print_json(data: Any) -> None:
 
 def note(text: str) -> None:
     """One human line on stderr."""
-    sys.stderr.write(text.rstrip("\n") + "\n")
+    sys.stderr.write(escape_controls(text.rstrip("\n")) + "\n")
 
 
 def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
@@ -46,7 +47,7 @@ def report_error(error: MemsyncError, *, as_json: bool = False) -> int:
         sys.stdout.write(render_unavailable())
         return EXIT_UNAVAILABLE
     if isinstance(error, QueueUnreadableError | StateUnreadableError):  # the seed's SYNC ERROR block
-        sys.stdout.write(render_fatal(error))
+        sys.stdout.write(escape_controls(render_fatal(error)))
         return error.exit_code
     note(f"{PROG}: {error.title}: {error.message}" if error.message else f"{PROG}: {error.title}")
     return error.exit_code

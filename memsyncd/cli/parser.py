@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--content-hash", help="sha256 of the text, if known")
     enqueue.add_argument("--json", action="store_true")
 
+    log = sub.add_parser("log", help="the root's recent changes: time, push/pull/delete/adopt/conflict/skip, id, "
+                                     "text (first 60 characters), why")
+    log.add_argument("--since", help="only changes since this time (RFC 3339) or age (30m, 2h, 7d)")
+    log.add_argument("--limit", type=int, default=10_000, help="at most this many of the newest (default 10000)")
+    log.add_argument("--json", action="store_true")
+
     queue = sub.add_parser("queue", help="inspect or repair the sync queue")
     queue_sub = queue.add_subparsers(dest="queue_command", required=True, parser_class=_Parser)
     show = queue_sub.add_parser("show", help="print the queue")
@@ -101,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "'loginctl enable-linger $USER').")
     svc.add_argument("action", choices=["install", "uninstall", "status"])
     svc.add_argument("--no-start", action="store_true", help="only write/remove the file; do not call systemctl")
+    svc.add_argument("--no-sandbox", action="store_true",
+                     help="install: where the unit fails with 226/NAMESPACE, turn off only the sandbox options this "
+                          "kernel refuses (a drop-in; it says what that costs)")
 
     init = sub.add_parser("init", help="write config.json and the mem0 key file, then check both servers")
     init.add_argument("--local-url", help="OpenMemory URL (default http://localhost:8765)")

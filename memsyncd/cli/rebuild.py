@@ -27,12 +27,12 @@ import structlog
 from memsyncd.config import Paths, Settings, load_api_key, load_trusted_settings
 from memsyncd.engine.decide import PRIVATE_LEVEL, cloud_level, current_level
 from memsyncd.engine.syncer import Syncer
-from memsyncd.errors import DaemonError, StateUnreadableError, SyncUnavailableError
+from memsyncd.errors import DaemonError, MemsyncError, StateUnreadableError, SyncUnavailableError
 from memsyncd.ids import id_problem
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, Mapping, utc_now
 from memsyncd.store.locks import pair_run_lock
-from memsyncd.store.state import StateStore
+from memsyncd.store.state import StateStore, connect
 
 REBUILD_LOCK_WAIT_SECONDS = 10.0  # a running sync: say so soon rather than wait for it
 
@@ -150,8 +150,8 @@ def _salvage_device_id(path: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
+        db = connect(path, read_only=True, timeout=5)
+    except (sqlite3.Error, MemsyncError):
         return None
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'device_id'").fetchone()

@@ -13,6 +13,7 @@ from memsyncd.errors import (
     EXIT_PARTIAL,
     EXIT_UNREADABLE,
     AuthError,
+    LocalUnreachableError,
     MemsyncError,
     NetworkUnreachableError,
     QueueUnreadableError,
@@ -28,11 +29,21 @@ if TYPE_CHECKING:
 
 RULE = "═══════════════════════════════════════════"
 
+# C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi/line controls that can
+# reorder or hide what a terminal shows (Trojan Source): shown as escapes, never sent raw.
+
 
 def render_fatal(error: MemsyncError) -> str:
     """The seed's error blocks for run-level failures."""
     if isinstance(error, AuthError):
-        return f"SYNC ERROR: mem0 API returned {error.status or 401}\nCheck MEM0_API_KEY environment variable.\n"
+        return f"SYNC ERROR: mem0 API returned {error.status or 401}\n{_check_key(error.key_source)}\n"
+    if isinstance(error, LocalUnreachableError):  # not the network: the local server (the title names its URL)
+        return (
+            f"SYNC ERROR: {error.title}\n"
+            "Pending changes preserved in queue.\n"
+            "Will retry on next sync.\n"
+            f"({error.message})\n"
+        )
     if isinstance(error, NetworkUnreachableError):
         return (
             "SYNC ERROR: Network unreachable\n"
@@ -45,6 +56,16 @@ def render_fatal(error: MemsyncError) -> str:
                 "The file was left untouched. Fix it, or run 'memsyncctl queue repair' to move it "
                 "aside and salvage its valid entries.\n")
     return f"SYNC ERROR: {error.title}\n{error.message}\n"
+
+
+def _check_key(source: str) -> str:
+    """What to check after a 401/403: the variable or the file the key really came from."""
+    if not source or "MEM0_API_KEY" in source:
+        return "Check MEM0_API_KEY environment variable."
+    if source.startswith("$CREDENTIALS_DIRECTORY"):
+        source = "the key file the service loads (LoadCredential=, from ~/.config/memsyncd/mem0_api_key)"
+    return (f"Check the mem0 key in {source} (MEM0_API_KEY is not set); store a valid one with "
+            "'memsyncctl init --key-stdin < FILE'.")
 
 
 def render_unavailable() -> str:
@@ -190,6 +211,7 @@ def render_status(status: StatusReport | Mapping[str, Any], now: datetime | floa
         lines.append(f"Errors: {data['errors']} entries failing (see {data.get('queue_path', '')})")
     if data.get("pull_note"):
         lines.append(str(data["pull_note"]))
+    lines += render_attention(data.get("attention"))
     daemon = data.get("daemon")
     if isinstance(daemon, dict) and daemon:
         lines.append(render_daemon_line(daemon))
@@ -217,8 +239,27 @@ def host_and_port(url: str) -> str:
     return host or url
 
 
+def attention_text(problem: Mapping[str, Any]) -> str:
+    """One problem as 'title: message (since T)'."""
+    text = f"{problem.get('title') or 'problem'}: {problem.get('message') or ''}".rstrip(": ")
+    since = problem.get("since")
+    return text + (f" (since {since})" if since else "")
+
+
+def render_attention(attention: Any) -> list[str]:
+    """The "Needs attention" lines of a status (none when the list is empty or not a list)."""
+    if not isinstance(attention, list):
+        return []
+    return [f"Needs attention: {attention_text(p)}" for p in attention if isinstance(p, Mapping)]
+
+
 def render_daemon_line(daemon: dict[str, Any]) -> str:
-    """One line about the running daemon."""
+    """One line about the daemon: running (pid, uptime, next pull) or not running."""
+    if daemon.get("running") is False:
+        return ("Daemon:   not running (nothing syncs in the background; start it with 'memsyncctl service install' "
+                "or 'memsyncd run')")
+    if daemon.get("serves_root") is False:
+        return "Daemon:   running, but not serving this root (serve it with 'memsyncctl roots add')"
     state = "paused" if daemon.get("paused") else "running"
     uptime = int(daemon.get("uptime_seconds", 0))
     up = f"{uptime // 3600}h{uptime % 3600 // 60:02d}m{uptime % 60:02d}s"

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from memsyncd import wire
-from memsyncd.cli.daemon_http import DaemonSilent, NoDaemon, call_daemon
 from memsyncd.cli.output import print_json
+from memsyncd.cli.render import attention_text
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, MemsyncError, UntrustedRootError
 from memsyncd.store.paths import CONFIG_RELPATH, Paths, resolve_root, user_socket_path
 from memsyncd.store.roots import RootRegistry
+from memsyncd.terminal import escape_controls
+from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
 DAEMON_TIMEOUT_SECONDS = 10.0
 
@@ -45,7 +47,9 @@ def roots_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     removed = registry.remove(target)
     _daemon("DELETE", wire.roots_route(str(target)))
-    sys.stdout.write(f"{target}: {'removed' if removed else 'was not registered'}; its files are untouched.\n")
+    sys.stdout.write(f"{target}: {'removed' if removed else 'was not registered'}; its files are untouched. "
+                     "Hooks and 'enqueue' there will not register it again; 'memsyncctl roots add "
+                     f"{target}' does.\n")
     return EXIT_OK
 
 
@@ -110,8 +114,20 @@ def status_all_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"daemon": answer is not None, "roots": rows})
     else:
-        sys.stdout.write(render_roots(rows, daemon=answer is not None))
-    return EXIT_PARTIAL if any(row.get("problem") for row in rows) else EXIT_OK
+        sys.stdout.write(escape_controls(render_roots(rows, daemon=answer is not None)))
+    return EXIT_PARTIAL if any(_problems(row) for row in rows) else EXIT_OK
+
+
+def _problems(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Everything that needs the user in one row: its problem, and what the daemon's last runs left (once each)."""
+    candidates = [row.get("problem")] + (row["attention"] if isinstance(row.get("attention"), list) else [])
+    found: list[dict[str, Any]] = []
+    for problem in candidates:
+        if isinstance(problem, dict) and all((p.get("title"), p.get("message")) != (problem.get("title"),
+                                                                                   problem.get("message"))
+                                             for p in found):
+            found.append(problem)
+    return found
 
 
 def _local_summary(root: Path) -> dict[str, Any]:
@@ -165,7 +181,7 @@ def render_roots(rows: list[dict[str, Any]], *, daemon: bool) -> str:
         return "No roots registered. Add one with 'memsyncctl roots add DIR'.\n"
     lines = [f"{len(rows)} root(s); daemon {'running' if daemon else 'not running (figures from the files)'}"]
     for row in rows:
-        status, problem = row.get("status"), row.get("problem")
+        status = row.get("status")
         if status:
             pull = status.get("pending_pull")
             figures = (f"push {status.get('pending_push', 0)}, pull {'?' if pull is None else pull}, "
@@ -173,6 +189,7 @@ def render_roots(rows: list[dict[str, Any]], *, daemon: bool) -> str:
                        f"last sync {status.get('last_sync') or 'never'}")
         else:
             figures = "no figures"
-        health = "ok" if not problem else f"NEEDS ATTENTION: {problem.get('title')}: {problem.get('message', '')}"
+        problems = _problems(row)
+        health = "\n      ".join(f"Needs attention: {attention_text(p)}" for p in problems) if problems else "ok"
         lines.append(f"  {row['root']}\n      {health}\n      {figures}")
     return "\n".join(lines) + "\n"

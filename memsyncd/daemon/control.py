@@ -5,13 +5,16 @@ Routes (v1): ``GET /v1/health``, ``GET /v1/status``, ``POST /v1/sync``,
 ``POST /v1/queue``, ``POST /v1/pause``, ``POST /v1/resume``, ``GET /v1/metrics``, and
 ``GET|POST|DELETE /v1/roots``. Every route that concerns a root names it with ``?root=/abs/path``
 (optional while the daemon serves one root); ``POST /v1/queue`` for a root the daemon does not
-serve yet registers it and serves it from then on.
+serve yet registers it and serves it from then on, unless it was removed with ``roots remove``
+(404 ``RootNotServedError``: the client writes the queue file itself). ``POST /v1/roots`` takes
+``{"path", "auto"?}``: ``auto`` true (the hook) respects that ignore list, false (``roots add``) clears it.
 Errors are ``{"error": {"type", "title", "message"}}`` with a 4xx/5xx status; the
 client rebuilds them from the fixed registry in :mod:`memsyncd.errors`. A body that is not
 JSON (including nesting too deep to decode) is a 400; an unexpected exception in a route is a
 500 with a short JSON error, its traceback only in the daemon's log (secrets redacted there).
-``POST /v1/queue`` answers 503 ``QueueBusyError`` when another process holds the queue lock
-for longer than a couple of seconds (the client then writes the queue itself).
+``POST /v1/queue`` spools the entry (``"spooled": true``, :mod:`memsyncd.store.spool`) when another process
+holds the queue lock for more than a moment, and answers 503 ``QueueBusyError`` only when even that
+fails (the client then falls back itself).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class RootApi(Protocol):
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
     async def resolve(self, conflict_id: int, keep: wire.Keep, text: str | None) -> dict[str, Any]: ...
-    async def enqueue(self, entry: QueueEntry) -> None: ...
+    async def enqueue(self, entry: QueueEntry) -> bool | None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
 
@@ -66,9 +69,10 @@ class DaemonApi(Protocol):
     """What the control API needs from the daemon: its roots, and the process's own answers."""
 
     def service_for(self, root: str | None) -> RootApi: ...
-    async def register(self, root: str) -> RootApi: ...
+    async def register(self, root: str, *, auto: bool = True) -> RootApi: ...
     async def remove_root(self, root: Path) -> bool: ...
     async def roots_summary(self) -> list[dict[str, Any]]: ...
+    def root_problem(self, root: str | None) -> dict[str, Any] | None: ...
     def health(self, root: str | None = None) -> dict[str, Any]: ...
     async def metrics_text(self, root: str | None = None) -> str: ...
 
@@ -112,6 +116,7 @@ class ControlApi:
         self.daemon = daemon
 
     async def __call__(self, request: Request) -> Response:
+        log.debug("control.request", method=request.method, path=request.path, root=request.query.get("root"))
         try:
             return await self._route(request)
         except BadRequest as exc:
@@ -139,6 +144,9 @@ class ControlApi:
             return await self._roots(method, request, root)
         if method == "GET" and path == wire.STATUS:
             status = await self.daemon.service_for(root).status()
+            problem = self.daemon.root_problem(root)
+            if problem is not None:  # e.g. a rejected config.json while the last good one runs
+                status.attention.insert(0, problem)
             status.daemon = self.daemon.health(root)
             return Response.json(status.to_json())
         if method == "GET" and path == wire.CONFLICTS:
@@ -168,10 +176,13 @@ class ControlApi:
         if method == "GET":
             return Response.json({"roots": await self.daemon.roots_summary()})
         if method == "POST":
-            target = _object(request).get("path")
+            body = _object(request)
+            target, auto = body.get("path"), body.get("auto", False)
             if not isinstance(target, str) or not target.startswith("/"):
                 return _bad('"path" must be the absolute path of a project directory (the one holding .claude/)')
-            await self.daemon.register(target)
+            if not isinstance(auto, bool):
+                return _bad('"auto" must be true (a client wrote its queue) or false (roots add)')
+            await self.daemon.register(target, auto=auto)
             return Response.json({"root": target, "served": True}, status=201)
         if method == "DELETE":
             if root is None:
@@ -210,9 +221,9 @@ class ControlApi:
         except RootNotServedError:
             if root is None:
                 raise
-            service = await self.daemon.register(root)  # a client wrote this root's queue: serve it from now on
-        await service.enqueue(entry)
-        return Response.json({"queued": memory_id, "action": action}, status=202)
+            service = await self.daemon.register(root, auto=True)  # a client wrote its queue: serve it from now on
+        spooled = bool(await service.enqueue(entry))
+        return Response.json({"queued": memory_id, "action": action, "spooled": spooled}, status=202)
 
     async def _resolve(self, conflict_id: int, request: Request, root: str | None) -> Response:
         body = _object(request)

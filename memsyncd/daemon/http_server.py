@@ -16,6 +16,15 @@ Behaviour worth knowing:
   :class:`ResetConnection` aborts the TCP connection with an RST.
 * ``peer_check`` (if given) is called with the peer uid (``SO_PEERCRED`` on
   Unix sockets, ``None`` on TCP); ``False`` → ``403`` and close.
+* ``max_connections`` (if given) caps the connections served at once; one more is
+  answered ``503`` and closed at once, so idle or half-sent clients cannot use up the
+  process's file descriptors.
+* ``request_deadline`` (if given) is a total deadline for receiving one request, from
+  the moment the server waits for it (idle keep-alive time included) to its last body
+  byte; a client still sending at the deadline gets ``408`` and is closed.
+* Errors accepting a connection (``EMFILE`` and friends, which asyncio reports once per
+  retry) are logged once per burst, without a traceback, with the count of the
+  previous burst (:func:`quiet_accept_errors`).
 * A client that disconnects while its handler runs does not cancel the
   handler (a sync started over the control socket must not be torn down by a
   Ctrl-C in the CLI); the handler can await :meth:`Request.wait_disconnected`.
@@ -33,7 +42,7 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -55,6 +64,47 @@ READ_CHUNK = 65536
 MAX_HEADER_BYTES = 64 * 1024
 KEEPALIVE_TIMEOUT_S = 75.0
 CLOSE_GRACE_S = 2.0
+ACCEPT_BURST_S = 60.0  # accept errors closer together than this are one burst: logged once
+_BUSY_BODY = b'{"detail": "Too many connections; retry in a moment"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+         b"content-length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+
+
+class _AcceptErrorFilter:
+    """A loop exception handler that turns asyncio's accept-error reports into one log line per burst."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.burst_started: float | None = None
+        self.last: float = 0.0
+        self.count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if not message.startswith("socket.accept() out of system resource"):
+            if self.previous is not None:
+                self.previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = loop.time()
+        exc = context.get("exception")
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        if self.burst_started is None or now - self.last > ACCEPT_BURST_S:
+            if self.count > 1:
+                log.warning("accept errors: %d in the previous burst", self.count)
+            log.error("cannot accept connections: %s (the process is out of file descriptors or memory); "
+                      "retrying every second, further errors of this burst are not logged", reason)
+            self.burst_started, self.count = now, 0
+        self.count += 1
+        self.last = now
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Install (once per loop) the handler that logs accept errors once per burst, never as a storm."""
+    current = loop.get_exception_handler()
+    if not isinstance(current, _AcceptErrorFilter):
+        loop.set_exception_handler(_AcceptErrorFilter(current))
 
 
 class BadRequest(Exception):
@@ -113,11 +163,16 @@ class Request:
 
 @dataclass
 class Response:
-    """An HTTP response; the server adds ``content-length`` itself."""
+    """An HTTP response; the server adds ``content-length`` itself.
+
+    With ``stream`` set, ``body`` is ignored and the chunks are sent as they come (chunked
+    transfer encoding), so a test server can trickle or flood an answer without holding it.
+    """
 
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -176,8 +231,12 @@ class HTTPServer:
         name: str = "http",
         max_body: int = 10 * 2**20,
         peer_check: Callable[[int | None], bool] | None = None,
+        max_connections: int | None = None,
+        request_deadline: float | None = None,
     ) -> None:
         self._handler = handler
+        self._max_connections = max_connections
+        self._request_deadline = request_deadline
         self._name = name
         self._max_body = max_body
         self._peer_check = peer_check
@@ -192,6 +251,7 @@ class HTTPServer:
         Returns:
             The bound port.
         """
+        quiet_accept_errors(asyncio.get_running_loop())
         server = await asyncio.start_server(self._on_connection, host, port, reuse_address=True)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -208,6 +268,7 @@ class HTTPServer:
             os.unlink(path)
         # bind, then narrow the mode before listen(): nobody can connect in between
         # (no process-wide umask change, which would race with other threads)
+        quiet_accept_errors(asyncio.get_running_loop())
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
@@ -245,6 +306,12 @@ class HTTPServer:
         if self._closing:
             writer.close()
             return
+        if self._max_connections is not None and len(self._connections) >= self._max_connections:
+            with contextlib.suppress(Exception):
+                writer.write(_BUSY)
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            return
         self._connections.add(task)
         try:
             await _Connection(self, reader, writer).serve()
@@ -276,7 +343,7 @@ class _Connection:
     async def serve(self) -> None:
         while True:
             try:
-                request = await self._read_request()
+                request = await self._read_request_in_time()
             except _ClientGone:
                 return
             except h11.RemoteProtocolError as exc:
@@ -316,6 +383,17 @@ class _Connection:
             if event is h11.PAUSED:
                 raise _ClientGone  # cannot happen in our cycle discipline
             return event
+
+    async def _read_request_in_time(self) -> Request:
+        deadline = self.server._request_deadline
+        if deadline is None:
+            return await self._read_request()
+        try:
+            async with asyncio.timeout(deadline):
+                return await self._read_request()
+        except TimeoutError:
+            await self._send_error(408, f"Request not received within {deadline:g} s")
+            raise _ClientGone from None
 
     async def _read_request(self) -> Request:
         event = await self._next_event(KEEPALIVE_TIMEOUT_S)
@@ -414,8 +492,11 @@ class _Connection:
         self.writer.transport.abort()
 
     async def _send(self, response: Response, *, head: bool = False, close: bool = False) -> bool:
-        headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
-        headers.append(("content-length", str(len(response.body))))
+        headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "transfer-encoding")]
+        if response.stream is not None and not head:
+            headers.append(("transfer-encoding", "chunked"))
+        else:
+            headers.append(("content-length", str(len(response.body))))
         if close:
             headers.append(("connection", "close"))
         try:
@@ -424,7 +505,11 @@ class _Connection:
             reason = b""
         try:
             self.writer.write(self.conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)))
-            if response.body and not head:
+            if response.stream is not None and not head:
+                async for chunk in response.stream:
+                    self.writer.write(self.conn.send(h11.Data(data=chunk)))
+                    await self.writer.drain()
+            elif response.body and not head:
                 self.writer.write(self.conn.send(h11.Data(data=response.body)))
             self.writer.write(self.conn.send(h11.EndOfMessage()))
             await self.writer.drain()

@@ -56,6 +56,8 @@ log = structlog.get_logger("memsyncd.daemon")
 
 SHUTDOWN_BUDGET_SECONDS = 10.0
 ROOT_STOP_SECONDS = 8.0  # a root whose config changed: let its run finish this long, then cancel it
+CONTROL_MAX_CONNECTIONS = 64  # control-socket connections served at once; more get 503 and are closed
+CONTROL_REQUEST_DEADLINE_S = 10.0  # a control request must arrive whole within this (half-sent ones are closed)
 CONFIG_SETTLE_SECONDS = 0.2  # editors write a config in several steps: reload once they are done
 
 
@@ -85,7 +87,8 @@ class Daemon:
         self.single_root = single_root
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.observer = Observer()
-        self.server = HTTPServer(ControlApi(self), name="control", peer_check=self._peer_allowed)
+        self.server = HTTPServer(ControlApi(self), name="control", peer_check=self._peer_allowed,
+                                 max_connections=CONTROL_MAX_CONNECTIONS, request_deadline=CONTROL_REQUEST_DEADLINE_S)
         self.started_monotonic = time.monotonic()
         self.roots: dict[Path, _Root] = {}
         self._stop = asyncio.Event()
@@ -168,12 +171,16 @@ class Daemon:
             sd_notify(f"STATUS=Roots registry unreadable: {exc.message[:200]}")
             return list(self.roots)
 
-    async def add_root(self, root: Path, *, register: bool = True) -> _Root:
-        """Serve ``root`` (registering it first when asked); a root that cannot start is kept with its problem."""
+    async def add_root(self, root: Path, *, register: bool = True, auto: bool = False) -> _Root:
+        """Serve ``root`` (registering it first when asked); a root that cannot start is kept with its problem.
+
+        Raises:
+            RootNotServedError: ``auto`` (a client wrote its queue) and the root was removed by hand.
+        """
         root = Path(root).resolve()
         if register and self.registry is not None:
             registry = self.registry
-            await asyncio.to_thread(registry.add, root)
+            await asyncio.to_thread(lambda: registry.add(root, auto=auto))
         held = self.roots.get(root)
         if held is None:
             held = _Root(Paths(root))
@@ -351,14 +358,18 @@ class Daemon:
             raise RootNotServedError(f"this daemon does not serve {root}; add it with 'memsyncctl roots add {root}'.")
         return held
 
-    async def register(self, root: str) -> RootService:
-        """Serve ``root`` from now on (auto-registration by a client that wrote its queue)."""
+    async def register(self, root: str, *, auto: bool = True) -> RootService:
+        """Serve ``root`` from now on: by hand (``roots add``), or ``auto`` when a client wrote its queue.
+
+        Raises:
+            RootNotServedError: a single-root daemon, or ``auto`` for a root removed with ``roots remove``.
+        """
         path = Path(root).resolve()
         if self.single_root is not None and path != self.single_root.root:
             raise RootNotServedError(f"this daemon serves only {self.single_root.root} (memsyncd run --root).")
         if path not in self.roots:  # never registered from a client's say-so unless the user trusted the config
             await asyncio.to_thread(require_trusted, path)
-        held = await self.add_root(path)
+        held = await self.add_root(path, auto=auto)
         return self.service_for(str(held.paths.root))
 
     def health(self, root: str | None = None) -> dict[str, Any]:
@@ -377,6 +388,13 @@ class Daemon:
             answer["root"] = str(held.paths.root)
         return answer
 
+    def root_problem(self, root: str | None) -> dict[str, Any] | None:
+        """The root's own problem (a rejected config while the last good one runs), with its time; None if none."""
+        held = self._held(root)
+        if held.problem is None:
+            return None
+        return {**held.problem.to_dict(), "since": held.problem_since}
+
     async def roots_summary(self) -> list[dict[str, Any]]:
         """One line of facts per root for ``memsyncctl status --all`` (no network)."""
         summaries = []
@@ -384,8 +402,11 @@ class Daemon:
             entry: dict[str, Any] = {"root": str(held.paths.root), "id": root_id(held.paths.root),
                                      "problem": held.problem.to_dict() if held.problem else None,
                                      "problem_since": held.problem_since}
+            entry["attention"] = [] if held.problem is None else [{**held.problem.to_dict(),
+                                                                     "since": held.problem_since}]
             if held.service is not None:
                 entry["health"] = held.service.health()
+                entry["attention"] += held.service.attention()
                 try:
                     entry["status"] = (await held.service.status()).to_json()
                 except MemsyncError as exc:
@@ -414,6 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_if_user_daemon_serves(root: Path) -> None:
+    """``memsyncd run --root P`` while the user's daemon already serves P: say so (both would sync P in turns)."""
+    from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
+
+    try:
+        answer = call_daemon(user_socket_path(), "GET", "/v1/roots", timeout=2.0).object()
+    except (NoDaemon, DaemonSilent, MemsyncError, OSError):
+        return
+    served = {str(row.get("root")) for row in answer.get("roots", []) if isinstance(row, dict)}
+    if str(root) in served:
+        sys.stderr.write(
+            f"memsyncd: warning: the user daemon ({user_socket_path()}) already serves {root}; two daemons "
+            "would sync it in turns and memsyncctl talks to this one. Stop one of them: "
+            f"'memsyncctl roots remove {root}' (the user daemon stops serving it), or stop this one.\n")
+        log.warning("root.served_twice", root=str(root), user_socket=str(user_socket_path()))
+
+
 def run_main(argv: Sequence[str]) -> int:
     """Entry point of ``memsyncd run``."""
     args = build_parser().parse_args(list(argv))
@@ -424,6 +462,7 @@ def run_main(argv: Sequence[str]) -> int:
             paths = Paths(resolve_root(args.root))
             require_trusted(paths.root)  # an untrusted config never gets the key: exit 2 at once
             load_settings(paths)  # a bad config of the one root: exit 2 at once, as always
+            _warn_if_user_daemon_serves(paths.root)
             lock = PidLock(paths.state.with_name("memsyncd.pid"))
             socket_path = Path(args.socket) if args.socket else default_socket_path(paths.root)
         else:

@@ -6,8 +6,10 @@ Threads and what they may block on:
   waits on a file lock, an fsync or SQLite;
 * the engine thread (:class:`~memsyncd.daemon.engine_thread.EngineThread`) runs the ``Syncer``: runs,
   conflict resolution, the root's run lock;
-* worker threads write the queue for ``POST /v1/queue`` (lock wait bounded, then
-  ``QueueBusyError``) and read counts and conflicts for ``status``/``conflicts``/``metrics``
+* worker threads write the queue for ``POST /v1/queue`` (lock wait bounded, then the entry
+  goes to the per-user spool, :mod:`memsyncd.store.spool`, drained into the queue once the lock is
+  free; ``QueueBusyError`` only when even the spool cannot be written) and read counts and
+  conflicts for ``status``/``conflicts``/``metrics``
   through their own SQLite connection;
 * watchdog's observer thread reads the queue on each change and wakes the control loop only
   when it holds an entry no run has seen yet, so the daemon's own queue writes never trigger it.
@@ -45,6 +47,7 @@ from memsyncd.engine.report import ReconcileReport, StatusReport, SyncReport
 from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import MemsyncError, QueueBusyError, SyncUnavailableError, UsageError
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.store import spool
 from memsyncd.store.locks import pair_run_lock
 from memsyncd.store.paths import root_id
 from memsyncd.store.queue import QueueStore
@@ -58,7 +61,9 @@ QueueKey = tuple[str, str, str, str | None]
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
 RUN_LOCK_WAIT_SECONDS = 600.0
-QUEUE_LOCK_WAIT_SECONDS = 2.0  # POST /v1/queue: longest wait for another process's queue lock
+QUEUE_LOCK_WAIT_SECONDS = 0.25  # POST /v1/queue: longest wait for another process's queue lock, then the spool
+SPOOL_RETRY_MIN_SECONDS = 0.5  # draining the spool while the queue lock stays busy: first pause ...
+SPOOL_RETRY_MAX_SECONDS = 30.0  # ... doubling up to this
 QUEUE_WRITE_BOUND_SECONDS = QUEUE_LOCK_WAIT_SECONDS + 1.5  # ... plus the write and its fsyncs
 
 
@@ -117,6 +122,11 @@ class RootService:
         # the running sync's progress, set on the engine thread (whole-object swaps), read by health()
         self._progress: dict[str, Any] | None = None
         syncer.progress = self._on_progress
+        self._draining = False  # a _drain_spool task runs (control loop only)
+        self._drain_again = False  # something was spooled since that task last looked
+        # what the last runs left for the user (kind -> problem with "since"), and when a run last synced
+        self._attention: dict[str, dict[str, Any]] = {}
+        self._last_run_at: str | None = None
 
     def _job(self, name: str) -> str:
         return f"{self.id}:{name}"
@@ -138,6 +148,7 @@ class RootService:
                                max_instances=1, coalesce=True)
         # whatever was queued while we were down, and a first "memories to pull" figure
         self._spawn(self._scheduled(frozenset({PUSH, PREVIEW}), "start"))
+        self.start_spool_drain()  # ids spooled while the lock was busy and no daemon ran
 
     async def stop(self, deadline: float) -> None:
         """Stop by ``deadline`` (``time.monotonic()``): no new work, let the run finish or cancel it."""
@@ -232,8 +243,36 @@ class RootService:
         report = outcome.report
         self.metrics.record(report, time.time())
         self._remember_pull(kinds, outcome)
+        self._remember_outcome(report, outcome.preview_error)
         self._after_run(report)
         return report
+
+    def _remember_outcome(self, report: SyncReport, preview_error: MemsyncError | None) -> None:
+        """Keep what needs the user from this run (or clear it), and when it last synced."""
+        fatal = report.fatal or preview_error
+        if fatal is not None and not isinstance(fatal, SyncUnavailableError):
+            self._set_attention("run", fatal)
+        elif not report.dry_run or report.mode == "pull":  # a run (or a pull count) that reached its servers
+            self._attention.pop("run", None)
+        if report.reconcile is not None:
+            if report.reconcile.refused:
+                self._set_attention("reconcile", MemsyncError(
+                    report.reconcile.refused + " Look at what was deleted in the cloud; to accept it, raise "
+                    "sync.max_delete_fraction in config.json for one sync.", title="cloud deletions refused"))
+            else:
+                self._attention.pop("reconcile", None)
+        synced = report.pull is not None or (report.push is not None and report.push.attempted > 0)
+        if fatal is None and not report.dry_run and synced:
+            self._last_run_at = format_ts(utc_now().replace(microsecond=0))
+
+    def _set_attention(self, kind: str, error: MemsyncError) -> None:
+        known = self._attention.get(kind)
+        since = known["since"] if known and known.get("message") == error.message else format_ts(utc_now())
+        self._attention[kind] = {**error.to_dict(), "since": since}
+
+    def attention(self) -> list[dict[str, Any]]:
+        """What needs the user in this root, from the last runs (memory only)."""
+        return list(self._attention.values())
 
     def _remember_pull(self, kinds: frozenset[str], outcome: _RunOutcome) -> None:
         """Keep "memories to pull" from this run: what a real pull left, or the dry-run count."""
@@ -345,16 +384,18 @@ class RootService:
             note = (f"(cloud not checked: {self._pull_error.title})" if self._pull_error is not None
                     else "(not counted yet: the daemon counts at its first pull)")
         as_of = self._to_pull_as_of
+        last_sync = max((t for t in (doc.last_sync, self._last_run_at) if t), default=None)
         return StatusReport(
             local_url=self.settings.local.url,
             cloud_configured=True,
             pending_push=len(coalesce(doc.pending)),
             pending_pull=self._to_pull,
             conflicts=conflicts,
-            last_sync=doc.last_sync,
+            last_sync=last_sync,
             errors=len(doc.sync_errors),
             queue_path=str(self.paths.queue),
             pull_note=note,
+            attention=self.attention(),
             to_pull_as_of=format_ts(as_of.replace(microsecond=0)) if as_of is not None else None,
             pull_interval_seconds=math.ceil(self.settings.sync.pull_interval_seconds),
         )
@@ -389,28 +430,81 @@ class RootService:
         return await self.coordinator.exclusive(lambda: self.engine.call(
             self._with_run_lock(lambda: self.syncer.resolve(conflict_id, keep, text))))
 
-    async def enqueue(self, entry: QueueEntry) -> None:
-        """Append to the queue on a worker thread; ``QueueBusyError`` when another process holds the lock.
+    async def enqueue(self, entry: QueueEntry) -> bool:
+        """Append to the queue on a worker thread; True when it went to the spool instead (lock busy).
 
-        The watchdog event of this write starts the push. A write already waiting on the lock when
-        the bound passes may still land (its lock wait is bounded too); the client's fallback then
-        adds a second entry for the same id, which coalesces with it (one push).
+        The watchdog event of the queue write starts the push. When another process holds the
+        queue lock past ``QUEUE_LOCK_WAIT_SECONDS`` (another user, a stuck script), the entry is
+        spooled (durable) and drained into the queue once the lock is free: the client never waits
+        long and the id is never dropped. ``QueueBusyError`` only when even the spool cannot be
+        written, or the write did not finish within the bound; a write already waiting when the
+        bound passes may still land, and the client's fallback then adds a second entry for the
+        same id, which coalesces with it (one push).
         """
         abandoned = threading.Event()
 
-        def write() -> None:
-            if not abandoned.is_set():  # still waiting for a worker when we gave up: the client writes it
+        def write() -> bool:
+            if abandoned.is_set():  # still waiting for a worker when we gave up: the client writes it
+                return False
+            try:
                 self._api_queue.enqueue(entry)
+            except QueueBusyError:
+                try:
+                    where = spool.write(self.paths.root, [entry])
+                except (MemsyncError, OSError) as exc:
+                    log.error("spool.unwritable", error=str(exc))
+                    raise QueueBusyError(
+                        f"another process holds the sync queue lock ({self.paths.queue_lock}) and the spool "
+                        f"cannot be written ({exc}); {entry.id} was not queued. Retry, or write the queue "
+                        "directly with 'memsyncctl --no-daemon enqueue'.") from None
+                log.warning("queue.busy_spooled", id=entry.id, spool=str(where), lock=str(self.paths.queue_lock))
+                return True
+            return False
 
         written = asyncio.get_running_loop().run_in_executor(self._queue_writer, write)
         try:
-            await asyncio.wait_for(asyncio.shield(written), QUEUE_WRITE_BOUND_SECONDS)
+            spooled = await asyncio.wait_for(asyncio.shield(written), QUEUE_WRITE_BOUND_SECONDS)
         except TimeoutError:  # the lock wait (filelock.Timeout is a TimeoutError) or the bound above
             abandoned.set()
             raise QueueBusyError(
                 f"another process holds the sync queue lock ({self.paths.queue_lock}); the daemon did not "
                 f"queue {entry.id} within {QUEUE_LOCK_WAIT_SECONDS:g} s. Retry, or write the queue directly "
                 "with 'memsyncctl --no-daemon enqueue'.") from None
+        if spooled:
+            self.start_spool_drain()
+        return spooled
+
+    def start_spool_drain(self) -> None:
+        """Drain this root's spool into the queue, retrying with backoff while the queue lock stays busy."""
+        self._drain_again = True
+        if not self._draining and not self._stopping:
+            self._draining = True
+            self._spawn(self._drain_spool())
+
+    async def _drain_spool(self) -> None:
+        delay = SPOOL_RETRY_MIN_SECONDS
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopping:
+                self._drain_again = False
+                try:
+                    result = await loop.run_in_executor(self._queue_writer, spool.drain, self.paths.root, self.queue)
+                except MemsyncError as exc:  # the lock is still busy, or the queue cannot be written: later
+                    log.info("spool.waiting", error=str(exc), retry_in_seconds=delay)
+                else:
+                    if result.moved or result.files:
+                        log.info("spool.drained", entries=len(result.moved), files=result.files)
+                    for path in result.rejected:
+                        log.error("spool.rejected", path=path, hint="not a spool file of this root; renamed *.rejected")
+                    left = await loop.run_in_executor(self._queue_writer, spool.pending_files, self.paths.root)
+                    if not left and not self._drain_again:
+                        return
+                    if not left:
+                        continue
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SPOOL_RETRY_MAX_SECONDS)
+        finally:
+            self._draining = False
 
     def pause(self) -> None:
         """Stop background runs (API-requested runs still work)."""

@@ -8,7 +8,8 @@ import os
 import socket
 from pathlib import Path
 
-from memsyncd.errors import AlreadyRunningError
+from memsyncd.errors import AlreadyRunningError, FileAccessError, MemsyncError
+from memsyncd.store import safe_files
 
 
 class PidLock:
@@ -21,15 +22,24 @@ class PidLock:
     def holder(self) -> int | None:
         """The pid written by the current holder, if readable."""
         try:
-            text = self.path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            text = (safe_files.read_bytes(self.path) or b"").decode("ascii").strip()
+        except (OSError, UnicodeDecodeError, MemsyncError):
             return None
         return int(text) if text.isdigit() else None
 
     def acquire(self) -> None:
-        """Take the lock or raise ``AlreadyRunningError`` naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock or raise ``AlreadyRunningError`` naming the holder.
+
+        Raises:
+            AlreadyRunningError: another process holds it.
+            SymlinkRefusedError: the pid file (or a directory from ``.claude`` down) is a symlink; nothing
+                is truncated.
+            FileAccessError: it cannot be created or opened.
+        """
+        try:
+            fd = safe_files.open_file(self.path, os.O_RDWR | os.O_CREAT)  # never through a symlink; 0600
+        except OSError as exc:
+            raise FileAccessError.from_os_error(exc, self.path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -11,6 +11,7 @@ starve the push.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,8 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
+
+from memsyncd.store import safe_files
 
 log = structlog.get_logger("memsyncd.daemon.watcher")
 
@@ -121,8 +124,8 @@ class FileWatcher:
         self._watch: ObservedWatch | None = None
 
     def start(self) -> None:
-        """Begin watching (creates the directory if needed)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Begin watching (creates the directory 0700 if needed, never through a symlink: SymlinkRefusedError)."""
+        os.close(safe_files.open_dir_fd(self.path.parent))
         self._watch = self._observer.schedule(self._handler, str(self.path.parent), recursive=False)
         if self._own:
             self._observer.daemon = True

@@ -6,10 +6,13 @@ whole, so ``{"fault": null}`` clears everything. The :class:`FaultInjector`
 turns a spec into one :class:`Decision` per request:
 
 * ``latency_ms`` delays every API request;
-FAULT_KINDS: tuple[str, ...] = (
-    "401", "403", "404", "422", "429", "500", "502", "503", "timeout", "reset", "malformed-200",
-    "unexpected-shape-200", "400-echo", "echo",
-)
+* ``fault`` (one of ``FAULT_KINDS``) hits the requests whose target or body contains ``match``
+  (all when unset), ``count`` times or until cleared;
+* misbehaving servers (issue 15 item 9): ``redirect`` (a 307 elsewhere), ``huge-body`` (a 200
+  whose body never ends: 1 GB streamed), ``trickle`` (a 200 whose body comes one byte every
+  0.2 s), and, on listing routes only (others answer normally), ``repeat-page`` (every page
+  is page 1, ``next`` always set) and ``endless-next`` (``next`` never ends: past the last page
+  the pages start again);
 * otherwise ``fail_rate`` turns that fraction of requests into 500s, drawn
   from a seedable RNG so runs are reproducible.
 
@@ -24,12 +27,13 @@ import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "Decision", "FaultInjector", "FaultSpec", "FaultSpecError"]
+__all__ = ["FAULT_KINDS", "LISTING_FAULTS", "Decision", "FaultInjector", "FaultSpec", "FaultSpecError"]
 
 FAULT_KINDS: tuple[str, ...] = (
     "401", "403", "404", "422", "429", "500", "502", "503", "timeout", "reset", "malformed-200",
-    "unexpected-shape-200", "400-echo", "echo",
+    "unexpected-shape-200", "400-echo", "echo", "redirect", "huge-body", "trickle", "repeat-page", "endless-next",
 )
+LISTING_FAULTS: frozenset[str] = frozenset({"repeat-page", "endless-next"})
 _SPEC_KEYS = frozenset({"fault", "count", "match", "retry_after", "latency_ms", "fail_rate", "seed"})
 
 

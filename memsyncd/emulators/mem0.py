@@ -22,12 +22,14 @@ pages; ``{"error": ...}`` for validation and missing memories; an HTML page
 for unknown URLs and server errors. Admin: ``POST /_admin/add_mode``
 ``{"mode": "immediate"|"queued", "delay_ms"?, "shape"?, "fail_match"?, "dedup"?}``
 (``dedup``: ``"empty"`` (default) | ``"existing"`` | ``"off"``, how an ``infer: false``
-repeat of text already stored in the same scope is answered; see ``AddMode``).
+repeat of text already stored in the same scope is answered; see ``AddMode``); ``POST /_admin/limits``
+``{"max_text_chars": N}`` (a longer memory text is refused with 400, default 100,000).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import math
@@ -58,6 +60,10 @@ MEMORY_NOT_FOUND = "Memory not found!"
 BAD_MEMORY_ID = "memory_id should be a valid UUID"
 EVENT_NOT_FOUND = "Event not found or you don't have permission to access it."
 BATCH_LIMIT = 1000
+# The platform documents no size limit for a memory's text; the emulator assumes one (100,000
+# characters by default, switchable with POST /_admin/limits) and refuses longer texts with a 400
+# validation error, as the platform's serializers do for an over-long field.
+DEFAULT_MAX_TEXT_CHARS = 100_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
 _HTML_404 = (
@@ -124,6 +130,8 @@ class Mem0Emulator(EmulatorService):
         r.add("DELETE", "/v2/entities/{entity_type}/{entity_id}/", self._delete_entity)
         r.add("GET", "/v1/event/{event_id}/", self._event)
         r.add("GET", "/v1/events/", self._events)
+        self.max_text_chars = DEFAULT_MAX_TEXT_CHARS
+        self.admin.add("POST", "/_admin/limits", self._admin_limits)
         self.admin.add("GET", "/_admin/add_mode", self._admin_get_add_mode)
         self.admin.add("POST", "/_admin/add_mode", self._admin_add_mode)
 
@@ -175,6 +183,29 @@ class Mem0Emulator(EmulatorService):
 
     def reset_data(self) -> None:
         self.store.reset()
+
+    def is_listing(self, request: Request) -> bool:
+        return request.method == "POST" and request.path == "/v3/memories/"
+
+    async def misbehaving_listing(self, request: Request, fault: str) -> Response:
+        """``repeat-page``: every page is page 1; ``endless-next``: pages cycle. ``next`` is always set."""
+        asked = int(request.query["page"]) if request.query.get("page", "").isdigit() else 1
+        first = await self.route(dataclasses.replace(request, query={**request.query, "page": "1"}))
+        if first.status != 200:
+            return first
+        body = json.loads(first.body)
+        if fault == "endless-next" and asked > 1:
+            size = max(len(body.get("results") or []), 1)
+            pages = max(1, math.ceil(int(body.get("count") or 0) / size))
+            again = await self.route(dataclasses.replace(
+                request, query={**request.query, "page": str((asked - 1) % pages + 1)}))
+            if again.status != 200:
+                return again
+            body = json.loads(again.body)
+        host = request.headers.get("host", "127.0.0.1")
+        query = urlencode({**request.query, "page": str(asked + 1)})
+        body["next"] = f"http://{host}{request.path}?{query}"
+        return Response.json(body)
 
     def shutdown(self) -> None:
         """Cancel queued-add timers (the loop is going away)."""
@@ -293,9 +324,16 @@ class Mem0Emulator(EmulatorService):
             raise Reply(_error(ENTITY_REQUIRED))
         return messages, entities
 
+    def _check_text_size(self, text: str) -> None:
+        if len(text) > self.max_text_chars:
+            raise Reply(_error(f"Memory text is too long: {len(text)} characters; the limit is "
+                               f"{self.max_text_chars} characters."))
+
     async def _add(self, request: Request, params: dict[str, str]) -> Response:
         body = self._body(request)
         messages, entities = self._validate_add(body)
+        for message in messages:
+            self._check_text_size(message["content"])
         mode = self.store.add_mode
         if mode.mode == "queued":
             event = self.store.new_event(body)
@@ -362,6 +400,8 @@ class Mem0Emulator(EmulatorService):
             return _error("At least one of text, metadata, timestamp, or expiration_date must be provided.")
         if text is not None and not isinstance(text, str):
             return _error("text must be a string.")
+        if text is not None:
+            self._check_text_size(text)
         if metadata is not None and not isinstance(metadata, dict):
             return _error("metadata must be an object.")
         memory = self.store.update(memory_id, text=text, metadata=metadata)
@@ -442,6 +482,17 @@ class Mem0Emulator(EmulatorService):
         return Response.json(self._page(request, {}, self.store.events(), 50))
 
     # -- admin -----------------------------------------------------------------------------
+
+    async def _admin_limits(self, request: Request, params: dict[str, str]) -> Response:
+        body = json_object(request)
+        unknown = set(body) - {"max_text_chars"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        limit = body.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError("max_text_chars must be an integer >= 1")
+        self.max_text_chars = limit
+        return Response.json({"max_text_chars": limit})
 
     async def _admin_get_add_mode(self, request: Request, params: dict[str, str]) -> Response:
         return Response.json(self.store.add_mode.to_json())

@@ -17,11 +17,11 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from memsyncd.daemon.http_server import BadRequest, Request, ResetConnection, Response
-from memsyncd.emulators.faults import FaultInjector, FaultSpec, FaultSpecError
+from memsyncd.emulators.faults import LISTING_FAULTS, FaultInjector, FaultSpec, FaultSpecError
 from memsyncd.emulators.routing import Found, MethodNotAllowed, Router
 
 __all__ = ["EmulatorService", "Reply", "RequestLog", "RouteHandler", "json_object", "shared_fault_response"]
@@ -132,6 +132,14 @@ class EmulatorService(ABC):
     def reset_data(self) -> None:
         """Wipe the stored data (``POST /_admin/reset``)."""
 
+    def is_listing(self, request: Request) -> bool:
+        """True for the paginated listing route the listing faults rewrite; default: none."""
+        return False
+
+    async def misbehaving_listing(self, request: Request, fault: str) -> Response:
+        """Answer a listing the ``repeat-page`` / ``endless-next`` way; default: normally."""
+        return await self.route(request)
+
     def shutdown(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
         """Release event-loop resources (timers) before the loop stops; default: nothing."""
 
@@ -171,7 +179,16 @@ class EmulatorService(ABC):
                 return Response.json({"detail": f"Bad request {request.method} {request.target} ({headers})"}, 400)
             if decision.fault == "echo":
                 return echo_response(request)
-            return self.fault_response(decision.fault, decision.retry_after)
+            if decision.fault in MISBEHAVING:
+                return MISBEHAVING[decision.fault](request)
+            if decision.fault not in LISTING_FAULTS:
+                return self.fault_response(decision.fault, decision.retry_after)
+        if decision.fault in LISTING_FAULTS and self.is_listing(request):
+            return await self.misbehaving_listing(request, decision.fault)
+        return await self.route(request)
+
+    async def route(self, request: Request) -> Response:
+        """Answer an API request the normal way: route lookup, authentication, handler."""
         match = self.router.match(request.method, request.path)
         if not isinstance(match, (Found, MethodNotAllowed)):
             return self.not_found(request)
@@ -238,6 +255,45 @@ def shared_fault_response(fault: str) -> Response | None:
     if fault == "unexpected-shape-200":
         return Response.json({"message": "OK"})
     return None
+
+
+HUGE_BODY_BYTES = 2**30
+TRICKLE_INTERVAL_S = 0.2
+TRICKLE_MAX_S = 120.0
+
+
+def redirect_response(request: Request) -> Response:
+    """The ``redirect`` fault: a 307 to the same path on a closed loopback port."""
+    return Response(307, b"", [("location", f"http://127.0.0.1:9{request.target}")])
+
+
+async def _huge_chunks() -> AsyncIterator[bytes]:
+    chunk = b" " * 2**20
+    for _ in range(HUGE_BODY_BYTES // len(chunk)):
+        yield chunk
+
+
+def huge_body_response(request: Request) -> Response:
+    """The ``huge-body`` fault: a 200 whose (whitespace) body streams 1 GB."""
+    return Response(200, headers=[("content-type", "application/json")], stream=_huge_chunks())
+
+
+async def _trickle() -> AsyncIterator[bytes]:
+    yield b"{"
+    for _ in range(int(TRICKLE_MAX_S / TRICKLE_INTERVAL_S)):
+        await asyncio.sleep(TRICKLE_INTERVAL_S)
+        yield b" "
+    yield b"}"
+
+
+def trickle_response(request: Request) -> Response:
+    """The ``trickle`` fault: a 200 whose body comes one byte every 0.2 s (for up to 2 minutes)."""
+    return Response(200, headers=[("content-type", "application/json")], stream=_trickle())
+
+
+MISBEHAVING: dict[str, Callable[[Request], Response]] = {
+    "redirect": redirect_response, "huge-body": huge_body_response, "trickle": trickle_response,
+}
 
 
 def echo_response(request: Request) -> Response:

@@ -85,13 +85,14 @@ class SyncContext:
         policy = RetryPolicy(attempts=settings.sync.attempts_per_run,
                              max_retry_after=settings.sync.max_retry_after_seconds)
         timeout = settings.sync.request_timeout_seconds
+        max_body = settings.sync.max_response_bytes
         local = local or LocalClient(settings.local.url, settings.local.user_id, settings.local.app,
-                                     policy=policy, timeout=timeout)
+                                     policy=policy, timeout=timeout, max_body=max_body)
         if cloud is None and api_key and settings.cloud.enabled:
             scope = Scope(settings.cloud_user_id, settings.cloud.agent_id, settings.cloud.app_id,
                           settings.cloud.org_id, settings.cloud.project_id)
             cloud = CloudClient(settings.cloud.url, api_key, scope, policy=policy, timeout=timeout,
-                                max_in_flight=settings.sync.concurrency)
+                                max_in_flight=settings.sync.concurrency, max_body=max_body)
         return cls(settings=settings, paths=paths, clock=clock, queue=queue, state=state, local=local, cloud=cloud,
                    intents=IntentLog(state))
 
@@ -124,6 +125,12 @@ class SyncContext:
                                        cloud_text, reason)
             log.info("conflict.recorded", local_id=mapping.local_id, cloud_id=mapping.cloud_id, reason=reason)
         return False
+
+    def record(self, direction: str, local_id: str | None, text: str | None, why: str,
+               cloud_id: str | None = None) -> None:
+        """Remember a change for ``memsyncctl log`` (not in a dry run). Pass ``text=None`` for a level-0 memory."""
+        if not self.dry:
+            self.state.record_event(direction, local_id, text, why, cloud_id)
 
     def report_progress(self, phase: str, done: int, total: int | None) -> None:
         """Tell the progress callback, if any (never in a dry run).

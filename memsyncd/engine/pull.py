@@ -239,6 +239,7 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         # not a PUT: OpenMemory's PUT leaves the vector store (what agents read) on the old text
         local_id = await replace_local(ctx, mapping.local_id, memory.id, memory.text, mapping.level,
                                        base_text=memory.text, current=local)
+        ctx.record("pull", local_id, memory.text, "edited in the cloud: local copy updated", memory.id)
         return Mapping(local_id, memory.id, memory.hash, memory.text, mapping.level)
     if step is PullStep.REFRESH_BASE:
         assert mapping is not None
@@ -255,6 +256,7 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         intent = ctx.state.intent_for(adoptable.id)
         explained = adoptable.hash == memory.hash or (intent is not None and intent.content_hash == memory.hash)
         report.adopted += 1
+        ctx.record("adopt", adoptable.id, memory.text, "already here (same memory): linked, not copied", memory.id)
         adopted = Mapping(adoptable.id, memory.id, memory.hash, memory.text, level)
         if explained:
             return adopted
@@ -270,4 +272,5 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         return None
     level = cloud_level(memory.metadata)
     created = await ctx.local.create(memory.text, {"memsync_cloud_id": memory.id, "level": level})
+    ctx.record("pull", created.id, memory.text, "new in the cloud: created locally", memory.id)
     return Mapping(created.id, memory.id, memory.hash, memory.text, level)

@@ -31,6 +31,7 @@ from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, Sta
 from memsyncd.logs import redact_text
 from memsyncd.models import CloudMemory, Mapping, WorkItem
 from memsyncd.remote.cloud import CloudClient
+from memsyncd.store import spool
 from memsyncd.store.queue import Outcome, QueueStore
 
 PUSH_WORKERS_PER_SLOT = 2  # push workers per cloud request slot (see run_push)
@@ -175,6 +176,8 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
             nothing more was written to the queue.
         QueueUnreadableError, QueueBusyError: the queue file could not be read or written.
     """
+    if not ctx.dry:
+        await asyncio.to_thread(drain_spool, ctx)
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
     items = coalesce(doc.pending)
     del doc
@@ -231,6 +234,22 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
     return tally.report()
 
 
+def drain_spool(ctx: SyncContext) -> None:
+    """Move entries spooled while the queue lock was busy (``store/spool.py``) into the queue; never fails the run.
+
+    A lock still busy, or a queue that cannot be written, leaves them spooled for the next run.
+    """
+    try:
+        result = spool.drain(ctx.paths.root, ctx.queue)
+    except MemsyncError as exc:
+        log.warning("spool.not_drained", error=str(exc))
+        return
+    if result.moved or result.files:
+        log.info("spool.drained", entries=len(result.moved), files=result.files)
+    for path in result.rejected:
+        log.error("spool.rejected", path=path, hint="not a spool file of this root; left renamed *.rejected")
+
+
 async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> ItemResult:
     """Decide and carry out one coalesced queue item (create, update, delete, skip or conflict).
 
@@ -251,14 +270,17 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             # synced before, private now: remember it, so 'doctor' and 'forget-cloud-copies' can offer to
             # remove the earlier cloud copy (never removed without the user saying so)
             ctx.state.set_mapping_level(mapping.local_id, 0)
+        ctx.record("skip", item.id, None, "level 0 (local-only): not sent")
         return ItemResult(done, ItemStatus.SKIPPED)
     if step is PushStep.DROP_INVALID:
         log.warning("push.skipped", id=ascii(item.id[:80]), reason=plan.reason)
         return ItemResult(done, ItemStatus.INVALID_ID, plan.reason)
     if step is PushStep.DROP_GONE:
+        ctx.record("skip", item.id, None, plan.reason or "gone locally and never synced: nothing to send")
         log.info("push.skipped", id=item.id, reason=plan.reason)
         return ItemResult(done, ItemStatus.NOT_FOUND, plan.reason)
     if step is PushStep.KEEP_CLOUD_COPY:
+        ctx.record("skip", item.id, None, plan.reason or "still exists locally: cloud copy kept")
         log.info("push.skipped", id=item.id, action="delete", reason=plan.reason)
         return ItemResult(done, ItemStatus.KEPT, plan.reason)
     if step is PushStep.DROP_UNMAPPED:
@@ -290,6 +312,7 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
         await ctx.once(cloud).create(local, plan.level)
         if ctx.state.local_duplicate(local.id) is not None and ctx.state.mapping_for_local(local.id) is None:
             return ItemResult(done, ItemStatus.DUPLICATE)
+        ctx.record("push", item.id, local.text, f"new locally: created in the cloud (level {plan.level})")
         return ItemResult(done, ItemStatus.CREATED)
     assert mapping is not None
     if mapping.level != plan.level and not ctx.dry:
@@ -305,6 +328,7 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
                                       cloud_copy.metadata if cloud_copy is not None else None)
             await cloud.update(mapping.cloud_id, local.text, metadata)
             ctx.state.save_mapping(Mapping(local.id, mapping.cloud_id, local.hash, local.text, plan.level))
+        ctx.record("push", item.id, local.text, "edited locally: cloud copy updated", mapping.cloud_id)
         return ItemResult(done, ItemStatus.UPDATED)
     if cloud_step is CloudStep.REFRESH_BASE:
         if not ctx.dry:
@@ -341,4 +365,5 @@ async def _push_delete(ctx: SyncContext, cloud: CloudClient, item: WorkItem, map
             await cloud.delete(mapping.cloud_id)
         ctx.state.delete_mapping(item.id)
         ctx.state.clear_intent(item.id)
+    ctx.record("delete", item.id, mapping.base_text if mapping.level else None, "deleted locally", mapping.cloud_id)
     return ItemResult(done, ItemStatus.DELETED)

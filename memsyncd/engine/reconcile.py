@@ -50,6 +50,7 @@ async def run_reconcile(ctx: SyncContext) -> ReconcileReport:
     for mapping in plan.delete_local:
         await ctx.local.delete(mapping.local_id)
         ctx.state.delete_mapping(mapping.local_id)
+        ctx.record("delete", mapping.local_id, mapping.base_text if mapping.level else None, "deleted in the cloud")
         report.deleted_local += 1
     for mapping in plan.conflicts:
         ctx.state.record_conflict(mapping.local_id, mapping.cloud_id, mapping.base_text,

@@ -150,6 +150,9 @@ class StatusReport:
     daemon: dict[str, Any] | None = None
     to_pull_as_of: str | None = None  # RFC 3339 "Z" time the pull figure was computed; None = live, just now
     pull_interval_seconds: int | None = None
+    # what needs the user: the last run's failure, a rejected config, a refused deletion batch
+    # ({"type", "title", "message", "since"}, each message saying what to do); [] when all is well
+    attention: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""

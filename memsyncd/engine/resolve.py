@@ -98,6 +98,7 @@ async def resolve_conflict(ctx: SyncContext, conflict_id: int, keep: Keep, text:
         new_cloud = await ctx.once(cloud).create(created, level)
         extra = {"local_id": created.id, "cloud_id": new_cloud}
     ctx.state.delete_conflict(conflict.id)
+    ctx.record("conflict", conflict.local_id, plan.local_text if level else None, f"resolved: kept {keep.value}")
     log.info("conflict.resolved", conflict_id=conflict.id, keep=keep.value)
     return {"resolved": conflict.id, "keep": keep.value, "local_id": local_id, "cloud_id": cloud_id,
             "extra": extra, "local_only": False, "cloud_written": True}

@@ -10,12 +10,13 @@ wires them into a run and its report, and computes ``status``. Decisions come fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast, overload
 
-from memsyncd.config import Paths, Settings, load_api_key, load_settings
+from memsyncd.config import Paths, Settings, find_api_key, load_settings
 from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short, verify_state
 from memsyncd.engine.decide import coalesce
 from memsyncd.engine.pull import run_pull
@@ -139,7 +140,11 @@ class Syncer:
 
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None = None) -> dict[str, Any]:
         """Write the chosen text to both sides and update the base (SPEC 4, Conflicts)."""
-        return await resolve_conflict(self._ctx, conflict_id, keep, text)
+        try:
+            return await resolve_conflict(self._ctx, conflict_id, keep, text)
+        finally:
+            with contextlib.suppress(StateUnreadableError):
+                self._ctx.state.flush_events()
 
     async def status(self) -> StatusReport:
         """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable)."""
@@ -161,6 +166,8 @@ class Syncer:
                 status.pending_pull = pull.new + pull.updated + pull.conflicts
             except MemsyncError as exc:
                 status.pull_note = f"(cloud not checked: {exc.title})"
+                if not isinstance(exc, RemoteError) or exc.stops_run:  # not one entry: the whole sync
+                    status.attention.append({**exc.to_dict(), "since": format_ts(ctx.clock().replace(microsecond=0))})
         return status
 
 
@@ -199,6 +206,9 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> S
         report.fatal = exc
     if not isinstance(report.fatal, StateUnreadableError):
         report.conflicts_open = len(ctx.state.conflicts())
+    if not dry_run and not isinstance(report.fatal, StateUnreadableError):
+        with contextlib.suppress(StateUnreadableError):  # the run's outcome stands; the next run writes them
+            ctx.state.flush_events()
     report.duration_ms = int((time.monotonic() - t0) * 1000)
     _log_summary(report)
     return report
@@ -252,6 +262,9 @@ def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
     """
     require_trusted(paths.root)  # the daemon and the CLI check too; the engine never builds for an untrusted root
     settings = settings or load_settings(paths)
-    key = load_api_key()
+    key, source = find_api_key()
     register_secret(key.get_secret_value() if key else None)
-    return Syncer(settings, paths, key.get_secret_value() if key else None)
+    syncer = Syncer(settings, paths, key.get_secret_value() if key else None)
+    if syncer.cloud is not None:
+        syncer.cloud.key_source = source  # a 401 names the variable or file the key came from
+    return syncer

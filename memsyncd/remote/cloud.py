@@ -25,11 +25,12 @@ from typing import Any
 
 import httpx
 
-from memsyncd.errors import NotFoundError, RemoteError, RemoteRejectedError
+from memsyncd.errors import AuthError, NotFoundError, RemoteError, RemoteRejectedError, ResponseTooLargeError
 from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, parse_ts
-from memsyncd.remote.http_edge import RetryPolicy, json_body, request
+from memsyncd.remote.http_edge import DEFAULT_MAX_BODY, RetryPolicy, json_body, new_client, request
+from memsyncd.remote.paging import PageGuard
 
 SERVICE = "mem0"
 PAGE_SIZE = 100
@@ -157,22 +158,22 @@ class CloudClient:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_in_flight: int = 8,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.scope = scope
+        self._timeout = timeout
+        self._max_body = max_body
         self.max_in_flight = max(1, max_in_flight)
         self._slots = asyncio.Semaphore(self.max_in_flight)
         self.policy = policy or RetryPolicy()
         register_secret(api_key)
+        self.key_source = ""  # where the key came from, named by a 401/403 (set by whoever loaded the key)
         self._accepted = False  # an answer of this run showed that the key is accepted
         self._stopped: RemoteError | None = None  # a run-level error (401/403, unreachable) of this run
         self._first = asyncio.Lock()
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Authorization": f"Token {api_key}", "Mem0-User-ID": scope.user_id,
-                     "User-Agent": "memsyncd"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self._http = new_client(base_url, timeout=timeout, transport=transport,
+                                headers={"Authorization": f"Token {api_key}", "Mem0-User-ID": scope.user_id,
+                                         "User-Agent": "memsyncd"})
 
     async def aclose(self) -> None:
         """Close connections."""
@@ -200,11 +201,15 @@ class CloudClient:
         try:
             async with self._slots:
                 response = await request(self._http, method, url, service=SERVICE, policy=self.policy, retry=retry,
-                                         **kwargs)
+                                         deadline=self._timeout, max_body=self._max_body, **kwargs)
         except RemoteError as exc:
+            if isinstance(exc, AuthError) and self.key_source:
+                exc.key_source = self.key_source
+                exc.message = (f"{exc.message}. The key came from {self.key_source}; store a valid one with "
+                               "'memsyncctl init --key-stdin < FILE'")
             if exc.stops_run:
                 self._stopped = exc
-            elif isinstance(exc, (NotFoundError, RemoteRejectedError)):
+            elif isinstance(exc, (NotFoundError, RemoteRejectedError)) and not isinstance(exc, ResponseTooLargeError):
                 self._accepted = True  # the server judged the request itself: the key got through
             raise
         self._accepted = True
@@ -214,7 +219,11 @@ class CloudClient:
         """A fresh copy of the error that stopped this run (raised without sending anything)."""
         first = self._stopped
         assert first is not None
-        return type(first)(first.message, status=first.status, service=first.service)
+        again = type(first)(first.message, status=first.status, service=first.service)
+        again.title = first.title
+        if isinstance(first, AuthError) and isinstance(again, AuthError):
+            again.key_source = first.key_source
+        return again
 
     async def ping(self) -> dict[str, Any]:
         """Validate the key; returns the platform's ping body."""
@@ -223,7 +232,8 @@ class CloudClient:
 
     async def ping_info(self) -> PingInfo:
         """Validate the key; the ping body's account fields and the server's clock (``Date`` header)."""
-        response = await request(self._http, "GET", "/v1/ping/", service=SERVICE, policy=self.policy)
+        response = await request(self._http, "GET", "/v1/ping/", service=SERVICE, policy=self.policy,
+                                 deadline=self._timeout, max_body=self._max_body)
         body = json_body(response, SERVICE) if response.content else None
         fields = body if isinstance(body, dict) else {}
         server_date: datetime | None = None
@@ -297,6 +307,7 @@ class CloudClient:
     ) -> AsyncIterator[list[CloudMemory]]:
         """Stream the scope's memories page by page (never all in memory)."""
         filters = {"AND": self.scope.filters() + list(extra or [])}
+        guard = PageGuard(SERVICE)
         page = 1
         while True:
             try:
@@ -313,7 +324,9 @@ class CloudClient:
                 raise RemoteRejectedError("mem0 answered a memory listing without a results list (a proxy or "
                                           "captive portal?); nothing was read. Retry when mem0 answers normally.",
                                           service=SERVICE)
-            yield [memory_from_json(item) for item in results if isinstance(item, dict)]
+            memories = [memory_from_json(item) for item in results if isinstance(item, dict)]
+            guard.check((m.id for m in memories), body.get("count") if isinstance(body, dict) else None)
+            yield memories
             if not (isinstance(body, dict) and body.get("next")) or not results:
                 return
             page += 1

@@ -12,8 +12,11 @@ per-request cost is the pull's cost.
 What it does: one asyncio stream connection per in-flight request, kept alive and reused (an idle
 list per host, no pool bookkeeping); each request is one ``write``; answers are framed by
 ``Content-Length``, ``chunked`` or the end of the connection (RFC 9112 6.3), interim 1xx answers are
-skipped. A connection is reused only when the answer was fully read, neither side said
-``Connection: close`` and the server has not closed it since (``at_eof``, no system call). httpx
+skipped. A body of up to 256 KiB with a ``Content-Length`` is read at once; larger, chunked or
+close-delimited bodies are streamed as the caller reads them, so the caller's size cap
+(:func:`memsyncd.remote.http_edge.send_once`) stops a huge answer early. A connection is reused
+only when the answer was fully read, neither side said ``Connection: close`` and the server has
+not closed it since (``at_eof``, no system call). httpx
 above it still builds requests and responses (headers, JSON, content decoding, timeouts from the
 client), and failures surface as the same httpx exceptions, so :mod:`memsyncd.remote.http_edge`
 maps and retries them exactly as before. ``https://`` URLs keep httpx's own transport.
@@ -23,11 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
 
 MAX_IDLE_PER_HOST = 32
 STREAM_LIMIT = 1 << 20  # longest head line or chunk-size line read at once
+EAGER_BODY_BYTES = 256 * 1024  # a body with a Content-Length up to this is read at once; larger ones stream
+_READ_CHUNK = 65536
+_CHUNKED = -1
+_UNTIL_CLOSE = -2
 _NO_BODY_STATUSES = (204, 304)
 
 
@@ -81,7 +89,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.WriteError(f"{type(exc).__name__}: {exc}", request=request) from None
             try:
                 async with asyncio.timeout(timeouts.get("read")):
-                    status, reason, headers, body, reusable = await _read_response(conn.reader, request.method)
+                    status, reason, headers, framing = await _read_head(conn.reader, request.method)
+                    body = await conn.reader.readexactly(framing) if 0 <= framing <= EAGER_BODY_BYTES else None
             except TimeoutError:
                 raise httpx.ReadTimeout("timed out reading the answer", request=request) from None
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
@@ -92,12 +101,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:  # errors and cancellation: the connection's state is unknown
             conn.close()
             raise
-        if reusable and not _says_close(request.headers.get("connection")):
+        reusable = not (_says_close(request.headers.get("connection")) or _says_close(_header(headers, b"connection")))
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
+        if body is None:  # large, chunked or ended by the close: streamed, so the caller's size cap holds
+            stream = _BodyStream(self, key, conn, framing, reusable and framing != _UNTIL_CLOSE, request,
+                                 timeouts.get("read"))
+            return httpx.Response(status, headers=headers, stream=stream, request=request, extensions=extensions)
+        if reusable:
             self._release(key, conn)
         else:
             conn.close()
         return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request,
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+                              extensions=extensions)
 
     async def _connection(self, key: tuple[str, int], request: httpx.Request,
                           timeout: float | None) -> _Connection:
@@ -154,9 +169,19 @@ def _encode_request(request: httpx.Request, body: bytes) -> bytes:
     return b"".join(lines)
 
 
-async def _read_response(reader: asyncio.StreamReader,
-                         method: str) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]:
-    """(status, reason, raw headers, body, whether the connection may be reused) of one answer.
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _read_head(reader: asyncio.StreamReader,
+                     method: str) -> tuple[int, bytes, list[tuple[bytes, bytes]], int]:
+    """(status, reason, raw headers, framing) of one answer's head.
+
+    ``framing`` is the body's length (0 when there is none), :data:`_CHUNKED`, or
+    :data:`_UNTIL_CLOSE` (the body ends with the connection).
 
     Raises:
         ValueError: the answer is not HTTP/1.x.
@@ -175,7 +200,7 @@ async def _read_response(reader: asyncio.StreamReader,
         raise ValueError("the server switched protocols")
     headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
-    chunked = close = False
+    chunked = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
@@ -189,33 +214,84 @@ async def _read_response(reader: asyncio.StreamReader,
             length = int(value)
         elif lower == b"transfer-encoding":
             chunked = value.lower().endswith(b"chunked")
-        elif lower == b"connection":
-            close = close or b"close" in value.lower()
-    close = close or parts[0] == b"HTTP/1.0"
+    if parts[0] == b"HTTP/1.0":
+        headers.append((b"connection", b"close"))  # HTTP/1.0: no keep-alive unless negotiated (we never do)
     reason = parts[2] if len(parts) > 2 else b""
     if method == "HEAD" or status in _NO_BODY_STATUSES:
-        return status, reason, headers, b"", not close
+        return status, reason, headers, 0
     if chunked:
-        return status, reason, headers, await _read_chunked(reader), not close
+        return status, reason, headers, _CHUNKED
     if length is not None:
-        return status, reason, headers, await reader.readexactly(length), not close
-    return status, reason, headers, await reader.read(-1), False  # framed by the end of the connection
+        return status, reason, headers, length
+    return status, reason, headers, _UNTIL_CLOSE
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: list[bytes] = []
+class _BodyStream(httpx.AsyncByteStream):
+    """A body read from the connection as the caller iterates; the connection is reused only if read to its end."""
+
+    def __init__(self, transport: LeanTransport, key: tuple[str, int], conn: _Connection, framing: int,
+                 reusable: bool, request: httpx.Request, timeout: float | None) -> None:
+        self._transport, self._key, self._conn = transport, key, conn
+        self._framing, self._reusable, self._request, self._timeout = framing, reusable, request, timeout
+        self._done = self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        reader = self._conn.reader
+        try:
+            if self._framing == _CHUNKED:
+                chunks = _iter_chunked(reader)
+            elif self._framing == _UNTIL_CLOSE:
+                chunks = _iter_until_close(reader)
+            else:
+                chunks = _iter_length(reader, self._framing)
+            while True:
+                async with asyncio.timeout(self._timeout):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                yield chunk
+            self._done = True
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out reading the answer", request=self._request) from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise httpx.RemoteProtocolError(f"malformed or cut answer ({type(exc).__name__})",
+                                            request=self._request) from None
+        except OSError as exc:
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=self._request) from None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._done and self._reusable:
+            self._transport._release(self._key, self._conn)
+        else:
+            self._conn.close()
+
+
+async def _iter_length(reader: asyncio.StreamReader, length: int) -> AsyncIterator[bytes]:
+    while length > 0:
+        chunk = await reader.read(min(length, _READ_CHUNK))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", length)
+        length -= len(chunk)
+        yield chunk
+
+
+async def _iter_until_close(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while chunk := await reader.read(_READ_CHUNK):
+        yield chunk
+
+
+async def _iter_chunked(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
     while True:
         size_line = (await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip()
         size = int(size_line, 16)  # ValueError: not a chunk size
         if size == 0:
             break
-        data = await reader.readexactly(size + 2)
-        if data[-2:] != b"\r\n":
+        async for chunk in _iter_length(reader, size):
+            yield chunk
+        if await reader.readexactly(2) != b"\r\n":
             raise ValueError("chunk not followed by CRLF")
-        parts.append(data[:-2])
     while await reader.readuntil(b"\r\n") != b"\r\n":  # trailer fields, then the empty line
         pass
-    return b"".join(parts)
-
-
-__all__ = ["LeanTransport", "local_transport"]

@@ -17,8 +17,9 @@ from memsyncd.errors import ConfigError, LocalUnreachableError, NotFoundError, R
 from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import redact_text
 from memsyncd.models import LocalMemory
-from memsyncd.remote.http_edge import RetryPolicy, json_body, request
+from memsyncd.remote.http_edge import DEFAULT_MAX_BODY, RetryPolicy, json_body, new_client, request
 from memsyncd.remote.lean_http import local_transport
+from memsyncd.remote.paging import PageGuard
 
 SERVICE = "OpenMemory"
 PAGE_SIZE = 100
@@ -60,13 +61,15 @@ class LocalClient:
         policy: RetryPolicy | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.user_id = user_id
+        self._timeout = timeout
+        self._max_body = max_body
         self.app = app
         self.policy = policy or RetryPolicy()
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
-                                       transport=transport if transport is not None else local_transport(base_url),
-                                       headers={"User-Agent": "memsyncd"})
+        self._http = new_client(base_url, timeout=timeout, headers={"User-Agent": "memsyncd"},
+                                transport=transport if transport is not None else local_transport(base_url))
         self._user_checked = False  # a probe found our user once
         self._last_ok: float | None = None  # time.monotonic() of the last successful answer
         self._last_stats: dict[str, Any] = {}
@@ -76,8 +79,17 @@ class LocalClient:
         await self._http.aclose()
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = await request(self._http, method, url, service=SERVICE, unreachable=LocalUnreachableError,
-                                 policy=self.policy, auth_statuses=(), **kwargs)
+        try:
+            response = await request(self._http, method, url, service=SERVICE, unreachable=LocalUnreachableError,
+                                     policy=self.policy, auth_statuses=(), deadline=self._timeout,
+                                     max_body=self._max_body, **kwargs)
+        except LocalUnreachableError as exc:  # name the server and the setting that points at it
+            where = str(self._http.base_url).rstrip("/")
+            error = LocalUnreachableError(
+                f"{exc.message}. Start OpenMemory, or fix local.url in .claude/memory/config.json "
+                "(or MEMSYNC_LOCAL__URL) if it listens elsewhere.", status=exc.status, service=exc.service)
+            error.title = f"OpenMemory at {where} is not reachable"
+            raise error from exc
         body = json_body(response, SERVICE)
         self._last_ok = time.monotonic()
         return body
@@ -140,6 +152,7 @@ class LocalClient:
 
     async def pages(self, *, page_size: int = PAGE_SIZE) -> AsyncIterator[list[LocalMemory]]:
         """Stream all live memories page by page, oldest first."""
+        guard = PageGuard(SERVICE)
         page = 1
         while True:
             body = await self._call("POST", "/api/v1/memories/filter", json={
@@ -149,7 +162,9 @@ class LocalClient:
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RemoteRejectedError("OpenMemory list answer has no items", service=SERVICE)
-            yield [_memory(item, "content") for item in items]
+            memories = [_memory(item, "content") for item in items]
+            guard.check((m.id for m in memories), body.get("total"))
+            yield memories
             pages = body.get("pages")
             if not items or not isinstance(pages, int) or page >= pages:
                 return

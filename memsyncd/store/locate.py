@@ -128,11 +128,12 @@ def socket_candidates(root: str, explicit: str | None = None) -> list[str] | Non
     return found
 
 
-def registered(root: str) -> bool:
-    """Whether the roots registry (``$XDG_CONFIG_HOME/memsyncd/roots.json``) lists ``root`` exactly.
+def in_registry(root: str) -> bool:
+    """Whether the roots registry (``$XDG_CONFIG_HOME/memsyncd/roots.json``) names ``root`` exactly,
+    as a served root or as one removed by hand (``ignored``).
 
-    A quick look for the hook: False also when the file is absent, unreadable or lists the root in
-    another spelling; :meth:`memsyncd.store.roots.RootRegistry.contains` is the full answer.
+    A quick look for the hook: False also when the file is absent, unreadable or names the root
+    in another spelling; :class:`memsyncd.store.roots.RootRegistry` gives the full answer.
     """
     import json
 
@@ -144,5 +145,10 @@ def registered(root: str) -> bool:
             data = json.load(handle)
     except (OSError, ValueError, RecursionError):
         return False
-    roots = data.get("roots") if isinstance(data, dict) else None
-    return any(isinstance(r, dict) and r.get("path") == root for r in roots) if isinstance(roots, list) else False
+    if not isinstance(data, dict):
+        return False
+    for key in ("roots", "ignored"):
+        listed = data.get(key)
+        if isinstance(listed, list) and any(isinstance(r, dict) and r.get("path") == root for r in listed):
+            return True
+    return False

@@ -69,10 +69,18 @@ def root_id(root: Path) -> str:
     return locate.root_id(str(root.resolve()))
 
 
-def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/memsyncd``, else ``/tmp/memsyncd-<uid>``; created 0700 and checked to be ours."""
+def runtime_dir(*, create: bool = True) -> Path:
+    """``$XDG_RUNTIME_DIR/memsyncd``, else ``/tmp/memsyncd-<uid>``; created 0700 and checked to be ours.
+
+    A fallback squatted by another user (not a directory, a symlink, not owned by us) is never used.
+
+    Raises:
+        DaemonError: the directory is not a real directory owned by the user.
+        FileNotFoundError: it does not exist and ``create`` is false.
+    """
     directory = Path(locate.runtime_dir_name())
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise DaemonError(f"{directory} is not a directory owned by you; remove it or set XDG_RUNTIME_DIR.")

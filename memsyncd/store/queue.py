@@ -24,6 +24,7 @@ from typing import Any
 
 from memsyncd.errors import QueueBusyError, QueueUnreadableError
 from memsyncd.models import QueueDoc, QueueEntry, QueueErrorRow, format_ts, utc_now
+from memsyncd.store import safe_files
 from memsyncd.store.queue_file import (
     DOC_KEYS,
     ENTRY_KEYS,
@@ -31,6 +32,7 @@ from memsyncd.store.queue_file import (
     LOCK_TIMEOUT_SECONDS,
     UNLOCKED_WRITER_RETRIES,
     ChangedUnderUs,
+    FileIdentity,
     Invalid,
     atomic_write,
     check_entry,
@@ -40,8 +42,8 @@ from memsyncd.store.queue_file import (
     load_document,
 )
 
-__all__ = ["LOCK_TIMEOUT_SECONDS", "ApplyResult", "Outcome", "QueueStore", "atomic_write", "dump_queue",
-           "entry_to_json", "file_identity", "flock_exclusive", "parse_queue", "salvage"]
+__all__ = ["LOCK_TIMEOUT_SECONDS", "ApplyResult", "FileIdentity", "Outcome", "QueueStore", "atomic_write",
+           "dump_queue", "entry_to_json", "file_identity", "flock_exclusive", "parse_queue", "salvage"]
 
 _ENTRY_KEYS = ENTRY_KEYS
 _ERROR_KEYS = ERROR_KEYS
@@ -143,11 +145,11 @@ class QueueStore:
             QueueUnreadableError: the file is corrupt or wrongly typed.
         """
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return QueueDoc()
+            text = safe_files.read_text(self.path)
         except (OSError, UnicodeDecodeError) as exc:
             raise QueueUnreadableError(str(self.path), str(exc)) from None
+        if text is None:
+            return QueueDoc()
         try:
             return parse_queue(text)
         except ValueError as exc:
@@ -223,17 +225,18 @@ class QueueStore:
                 return None, 0, 0
             except QueueUnreadableError:
                 pass
-            raw = self.path.read_bytes()
-            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-            n = 1
-            while aside.exists():
-                n += 1
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            raw = safe_files.read_bytes(self.path) or b""
             doc, kept, dropped = salvage(raw.decode("utf-8", errors="replace"))
-            os.replace(self.path, aside)
+            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+            with safe_files.opened_dir(self.path.parent) as dir_fd:
+                aside = f"{self.path.name}.corrupt-{stamp}"
+                n = 1
+                while safe_files.lstat_in(dir_fd, aside) is not None:
+                    n += 1
+                    aside = f"{self.path.name}.corrupt-{stamp}-{n}"
+                os.replace(self.path.name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             atomic_write(self.path, dump_queue(doc))
-            return aside, kept, dropped
+            return self.path.with_name(aside), kept, dropped
 
 
 def salvage(text: str) -> tuple[QueueDoc, int, int]:

@@ -5,8 +5,9 @@ Stdlib only and free of ``pathlib``, ``dataclasses``, ``typing`` and ``tempfile`
 JSON as read. :mod:`memsyncd.store.queue` (the engine's typed view: ``QueueStore``, ``QueueDoc``)
 uses the same lock, checks and writer, so both follow one protocol (SPEC 3): an exclusive
 ``flock(2)`` on the ``.lock`` sidecar, tried non-blocking with a bounded wait; a re-read under the
-lock; a temp file in the same directory, fsync, rename, fsync of the directory; a corrupt file is
-never overwritten; an unlocked writer that renamed a file into place meanwhile is detected.
+lock; a 0600 temp file in the same directory, fsync, rename, fsync of the directory; nothing opened
+through a symlink (:mod:`memsyncd.store.safe_files`); a corrupt file is never overwritten; an
+unlocked writer that renamed a file into place meanwhile is detected.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 
 from memsyncd.errors import FileAccessError, QueueBusyError, QueueUnreadableError
+from memsyncd.store import safe_files
 from memsyncd.timestamps import epoch_seconds
 
 LOCK_TIMEOUT_SECONDS = 30.0
@@ -27,7 +29,7 @@ ENTRY_KEYS = frozenset({"id", "action", "timestamp", "content_hash", "level"})
 ERROR_KEYS = frozenset({"id", "error", "timestamp", "retries"})
 DOC_KEYS = frozenset({"pending", "last_sync", "sync_errors"})
 
-FileIdentity = tuple[int, int, int] | None
+FileIdentity = safe_files.FileIdentity
 StrPath = str | os.PathLike[str]
 
 TYPE_CHECKING = False  # typing is not loaded on the fast paths; mypy reads the block
@@ -39,8 +41,7 @@ class Invalid(ValueError):
     """One part of the queue document has the wrong shape (the message says which)."""
 
 
-class ChangedUnderUs(Exception):
-    """Another writer replaced the file between our read and our rename."""
+ChangedUnderUs = safe_files.ChangedUnderUs  # another writer replaced the file between our read and our rename
 
 
 # --- strict checks (the engine's parser and the raw append share them) --------------------------
@@ -106,32 +107,26 @@ def load_document(text: str) -> dict[str, object]:
 # --- the lock and the writer ----------------------------------------------------------------------
 
 def file_identity(path: StrPath) -> FileIdentity:
-    """(inode, mtime ns, size) of a file, None when absent: changes whenever any writer replaces it."""
+    """(inode, mtime ns, size) of a file (a symlink's own), None when absent: changes whenever a writer replaces it."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
-def _open_creating_parent(path: StrPath, flags: int, mode: int) -> int:
-    """``os.open``; the parent directory is made only when it is missing (first use of a root)."""
-    try:
-        return os.open(path, flags, mode)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        return os.open(path, flags, mode)
-
-
 class flock_exclusive:  # noqa: N801 - used as a function: ``with flock_exclusive(path, timeout):``
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the ``with`` block.
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600 if missing) for the ``with`` block.
 
     Tried with ``LOCK_NB`` every few milliseconds (backing off to ``LOCK_POLL_MAX_SECONDS``)
-    until ``timeout``; the file is never deleted, so every process locks the same inode.
-    (A class rather than ``contextlib.contextmanager``: the hook does not load ``contextlib``.)
+    until ``timeout``; the file is never deleted, so every process locks the same inode. It is
+    opened without following symlinks (:mod:`memsyncd.store.safe_files`); a lock file of ours found
+    readable by others is made 0600, so no other user can open it to take the lock. (A class
+    rather than ``contextlib.contextmanager``: the hook does not load ``contextlib``.)
 
     Raises:
         QueueBusyError: another process held the lock for ``timeout`` seconds.
+        SymlinkRefusedError: the lock file or a directory from ``.claude`` down is a symlink.
         FileAccessError: the lock file cannot be created or opened (permissions, read-only disk).
     """
 
@@ -143,7 +138,7 @@ class flock_exclusive:  # noqa: N801 - used as a function: ``with flock_exclusiv
     def __enter__(self) -> None:
         lock_path, timeout = self.lock_path, self.timeout
         try:
-            fd = _open_creating_parent(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = safe_files.open_file(lock_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise FileAccessError.from_os_error(exc, lock_path) from None
         try:
@@ -158,7 +153,7 @@ class flock_exclusive:  # noqa: N801 - used as a function: ``with flock_exclusiv
                         raise FileAccessError.from_os_error(exc, lock_path) from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise QueueBusyError(f"another process has held {lock_path} for {timeout:.0f} s; nothing was "
+                    raise QueueBusyError(f"another process has held {lock_path} for {timeout:g} s; nothing was "
                                          "written. Try again; if it stays busy, find the holder with "
                                          f"'fuser {lock_path}'.")
                 time.sleep(min(pause, remaining))
@@ -177,54 +172,21 @@ class flock_exclusive:  # noqa: N801 - used as a function: ``with flock_exclusiv
 
 
 def atomic_write(path: StrPath, text: str, *, expect: FileIdentity | bool = False) -> None:
-    """Replace ``path`` atomically: temp file in the same dir, fsync, rename, fsync the dir.
+    """Replace ``path`` atomically: 0600 temp file in the same dir, fsync, rename, fsync the dir.
 
-    With ``expect`` (a :func:`file_identity`), the rename only happens if the file is still
-    the one that was read; otherwise :class:`ChangedUnderUs` is raised and nothing is replaced.
+    Never through a symlink (:func:`memsyncd.store.safe_files.atomic_write`). With ``expect`` (a
+    :func:`file_identity`), the rename only happens if the file is still the one that was read;
+    otherwise :class:`ChangedUnderUs` is raised and nothing is replaced.
 
     Raises:
+        SymlinkRefusedError: ``path`` or a directory from ``.claude`` down is a symlink.
         FileAccessError: the directory or file cannot be written (permissions, disk full); the
             old file is then unchanged.
     """
     try:
-        _atomic_write(os.fspath(path), text, expect)
+        safe_files.atomic_write(path, text.encode("utf-8"), expect=expect)
     except OSError as exc:
         raise FileAccessError.from_os_error(exc, path) from None
-
-
-def _temp_file(path: str) -> tuple[int, str]:
-    """A new 0600 file next to ``path`` (``tempfile.mkstemp``'s protocol: O_EXCL, random name)."""
-    directory, name = os.path.split(path)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
-        try:
-            return _open_creating_parent(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", path)  # pragma: no cover
-
-
-def _atomic_write(path: str, text: str, expect: FileIdentity | bool) -> None:
-    fd, tmp = _temp_file(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if expect is not False and file_identity(path) != expect:
-            raise ChangedUnderUs
-        os.replace(tmp, path)
-    except BaseException:
-        try:  # noqa: SIM105 - contextlib is not loaded on the hook's path
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def locked_update(path: StrPath, lock_path: StrPath, change: Callable[[str | None], str],
@@ -242,10 +204,7 @@ def locked_update(path: StrPath, lock_path: StrPath, change: Callable[[str | Non
         for _ in range(UNLOCKED_WRITER_RETRIES):
             seen = file_identity(path)
             try:
-                with open(path, encoding="utf-8") as handle:
-                    text: str | None = handle.read()
-            except FileNotFoundError:
-                text = None
+                text = safe_files.read_text(path)
             except (OSError, UnicodeDecodeError) as exc:
                 raise QueueUnreadableError(os.fspath(path), str(exc)) from None
             try:

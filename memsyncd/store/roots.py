@@ -6,7 +6,11 @@ replace the file atomically, like the sync queue; a corrupt registry is never ov
 
 File format::
 
-    {"version": 1, "roots": [{"path": "/home/me/project", "added": "2026-11-26T10:00:00Z"}]}
+    {"version": 1, "roots": [{"path": "/home/me/project", "added": "2026-11-26T10:00:00Z"}],
+     "ignored": [{"path": "/home/me/old", "removed": "2026-11-27T09:00:00Z"}]}
+
+``ignored`` lists the roots removed with ``roots remove``: automatic registration (the hook,
+``enqueue``, ``POST /v1/queue``) leaves them alone until ``roots add`` registers them again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from memsyncd.errors import QueueBusyError, RegistryUnreadableError, UsageError
+from memsyncd.errors import QueueBusyError, RegistryUnreadableError, RootNotServedError, UsageError
 from memsyncd.models import format_ts, utc_now
 from memsyncd.store.queue import atomic_write, flock_exclusive
 
@@ -50,24 +54,39 @@ class RootEntry:
     added: str
 
 
-def _parse(text: str, where: Path) -> list[RootEntry]:
+def _parse_all(text: str, where: Path) -> tuple[list[RootEntry], list[RootEntry]]:
+    """(registered roots, ignored roots); an ignored entry's ``added`` holds when it was removed."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise RegistryUnreadableError(str(where), f"not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("roots", []), list):
-        raise RegistryUnreadableError(str(where), 'expected {"roots": [...]}')
-    entries: list[RootEntry] = []
-    for index, raw in enumerate(data.get("roots", [])):
-        if not isinstance(raw, dict) or not isinstance(raw.get("path"), str) or not raw["path"].startswith("/"):
-            raise RegistryUnreadableError(str(where), f"roots[{index}] needs an absolute \"path\" string")
-        entries.append(RootEntry(Path(raw["path"]), str(raw.get("added") or "")))
-    return entries
+    if not isinstance(data, dict) or not isinstance(data.get("roots", []), list) \
+            or not isinstance(data.get("ignored", []), list):
+        raise RegistryUnreadableError(str(where), 'expected {"roots": [...], "ignored": [...]}')
+    found: dict[str, list[RootEntry]] = {"roots": [], "ignored": []}
+    for name, stamp in (("roots", "added"), ("ignored", "removed")):
+        for index, raw in enumerate(data.get(name, [])):
+            if not isinstance(raw, dict) or not isinstance(raw.get("path"), str) or not raw["path"].startswith("/"):
+                raise RegistryUnreadableError(str(where), f"{name}[{index}] needs an absolute \"path\" string")
+            found[name].append(RootEntry(Path(raw["path"]), str(raw.get(stamp) or "")))
+    return found["roots"], found["ignored"]
 
 
-def _dump(entries: list[RootEntry]) -> str:
-    roots = [{"path": str(e.path), "added": e.added} for e in entries]
-    return json.dumps({"version": 1, "roots": roots}, indent=2) + "\n"
+def _parse(text: str, where: Path) -> list[RootEntry]:
+    return _parse_all(text, where)[0]
+
+
+def _dump(entries: list[RootEntry], ignored: list[RootEntry] | None = None) -> str:
+    data: dict[str, object] = {"version": 1, "roots": [{"path": str(e.path), "added": e.added} for e in entries]}
+    if ignored:
+        data["ignored"] = [{"path": str(e.path), "removed": e.added} for e in ignored]
+    return json.dumps(data, indent=2) + "\n"
+
+
+def ignored_message(root: Path) -> str:
+    """Why a root is not served again automatically, and how to serve it."""
+    return (f"{root} was removed with 'memsyncctl roots remove'; it is not registered again automatically "
+            f"(hook, enqueue) until 'memsyncctl roots add {root}'.")
 
 
 class RootRegistry:
@@ -83,13 +102,27 @@ class RootRegistry:
         Raises:
             RegistryUnreadableError: the file is corrupt; it is left untouched.
         """
+        return self._read()[0]
+
+    def ignored(self) -> list[RootEntry]:
+        """The roots removed with ``roots remove``, which automatic registration leaves alone."""
+        return self._read()[1]
+
+    def is_ignored(self, root: Path) -> bool:
+        """Whether ``root`` was removed by hand (an unreadable registry counts as not)."""
+        try:
+            return any(e.path == Path(root).resolve() for e in self.ignored())
+        except RegistryUnreadableError:
+            return False
+
+    def _read(self) -> tuple[list[RootEntry], list[RootEntry]]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return []
+            return [], []
         except (OSError, UnicodeDecodeError) as exc:
             raise RegistryUnreadableError(str(self.path), str(exc)) from None
-        return _parse(text, self.path)
+        return _parse_all(text, self.path)
 
     def contains(self, root: Path) -> bool:
         """Whether ``root`` is registered (an unreadable registry counts as not)."""
@@ -98,11 +131,15 @@ class RootRegistry:
         except RegistryUnreadableError:
             return False
 
-    def add(self, root: Path) -> bool:
+    def add(self, root: Path, *, auto: bool = False) -> bool:
         """Register ``root`` (an absolute, existing directory with ``.claude/``); False if it already was.
+
+        By hand (``auto`` False) it also leaves the ignore list; automatic registration (a client
+        wrote the root's queue) refuses a root removed by hand.
 
         Raises:
             UsageError: the directory does not exist or has no ``.claude`` directory.
+            RootNotServedError: ``auto`` and the root was removed with ``roots remove``.
         """
         root = Path(root).resolve()
         if not root.is_dir():
@@ -110,23 +147,31 @@ class RootRegistry:
         if not is_root(root):
             raise UsageError(f"{root} has no .claude/ directory; run 'memsyncctl init' there first.")
         with self._locked():
-            entries = self.roots()
+            entries, ignored = self._read()
+            if auto and any(e.path == root for e in ignored):
+                raise RootNotServedError(ignored_message(root))
+            kept = [e for e in ignored if e.path != root]
             if any(e.path == root for e in entries):
+                if len(kept) != len(ignored):
+                    atomic_write(self.path, _dump(entries, kept))
                 return False
             entries.append(RootEntry(root, format_ts(utc_now())))
-            atomic_write(self.path, _dump(entries))
+            atomic_write(self.path, _dump(entries, kept))
         return True
 
     def remove(self, root: Path) -> bool:
-        """Forget ``root``; False if it was not registered. Its files are not touched."""
+        """Forget ``root`` and ignore it for automatic registration; False if it was not registered.
+
+        Its files are not touched; ``add`` (by hand) registers it again.
+        """
         root = Path(root).resolve()
         with self._locked():
-            entries = self.roots()
+            entries, ignored = self._read()
             kept = [e for e in entries if e.path != root]
-            if len(kept) == len(entries):
-                return False
-            atomic_write(self.path, _dump(kept))
-        return True
+            if not any(e.path == root for e in ignored):
+                ignored.append(RootEntry(root, format_ts(utc_now())))
+            atomic_write(self.path, _dump(kept, ignored))
+            return len(kept) != len(entries)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

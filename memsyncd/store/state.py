@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from memsyncd.errors import StateUnreadableError
+from memsyncd.errors import FileAccessError, StateUnreadableError, SymlinkRefusedError
 from memsyncd.models import (
     Conflict,
     LocalDuplicate,
@@ -33,6 +33,7 @@ from memsyncd.models import (
     format_ts,
     utc_now,
 )
+from memsyncd.store import safe_files
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -84,10 +85,29 @@ MIGRATIONS: tuple[str, ...] = (
         recorded_at TEXT NOT NULL
     );
     """,
+    # 3: recent changes for 'memsyncctl log' (bounded to EVENTS_KEPT rows; never a level-0 text)
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        local_id TEXT,
+        cloud_id TEXT,
+        preview TEXT,
+        why TEXT NOT NULL
+    );
+    CREATE INDEX events_at ON events (at);
+    """,
 )
+EVENTS_KEPT = 10_000  # 'memsyncctl log' keeps this many of the most recent changes
+EVENT_PREVIEW_CHARS = 60
+EVENT_BATCH = 200
 SCHEMA_VERSION = len(MIGRATIONS)
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+_SQLITE_CANTOPEN_SYMLINK = 1550  # SQLITE_CANTOPEN | (6 << 8): nofollow=1 met a symlink
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,6 +129,45 @@ def unreadable(path: Path, exc: sqlite3.Error) -> StateUnreadableError:
         how = ("The file is damaged. Run 'memsyncctl state rebuild': it moves the file aside and rebuilds the "
                "id map from the cloud, so the next sync neither duplicates nor loses a memory.")
     return StateUnreadableError(f"{path}: {text}. {how}")
+
+
+def prepare_db_file(path: Path) -> None:
+    """Make ``path`` safe for SQLite to open: no symlink on the way or as a sidecar, the DB file 0600.
+
+    The directories are walked without following symlinks (made 0700 when missing); the DB file
+    and its ``-wal``/``-shm``/``-journal`` sidecars must each be absent or a regular file. The DB
+    file is created empty and 0600 here when missing: SQLite creates its sidecars with the DB
+    file's mode, so they are 0600 too whatever the umask. Files of ours found group- or
+    other-readable (made by older versions outside systemd) are tightened to 0600.
+
+    Raises:
+        SymlinkRefusedError: a symlink on the way (exit 6), named.
+        FileAccessError: a non-regular file, or the directory cannot be made.
+    """
+    try:
+        for suffix in ("", *SIDECAR_SUFFIXES):
+            safe_files.check_regular_or_absent(path.with_name(path.name + suffix))
+        safe_files.create_private(path)
+    except OSError as exc:
+        raise FileAccessError.from_os_error(exc, path) from None
+
+
+def connect(path: Path, *, read_only: bool = False, timeout: float = 30) -> sqlite3.Connection:
+    """A connection to the DB at ``path`` that never follows a symlink (SQLite URI ``nofollow=1``).
+
+    Raises:
+        SymlinkRefusedError: SQLite found a symlink in the path.
+        sqlite3.Error: any other failure to open.
+    """
+    uri = Path(os.path.abspath(path)).as_uri() + "?nofollow=1" + ("&mode=ro" if read_only else "")
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_CANTOPEN_SYMLINK:
+            raise SymlinkRefusedError(f"{path}: a component of this path is a symbolic link; memsyncd never "
+                                      "opens its state database through one. Nothing was read or written. "
+                                      "Replace the link with a real directory or file and retry.") from None
+        raise
 
 
 def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concatenate[StateStore, P], R]:
@@ -151,9 +210,10 @@ class StateStore:
         self._lock = threading.RLock()  # one connection, one statement or transaction at a time
         self._intent_lock = threading.Lock()
         self._intent_db: sqlite3.Connection | None = None  # record_intents' own connection
+        self._events: list[tuple[str, str, str | None, str | None, str | None, str]] = []  # not yet written
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            prepare_db_file(path)
+            self._db = connect(path)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only push intents, which
             # guard against duplicates, are committed with a full fsync (see record_intent).
@@ -171,7 +231,9 @@ class StateStore:
             raise unreadable(path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
 
     def close(self) -> None:
-        """Close the connection."""
+        """Write the buffered events, then close the connection."""
+        with contextlib.suppress(StateUnreadableError, sqlite3.Error):
+            self.flush_events()
         with self._lock, contextlib.suppress(sqlite3.DatabaseError):  # closing must never fail a shutdown
             self._db.close()
         with self._intent_lock, contextlib.suppress(sqlite3.DatabaseError):
@@ -441,8 +503,8 @@ class StateStore:
         try:
             with self._intent_lock:
                 if self._intent_db is None:
-                    self._intent_db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                                      check_same_thread=False)
+                    prepare_db_file(self.path)
+                    self._intent_db = connect(self.path)
                     self._intent_db.execute("PRAGMA synchronous=FULL")  # durable even across power loss
                 db = self._intent_db
                 now = _now()
@@ -597,6 +659,8 @@ class StateStore:
             "reason=excluded.reason",
             (local_id, cloud_id, base_text, local_text, cloud_text, reason, _now()),
         )
+        # for 'memsyncctl log': the cloud's text only (it is never a level-0 text), never the local one
+        self.record_event("conflict", local_id, cloud_text, reason, cloud_id)
         conflict = self.conflict_for_local(local_id)
         assert conflict is not None
         return conflict
@@ -625,6 +689,45 @@ class StateStore:
         self._db.execute("DELETE FROM conflicts WHERE id = ?", (conflict_id,))
 
     # --- transactions -----------------------------------------------------------------------
+
+    # --- recent changes (memsyncctl log) -----------------------------------------------------
+
+    def record_event(self, direction: str, local_id: str | None, text: str | None, why: str,
+                     cloud_id: str | None = None) -> None:
+        """Remember one change for ``memsyncctl log``; ``text`` is cut to its first 60 characters.
+
+        Callers pass ``text=None`` for a level-0 memory: its text never reaches this table. Events
+        are buffered and written in one transaction per ``EVENT_BATCH`` (and by :meth:`flush_events`,
+        which a run calls at its end), so a pull of thousands of memories costs no commit per memory.
+        """
+        preview = None if text is None else " ".join(text.split())[:EVENT_PREVIEW_CHARS]
+        at = format_ts(utc_now().replace(microsecond=0))
+        with self._lock:
+            self._events.append((at, direction, local_id, cloud_id, preview, why[:300]))
+            full = len(self._events) >= EVENT_BATCH
+        if full:
+            self.flush_events()
+
+    @_guarded
+    def flush_events(self) -> None:
+        """Write the buffered events and keep only the newest ``EVENTS_KEPT``."""
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO events (at, direction, local_id, cloud_id, preview, why) VALUES (?, ?, ?, ?, ?, ?)",
+                events)
+            self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_KEPT,))
+
+    @_guarded
+    def events(self, since: str | None = None, limit: int = EVENTS_KEPT) -> list[dict[str, str | None]]:
+        """The most recent changes at or after ``since`` (RFC 3339 "Z", seconds), at most ``limit``, oldest first."""
+        rows = self._db.execute(
+            "SELECT at, direction, local_id, cloud_id, preview, why FROM events WHERE at >= ? "
+            "ORDER BY id DESC LIMIT ?", (since or "", max(0, min(limit, EVENTS_KEPT)))).fetchall()
+        keys = ("at", "direction", "local_id", "cloud_id", "text", "why")
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)

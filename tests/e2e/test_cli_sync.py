@@ -182,7 +182,7 @@ def test_network_down_keeps_queue(tmp_path: Path, emu: Emulators) -> None:
 
 
 def test_local_server_down_is_exit_5(tmp_path: Path, emu: Emulators) -> None:
-    """OpenMemory unreachable: same block, exit 5, queue unchanged."""
+    """OpenMemory unreachable: the block names it and its URL (not "Network unreachable"), exit 5, queue unchanged."""
     root = make_root(tmp_path, emu)
     config = json.loads((root / ".claude/memory/config.json").read_text())
     config["local"]["url"] = "http://127.0.0.1:9"
@@ -190,7 +190,10 @@ def test_local_server_down_is_exit_5(tmp_path: Path, emu: Emulators) -> None:
     ctl(root, "enqueue", "4b7f0c1e-0000-4000-8000-000000000000")
     before = queue_path(root).read_bytes()
     result = ctl(root, "sync")
-    assert result.returncode == 5 and "SYNC ERROR: Network unreachable" in result.stdout
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert result.stdout.startswith("SYNC ERROR: OpenMemory at http://127.0.0.1:9 is not reachable\n"
+                                    "Pending changes preserved in queue.\nWill retry on next sync.\n"), result.stdout
+    assert "local.url" in result.stdout and "Network unreachable" not in result.stdout
     assert queue_path(root).read_bytes() == before
 
 

@@ -164,7 +164,7 @@ def test_two_roots_a_new_root_a_broken_root_and_a_live_config_edit(emu: Emulator
         assert status.returncode == 2 and "config" in status.stderr.lower() and "Traceback" not in status.stderr
         everything = daemon.ctl(a, "status", "--all")
         assert everything.returncode == 1, everything.stdout
-        assert str(broken) in everything.stdout and "NEEDS ATTENTION" in everything.stdout
+        assert str(broken) in everything.stdout and "Needs attention:" in everything.stdout
         assert everything.stdout.count(" ok\n") == 2
 
         # a root nobody registered: the hook writes its queue and tells the daemon, which serves it

@@ -295,9 +295,12 @@ class FakeDaemon:
             raise RootNotServedError(f"this daemon does not serve {root}")
         return self
 
-    async def register(self, root: str) -> FakeDaemon:
+    async def register(self, root: str, *, auto: bool = True) -> FakeDaemon:
         self.calls.append(("register", root))
         return self
+
+    def root_problem(self, root: str | None) -> dict[str, Any] | None:
+        return None
 
     async def remove_root(self, root: Path) -> bool:
         self.calls.append(("remove", str(root)))

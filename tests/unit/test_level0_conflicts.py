@@ -33,6 +33,7 @@ PRIVATE = "PRIVATE: the door code is 4711, never share it"
 @pytest.fixture()
 def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
     client = fresh_admin(servers)
+    servers.clear_requests()  # the witness starts empty: /_admin/reset wipes data, not the request logs
     yield client
     client.close()
 
