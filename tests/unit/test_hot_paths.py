@@ -127,13 +127,15 @@ def test_socket_lookup_creates_nothing_and_lists_only_sockets(home: Path, tmp_pa
     assert locate.socket_candidates(root) is None
 
 
-def test_registered_reads_the_registry(home: Path, tmp_path: Path) -> None:
+def test_in_registry_reads_served_and_removed_roots(home: Path, tmp_path: Path) -> None:
     from memsyncd.store.roots import RootRegistry
 
     root = make_root(tmp_path)
-    assert not locate.registered(str(root))
+    assert not locate.in_registry(str(root))
     RootRegistry().add(root)
-    assert locate.registered(str(root)) and RootRegistry().contains(root)
+    assert locate.in_registry(str(root)) and RootRegistry().contains(root)
+    RootRegistry().remove(root)  # removed by hand: listed as ignored, still nothing to tell the daemon
+    assert locate.in_registry(str(root)) and RootRegistry().is_ignored(root) and not RootRegistry().contains(root)
 
 
 # --- trust -------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ async def test_a_silent_server_times_out_and_nothing_listening_is_unreachable() 
 
     async with serve(silent) as (url, _):
         client = LocalClient(url, "u", policy=RetryPolicy(attempts=1), timeout=0.2)
-        with pytest.raises(ServerError, match="did not answer in time"):
+        with pytest.raises(ServerError, match="within 0.2 s|did not answer in time"):
             await client.get("00000000-0000-0000-0000-000000000000")
         await client.aclose()
     client = LocalClient(url, "u", policy=RetryPolicy(attempts=1))  # the server is gone
