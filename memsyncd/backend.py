@@ -15,7 +15,7 @@ from memsyncd.logs import register_secret
 from memsyncd.models import Conflict, SyncMode
 from memsyncd.report import StatusReport, SyncReport
 from memsyncd.runtime import pair_lock_path
-from memsyncd.syncer import ProgressCallback, Syncer
+from memsyncd.syncer import ProgressCallback, ScanKind, Syncer
 
 RUN_LOCK_TIMEOUT = 600.0
 
@@ -23,7 +23,7 @@ RUN_LOCK_TIMEOUT = 600.0
 class Backend(Protocol):
     """The commands ``memsyncctl`` needs, answered by the daemon or in-process."""
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport: ...
     async def status(self) -> StatusReport: ...
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
@@ -85,10 +85,12 @@ class InProcessBackend:
         finally:
             lock.release()
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
+        """A one-shot sync; push and full modes scan OpenMemory fully first (SPEC 4, Local changes)."""
         syncer = self._configured()
+        scan = None if mode is SyncMode.PULL else ScanKind.FULL
         with self._run_lock():
-            return await syncer.run(mode, dry_run=dry_run)
+            return await syncer.run(mode, dry_run=dry_run, scan=scan, confirm_deletes=confirm_deletes)
 
     async def status(self) -> StatusReport:
         return await self._configured().status()

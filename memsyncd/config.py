@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd.errors import ConfigError
@@ -88,6 +88,30 @@ class CloudSettings(BaseModel):
     project_id: str | None = None
 
 
+class SyncRule(BaseModel):
+    """A selective-sync rule: memories written by ``app`` and/or carrying ``category`` sync at most at ``level``.
+
+    Level 0 makes them local-only, exactly like ``metadata.level`` 0: nothing of them in any request.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str | None = Field(default=None, min_length=1)
+    category: str | None = Field(default=None, min_length=1)
+    level: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _names_something(self) -> SyncRule:
+        if self.app is None and self.category is None:
+            raise ValueError("a rule needs \"app\" and/or \"category\" (e.g. {\"app\": \"cursor\", \"level\": 0})")
+        return self
+
+    def describe(self) -> str:
+        """``app=cursor category=work -> level 0`` (for doctor)."""
+        names = [f"{key}={value}" for key, value in (("app", self.app), ("category", self.category)) if value]
+        return f"{' '.join(names)} -> level {self.level}{' (local-only)' if self.level == 0 else ''}"
+
+
 class SyncSettings(BaseModel):
     """Timing, safety and concurrency knobs."""
 
@@ -103,6 +127,9 @@ class SyncSettings(BaseModel):
     request_timeout_seconds: float = Field(default=30, gt=0, le=600)
     max_retry_after_seconds: float = Field(default=60, ge=0, le=600)
     event_wait_seconds: float = Field(default=5, ge=0, le=300)
+    local_scan_interval_seconds: float = Field(default=30, ge=0)  # new local memories (0 = off)
+    local_full_scan_interval_seconds: float = Field(default=900, ge=0)  # edits and deletions (0 = off)
+    rules: list[SyncRule] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

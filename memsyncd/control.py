@@ -52,7 +52,7 @@ class RootApi(Protocol):
     """What the control API needs from one root's service."""
 
     async def status(self) -> StatusReport: ...
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport: ...
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
     async def resolve(self, conflict_id: int, keep: Keep, text: str | None) -> dict[str, Any]: ...
@@ -199,7 +199,10 @@ class ControlApi:
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             return _bad('"dry_run" must be true or false')
-        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run)
+        confirm_deletes = body.get("confirm_deletes", False)
+        if not isinstance(confirm_deletes, bool):
+            return _bad('"confirm_deletes" must be true or false')
+        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run, confirm_deletes=confirm_deletes)
         return Response.json(report.to_json())
 
     async def _enqueue(self, request: Request, root: str | None) -> Response:

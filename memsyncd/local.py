@@ -33,9 +33,13 @@ def _memory(raw: Any, text_key: str) -> LocalMemory:
         raise RemoteRejectedError(f"OpenMemory memory {raw['id']} has no text", service=SERVICE)
     metadata: dict[str, Any] = raw["metadata_"] if isinstance(raw.get("metadata_"), dict) else {}
     created = raw.get("created_at")
+    app = raw.get("app_name")
+    categories = raw.get("categories")
     return LocalMemory(
         id=raw["id"], text=text, state=str(raw.get("state") or "active"), metadata=metadata,
-        created_at=created if isinstance(created, int) else None,
+        created_at=created if isinstance(created, int) and not isinstance(created, bool) else None,
+        app=app if isinstance(app, str) else None,
+        categories=tuple(c for c in categories if isinstance(c, str)) if isinstance(categories, list) else (),
     )
 
 
@@ -128,14 +132,26 @@ class LocalClient:
             return False
         return True
 
-    async def pages(self, *, page_size: int = PAGE_SIZE) -> AsyncIterator[list[LocalMemory]]:
-        """Stream all live memories page by page, oldest first."""
+    async def pages(self, *, page_size: int = PAGE_SIZE, from_date: int | None = None,
+                    show_archived: bool = False) -> AsyncIterator[list[LocalMemory]]:
+        """Stream all live memories page by page, oldest first.
+
+        Args:
+            page_size: items per request (OpenMemory allows at most 100).
+            from_date: only memories created at or after this epoch second (``/filter``'s ``from_date``).
+            show_archived: include archived memories (``/filter`` hides them by default; deleted ones never show).
+        """
         page = 1
         while True:
-            body = await self._call("POST", "/api/v1/memories/filter", json={
+            query: dict[str, Any] = {
                 "user_id": self.user_id, "page": page, "size": page_size,
                 "sort_column": "created_at", "sort_direction": "asc",
-            })
+            }
+            if from_date:
+                query["from_date"] = from_date
+            if show_archived:
+                query["show_archived"] = True
+            body = await self._call("POST", "/api/v1/memories/filter", json=query)
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RemoteRejectedError("OpenMemory list answer has no items", service=SERVICE)

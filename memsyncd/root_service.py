@@ -37,7 +37,17 @@ from watchdog.observers.api import BaseObserver
 
 from memsyncd.backend import run_lock
 from memsyncd.config import Paths
-from memsyncd.coordinator import FULL, PREVIEW, PULL, PUSH, RECONCILE, RunCoordinator
+from memsyncd.coordinator import (
+    CONFIRM_DELETES,
+    FULL,
+    FULL_SCAN,
+    PREVIEW,
+    PULL,
+    PUSH,
+    RECONCILE,
+    SCAN,
+    RunCoordinator,
+)
 from memsyncd.engine.decide import Keep, coalesce
 from memsyncd.engine_thread import CANCEL_GRACE_SECONDS, EngineThread
 from memsyncd.errors import DaemonError, MemsyncError, QueueBusyError, SyncUnavailableError, UsageError
@@ -47,7 +57,7 @@ from memsyncd.queue_store import QueueStore
 from memsyncd.report import ReconcileReport, StatusReport, SyncReport
 from memsyncd.runtime import root_id, sd_notify
 from memsyncd.state import StateStore
-from memsyncd.syncer import Syncer
+from memsyncd.syncer import ScanKind, Syncer, fill_scan_status
 from memsyncd.watcher import Debouncer, FileWatcher
 
 log = structlog.get_logger("memsyncd.daemon")
@@ -60,6 +70,15 @@ RUN_LOCK_WAIT_SECONDS = 600.0
 LOCK_POLL_SECONDS = 0.25
 QUEUE_LOCK_WAIT_SECONDS = 2.0  # POST /v1/queue: longest wait for another process's queue lock
 QUEUE_WRITE_BOUND_SECONDS = QUEUE_LOCK_WAIT_SECONDS + 1.5  # ... plus the write and its fsyncs
+
+
+def scan_for(kinds: frozenset[str]) -> ScanKind | None:
+    """The local scan a run of ``kinds`` does first (a full scan covers the incremental one)."""
+    if FULL_SCAN in kinds or CONFIRM_DELETES in kinds:
+        return ScanKind.FULL
+    if SCAN in kinds:
+        return ScanKind.INCREMENTAL
+    return None
 
 
 def mode_for(kinds: frozenset[str]) -> SyncMode | None:
@@ -137,15 +156,29 @@ class RootService:
         self.scheduler.add_job(self._scheduled, "interval", seconds=sync.reconcile_interval_seconds,
                                args=[frozenset({RECONCILE}), "schedule"], id=self._job("reconcile"),
                                max_instances=1, coalesce=True)
-        # whatever was queued while we were down, and a first "memories to pull" figure
-        self._spawn(self._scheduled(frozenset({PUSH, PREVIEW}), "start"))
+        # local changes made outside the queue (other OpenMemory clients, while we were down)
+        if sync.local_scan_interval_seconds > 0:
+            self.scheduler.add_job(self._scheduled, "interval", seconds=sync.local_scan_interval_seconds,
+                                   args=[frozenset({PUSH, SCAN}), "scan"], id=self._job("scan"),
+                                   max_instances=1, coalesce=True)
+        if sync.local_full_scan_interval_seconds > 0:
+            self.scheduler.add_job(self._scheduled, "interval", seconds=sync.local_full_scan_interval_seconds,
+                                   args=[frozenset({PUSH, FULL_SCAN}), "fullscan"], id=self._job("fullscan"),
+                                   max_instances=1, coalesce=True)
+        # whatever was queued or written locally while we were down, and a first "memories to pull" figure
+        first = {PUSH, PREVIEW}
+        if sync.local_full_scan_interval_seconds > 0:
+            first.add(FULL_SCAN)
+        elif sync.local_scan_interval_seconds > 0:
+            first.add(SCAN)
+        self._spawn(self._scheduled(frozenset(first), "start"))
 
     async def stop(self, deadline: float) -> None:
         """Stop by ``deadline`` (``time.monotonic()``): no new work, let the run finish or cancel it."""
         self._stopping = True
         if self._debouncer:
             self._debouncer.cancel()
-        for name in ("pull", "reconcile", "retry"):
+        for name in ("pull", "reconcile", "retry", "scan", "fullscan"):
             with contextlib.suppress(Exception):  # already gone with a stopped scheduler
                 self.scheduler.remove_job(self._job(name))
         self.syncer.request_stop()
@@ -305,7 +338,8 @@ class RootService:
                 report.fatal = exc
                 report.reconcile = ReconcileReport()
             return _RunOutcome(report)
-        report = await self._sync_run(mode, reconcile=RECONCILE in kinds)
+        report = await self._sync_run(mode, reconcile=RECONCILE in kinds, scan=scan_for(kinds),
+                                      confirm_deletes=CONFIRM_DELETES in kinds)
         outcome = _RunOutcome(report)
         if PREVIEW in kinds and report.pull is None and report.fatal is None and not self._stopping:
             try:
@@ -315,11 +349,13 @@ class RootService:
                 outcome.preview_error = exc
         return outcome
 
-    async def _sync_run(self, mode: SyncMode, *, reconcile: bool) -> SyncReport:
+    async def _sync_run(self, mode: SyncMode, *, reconcile: bool, scan: ScanKind | None = None,
+                        confirm_deletes: bool = False) -> SyncReport:
         try:
             before = self._pending_keys() if mode is not SyncMode.PULL else frozenset()
             self._in_flight_keys = before  # our own queue writes during this run wake nobody
-            report = await self.syncer.run(mode, reconcile=reconcile)
+            report = await self.syncer.run(mode, reconcile=reconcile, scan=scan if mode is not SyncMode.PULL else None,
+                                           confirm_deletes=confirm_deletes)
             after = self._pending_keys() if mode is not SyncMode.PULL else frozenset()
             self._failed_keys = before & after
         except MemsyncError as exc:
@@ -352,16 +388,17 @@ class RootService:
     async def status(self) -> StatusReport:
         """Counts from the queue file and the state DB (a thread) and "to pull" from memory: no network."""
         self._require_configured()
+        backlog = self.syncer.scan_backlog  # swapped whole by the engine thread: a consistent snapshot
         doc, conflicts = await self._read(lambda state: (self.queue.read(), len(state.conflicts())))
         note = ""
         if self._to_pull is None:
             note = (f"(cloud not checked: {self._pull_error.title})" if self._pull_error is not None
                     else "(not counted yet: the daemon counts at its first pull)")
         as_of = self._to_pull_as_of
-        return StatusReport(
+        report = StatusReport(
             local_url=self.settings.local.url,
             cloud_configured=True,
-            pending_push=len(coalesce(doc.pending)),
+            pending_push=len(coalesce([*doc.pending, *backlog.values()])),
             pending_pull=self._to_pull,
             conflicts=conflicts,
             last_sync=doc.last_sync,
@@ -371,14 +408,23 @@ class RootService:
             to_pull_as_of=format_ts(as_of.replace(microsecond=0)) if as_of is not None else None,
             pull_interval_seconds=math.ceil(self.settings.sync.pull_interval_seconds),
         )
+        await self._read(lambda state: fill_scan_status(report, state, backlog))
+        return report
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
-        """A run requested over the socket (joins the current run's follow-up when busy)."""
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
+        """A run requested over the socket (joins the current run's follow-up when busy).
+
+        Push and full syncs scan OpenMemory fully first, as a one-shot ``memsyncctl sync`` does.
+        """
         self._require_configured()
+        scan = None if mode is SyncMode.PULL else ScanKind.FULL
         if dry_run:
-            return await self.engine.call(self.syncer.run(mode, dry_run=True))
+            return await self.engine.call(self.syncer.run(mode, dry_run=True, scan=scan,
+                                                          confirm_deletes=confirm_deletes))
         self.metrics.triggers["api"] += 1
         kinds = {SyncMode.FULL: FULL, SyncMode.PUSH: frozenset({PUSH}), SyncMode.PULL: frozenset({PULL})}[mode]
+        if scan is not None:
+            kinds = kinds | {FULL_SCAN} | ({CONFIRM_DELETES} if confirm_deletes else set())
         return await self.coordinator.request(kinds)
 
     async def conflicts(self) -> list[Conflict]:

@@ -9,14 +9,17 @@ finished entries are removed by :class:`_QueueFlusher` while the run goes on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from memsyncd.cloud import CloudClient
 from memsyncd.engine.context import RunStop, SyncContext, log, short
 from memsyncd.engine.decide import (
+    PRIVATE_LEVEL,
     CloudStep,
     DeleteStep,
     PushStep,
@@ -26,10 +29,11 @@ from memsyncd.engine.decide import (
     plan_mapped_push,
     plan_push,
 )
+from memsyncd.engine.scanplan import capped_level, is_scan_entry
 from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.exactly_once import cloud_metadata
 from memsyncd.logs import redact_text
-from memsyncd.models import CloudMemory, Mapping, WorkItem
+from memsyncd.models import CloudMemory, Mapping, QueueEntry, WorkItem
 from memsyncd.queue_store import Outcome, QueueStore
 from memsyncd.report import PushReport
 
@@ -153,7 +157,8 @@ def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
     return [Outcome(o.entries, o.done, redact_text(o.error)) if o.error else o for o in outcomes]
 
 
-async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
+async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEntry] = (),
+                   finished_ids: set[str] | None = None) -> PushReport:
     """Push the queue: workers take the coalesced items in order; results reach the queue file in batches.
 
     ``sync.concurrency`` bounds the cloud requests in flight (``CloudClient.max_in_flight``);
@@ -168,9 +173,17 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
         RunStop: a run-level error (401, network down, damaged state DB) stopped the push;
             nothing more was written to the queue.
         QueueUnreadableError, QueueBusyError: the queue file could not be read or written.
+
+    Args:
+        ctx: the root's context.
+        cloud: the cloud client.
+        extra: synthetic entries found by a local scan (:mod:`memsyncd.engine.scan`), coalesced with
+            the queue's: they take the same path (levels, intents, exactly once, conflicts, report).
+            They are not in the queue file, so finishing one removes nothing there.
+        finished_ids: when given, receives the ids of items that finished (done; not failed or left over).
     """
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
-    items = coalesce(doc.pending)
+    items = coalesce([*doc.pending, *extra])
     del doc
     run = _RunState()
     tally = _PushTally()
@@ -207,6 +220,8 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
                 return
             result = await push_one(item)
             tally.add(result)
+            if finished_ids is not None and result.outcome.done:
+                finished_ids.add(item.id)
             if result.status is not ItemStatus.CANCELLED:
                 flusher.add(result.outcome)
                 finished += 1
@@ -236,11 +251,18 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     done = Outcome(item.entries, done=True)
     mapping = ctx.state.mapping_for_local(item.id)
     intent = ctx.state.intent_for(item.id)
+    queued_private = item.level == PRIVATE_LEVEL
     local = await ctx.local.get(item.id) if needs_local_read(item) else None
+    if local is not None and ctx.settings.sync.rules:  # selective sync: a rule caps the level like a queue entry
+        capped = capped_level(item.level, local, ctx.settings.sync.rules)
+        if capped != item.level:
+            item = dataclasses.replace(item, level=capped)
     plan = plan_push(item, local, mapping, intent, ctx.settings.sync.default_level)
     log.debug("push.plan", id=item.id, step=plan.step.value, reason=plan.reason)
     step = plan.step
     if step is PushStep.SKIP_PRIVATE:
+        if mapping is None and queued_private and not ctx.dry:
+            ctx.state.mark_local_only(item.id)  # a scan must not push it later under a higher default level
         if mapping is not None and mapping.level != 0 and not ctx.dry:
             # synced before, private now: remember it, so 'doctor' and 'forget-cloud-copies' can offer to
             # remove the earlier cloud copy (never removed without the user saying so)
@@ -272,6 +294,8 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     if step is PushStep.CREATE_CLOUD:
         if ctx.dry:
             return ItemResult(done, ItemStatus.CREATED)
+        if not all(is_scan_entry(e) for e in item.entries):
+            ctx.state.clear_local_only(item.id)  # queued again with a level above 0
         await ctx.once(cloud).create(local, plan.level)
         return ItemResult(done, ItemStatus.CREATED)
     assert mapping is not None
