@@ -88,7 +88,8 @@ class InProcessBackend:
     async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
         """A one-shot sync; push and full modes scan OpenMemory fully first (SPEC 4, Local changes)."""
         syncer = self._configured()
-        scan = None if mode is SyncMode.PULL else ScanKind.FULL
+        wanted = syncer.settings.one_shot_scan
+        scan = None if mode is SyncMode.PULL or wanted is None else ScanKind(wanted)
         with self._run_lock():
             return await syncer.run(mode, dry_run=dry_run, scan=scan, confirm_deletes=confirm_deletes)
 

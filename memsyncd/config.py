@@ -154,6 +154,15 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     @property
+    def one_shot_scan(self) -> str | None:
+        """The scan a ``memsyncctl sync`` runs first: "full", "incremental" when only that one is on, None when off."""
+        if self.sync.local_full_scan_interval_seconds > 0:
+            return "full"
+        if self.sync.local_scan_interval_seconds > 0:
+            return "incremental"
+        return None
+
+    @property
     def cloud_user_id(self) -> str:
         """``cloud.user_id``, defaulting to ``local.user_id``."""
         return self.cloud.user_id or self.local.user_id

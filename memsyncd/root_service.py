@@ -417,14 +417,17 @@ class RootService:
         Push and full syncs scan OpenMemory fully first, as a one-shot ``memsyncctl sync`` does.
         """
         self._require_configured()
-        scan = None if mode is SyncMode.PULL else ScanKind.FULL
+        wanted = self.settings.one_shot_scan
+        scan = None if mode is SyncMode.PULL or wanted is None else ScanKind(wanted)
         if dry_run:
             return await self.engine.call(self.syncer.run(mode, dry_run=True, scan=scan,
                                                           confirm_deletes=confirm_deletes))
         self.metrics.triggers["api"] += 1
         kinds = {SyncMode.FULL: FULL, SyncMode.PUSH: frozenset({PUSH}), SyncMode.PULL: frozenset({PULL})}[mode]
         if scan is not None:
-            kinds = kinds | {FULL_SCAN} | ({CONFIRM_DELETES} if confirm_deletes else set())
+            kinds = kinds | {FULL_SCAN if scan is ScanKind.FULL else SCAN}
+        if confirm_deletes:
+            kinds = kinds | {CONFIRM_DELETES}
         return await self.coordinator.request(kinds)
 
     async def conflicts(self) -> list[Conflict]:

@@ -220,7 +220,12 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
     creates = {e.id: e for e in backlog.values() if e.action == "push" and e.level is None}
     if creates and ctx.state.get_meta(META_CURSOR) is None:
         report.pull = PullReport()
-        await _pull_keeping_report(ctx, cloud, report.pull)
+        try:
+            await _pull_keeping_report(ctx, cloud, report.pull)
+        except RemoteError as exc:
+            if exc.stops_run:  # 401, network down: the run stops with the seed's error block, as a push would
+                report.pull = None
+            raise
         pulled = True
         if report.pull.failed:  # unknown what the cloud holds: create nothing yet
             held = creates

@@ -104,11 +104,10 @@ def render_sync(report: SyncReport) -> str:
         lines.append(f"Deleted locally (deleted in cloud): {report.reconcile.deleted_local}")
     if report.reconcile and report.reconcile.refused:
         lines.append(f"WARNING: {report.reconcile.refused}")
-    scan = report.scan
-    if scan is not None and scan.failed:
-        lines.append(f"Local scan stopped early: {scan.failed} (nothing it listed was taken as deleted)")
-    if scan is not None and scan.held_reason:
-        lines.append(f"WARNING: {scan.held_reason}")
+    if report.scan is not None and report.scan.failed:
+        lines.append(f"Local scan stopped early: {report.scan.failed} (nothing it listed was taken as deleted)")
+    if report.scan is not None and report.scan.held_reason:
+        lines.append(f"WARNING: {report.scan.held_reason}")
     if report.conflicts_open:
         lines.append(f"Conflicts pending: {report.conflicts_open} (resolve with /memory/conflict or "
                      "'memsyncctl conflicts list')")
