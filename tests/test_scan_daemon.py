@@ -87,7 +87,7 @@ def test_first_sync_adopts_and_never_duplicates(root: Path, tmp_path: Path, clea
     assert emu.cloud_texts() == ["scan-daemon: on both sides already"]
     result = ctl(root, "sync")
     assert result.returncode == 0, result.stdout + result.stderr
-    expected = ["scan-daemon: only local", "scan-daemon: on both sides already"]
+    expected = sorted(["scan-daemon: only local", "scan-daemon: on both sides already"])
     assert emu.cloud_texts() == expected and emu.local_texts() == expected
     assert ctl(root, "sync").returncode == 0
     reinstalled = make_root(tmp_path / "reinstalled", emu, local_full_scan_interval_seconds=900)
