@@ -7,6 +7,7 @@ create is still HTTP 200 with ``{"error": ...}`` or ``null``; lists carry
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,6 +44,16 @@ def _memory(raw: Any, text_key: str) -> LocalMemory:
     )
 
 
+def _server_time(value: str | None) -> float | None:
+    """An HTTP ``Date`` header as epoch seconds (None when absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 class LocalClient:
     """OpenMemory client (async). ``transport`` lets tests inject ``httpx.MockTransport``."""
 
@@ -64,6 +75,7 @@ class LocalClient:
         self._user_checked = False  # a probe found our user once
         self._last_ok: float | None = None  # time.monotonic() of the last successful answer
         self._last_stats: dict[str, Any] = {}
+        self.server_time: float | None = None  # the server's clock (epoch s) by the last answer's Date header
 
     async def aclose(self) -> None:
         """Close connections."""
@@ -74,6 +86,7 @@ class LocalClient:
                                  policy=self.policy, auth_statuses=(), **kwargs)
         body = json_body(response, SERVICE)
         self._last_ok = time.monotonic()
+        self.server_time = _server_time(response.headers.get("date"))
         return body
 
     async def probe(self, *, fresh: bool = False) -> dict[str, Any]:

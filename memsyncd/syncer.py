@@ -214,7 +214,10 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
                 raise
             log.warning("scan.failed", kind=scan.value, error=short(exc))
             report.scan = ScanReport(kind=scan.value, failed=short(exc))
-    backlog = {**ctx.scan_backlog, **{entry.id: entry for entry in found}}
+    if scan is ScanKind.FULL and report.scan is not None and not report.scan.failed:
+        backlog = {entry.id: entry for entry in found}  # a complete listing says all: older findings are stale
+    else:
+        backlog = {**ctx.scan_backlog, **{entry.id: entry for entry in found}}
     held: dict[str, QueueEntry] = {}
     pulled = False
     creates = {e.id: e for e in backlog.values() if e.action == "push" and e.level is None}

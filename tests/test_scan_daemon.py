@@ -156,3 +156,23 @@ def test_transient_listing_error_deletes_nothing(root: Path, clean: Emulators) -
         emu.fault("openmemory", fault=None)
         full_scans_after(daemon, 1)
     assert len(emu.cloud_texts()) == 3
+
+
+def test_pending_counts_what_scans_found(root: Path, clean: Emulators) -> None:
+    """mem0 refuses adds: what the scans found stays pending, is counted in status, and goes once mem0 is back."""
+    emu = clean
+    make_root(root, emu, default_level=1, attempts_per_run=1, **FAST)
+    emu.fault("mem0", fault="500", match="/memories/add", count=100000)
+    try:
+        with running_daemon(root) as daemon:
+            emu.local_add("scan-daemon: waits for mem0 one")
+            emu.local_add("scan-daemon: waits for mem0 two")
+            wait_for(lambda: status_json(daemon).get("pending_scan") == 2)
+            status = status_json(daemon)
+            assert status["pending_push"] == 2
+            assert "Found by local scans: 2" in daemon.ctl("status").stdout
+            emu.fault("mem0", fault=None)
+            wait_for(lambda: len(emu.cloud_texts()) == 2, timeout=30)
+            wait_for(lambda: status_json(daemon).get("pending_scan") == 0)
+    finally:
+        emu.fault("mem0", fault=None)

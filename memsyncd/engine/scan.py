@@ -30,6 +30,7 @@ from memsyncd.models import LocalMemory, QueueEntry, format_ts
 from memsyncd.report import ScanReport
 
 META_SCAN_CURSOR = "local_scan_cursor"  # newest OpenMemory created_at (epoch s) a complete scan listed
+META_SCAN_SERVER_TIME = "local_scan_server_time"  # OpenMemory's clock (epoch s) when the last complete scan listed
 META_LAST_INCREMENTAL = "last_incremental_scan"  # RFC 3339 time of the last complete incremental scan
 META_LAST_FULL = "last_full_scan"  # RFC 3339 time of the last complete full scan
 META_DELETES_HELD = "scan_deletes_held"  # JSON of deletions the guard refused ("" when none)
@@ -91,6 +92,17 @@ async def run_scan(ctx: SyncContext, kind: ScanKind, *, confirm_deletes: bool = 
     return await _full(ctx, confirm_deletes=confirm_deletes)
 
 
+def _int_meta(ctx: SyncContext, key: str) -> int:
+    text = ctx.state.get_meta(key)
+    return int(text) if text and text.isdigit() else 0
+
+
+def _record_server_time(ctx: SyncContext, server_time: float | None) -> None:
+    """Remember OpenMemory's clock at a complete listing (a second early: the Date header is rounded)."""
+    if server_time and int(server_time) - 1 > _int_meta(ctx, META_SCAN_SERVER_TIME):
+        ctx.state.set_meta(META_SCAN_SERVER_TIME, str(int(server_time) - 1))
+
+
 def _entry(memory_id: str, action: str, now: str, level: int | None = None) -> QueueEntry:
     return QueueEntry(memory_id, action, now, None, level, extra={"source": SCAN_SOURCE})  # type: ignore[arg-type]
 
@@ -125,17 +137,23 @@ async def _incremental(ctx: SyncContext) -> ScanResult:
     now = format_ts(started)
     report = ScanReport(kind=ScanKind.INCREMENTAL.value)
     result = ScanResult(report)
-    cursor_text = ctx.state.get_meta(META_SCAN_CURSOR)
-    cursor = int(cursor_text) if cursor_text and cursor_text.isdigit() else 0
+    cursor = _int_meta(ctx, META_SCAN_CURSOR)
     newest = cursor
-    from_date = max(cursor - SCAN_OVERLAP_SECONDS, 1) if cursor else None
+    # every memory created more than the overlap before the last listing's server time was in it (and
+    # every one up to the newest it returned): list only what came after, with the overlap for late commits
+    since = max(cursor, _int_meta(ctx, META_SCAN_SERVER_TIME))
+    from_date = max(since - SCAN_OVERLAP_SECONDS, 1) if since else None
+    server_time: float | None = None
     async for page in ctx.local.pages(from_date=from_date):
+        if server_time is None:
+            server_time = ctx.local.server_time or 0.0
         report.listed += len(page)
         newest = max([newest, *(m.created_at for m in page if m.created_at is not None)])
         result.entries += _page_findings(ctx, page, set(), now, report, edits=False)
     if not ctx.dry:
         if newest != cursor:
             ctx.state.set_meta(META_SCAN_CURSOR, str(newest))
+        _record_server_time(ctx, server_time)
         ctx.state.set_meta(META_LAST_INCREMENTAL, format_ts(started.replace(microsecond=0)))
     log.debug("scan.incremental", listed=report.listed, new=report.new, since=from_date)
     return result
@@ -149,8 +167,11 @@ async def _full(ctx: SyncContext, *, confirm_deletes: bool) -> ScanResult:
     conflicted = {c.local_id for c in ctx.state.conflicts()}
     listed: set[str] = set()
     newest = 0
+    server_time: float | None = None
     # archived memories are listed too: archiving is not a deletion (deleted ones never show)
     async for page in ctx.local.pages(show_archived=True):
+        if server_time is None:
+            server_time = ctx.local.server_time or 0.0
         report.listed += len(page)
         listed.update(m.id for m in page)
         newest = max([newest, *(m.created_at for m in page if m.created_at is not None)])
@@ -189,9 +210,9 @@ async def _full(ctx: SyncContext, *, confirm_deletes: bool) -> ScanResult:
                                  "reason": held, "command": CONFIRM_DELETES_COMMAND})
         if record or ctx.state.get_meta(META_DELETES_HELD):
             ctx.state.set_meta(META_DELETES_HELD, record)
-        cursor_text = ctx.state.get_meta(META_SCAN_CURSOR)
-        if newest and (not cursor_text or not cursor_text.isdigit() or newest > int(cursor_text)):
+        if newest > _int_meta(ctx, META_SCAN_CURSOR):
             ctx.state.set_meta(META_SCAN_CURSOR, str(newest))
+        _record_server_time(ctx, server_time)
         stamp = format_ts(started.replace(microsecond=0))
         ctx.state.set_meta(META_LAST_FULL, stamp)
         ctx.state.set_meta(META_LAST_INCREMENTAL, stamp)  # a full listing covers the incremental one
