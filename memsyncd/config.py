@@ -72,6 +72,9 @@ class LocalSettings(BaseModel):
     url: ServiceUrl = "http://localhost:8765"
     user_id: str = Field(default_factory=_default_user, min_length=1)
     app: str = Field(default="memsyncd", min_length=1)
+    # OpenMemory's SQLite file when it is on this machine (e.g. the API container's volume): a write to it
+    # (or to its -wal) starts an incremental scan at once, beside the periodic ones
+    watch_path: Path | None = None
 
 
 class CloudSettings(BaseModel):

@@ -70,6 +70,8 @@ RUN_LOCK_WAIT_SECONDS = 600.0
 LOCK_POLL_SECONDS = 0.25
 QUEUE_LOCK_WAIT_SECONDS = 2.0  # POST /v1/queue: longest wait for another process's queue lock
 QUEUE_WRITE_BOUND_SECONDS = QUEUE_LOCK_WAIT_SECONDS + 1.5  # ... plus the write and its fsyncs
+LOCAL_WATCH_DEBOUNCE_SECONDS = 0.2  # a burst of OpenMemory DB writes starts one scan
+LOCAL_WATCH_QUIET_SECONDS = 1.0  # DB events this soon after one of our runs are its own writes: ignored
 
 
 def scan_for(kinds: frozenset[str]) -> ScanKind | None:
@@ -127,6 +129,9 @@ class RootService:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: FileWatcher | None = None
         self._debouncer: Debouncer | None = None
+        self._local_watchers: list[FileWatcher] = []  # local.watch_path and its -wal
+        self._local_debouncer: Debouncer | None = None
+        self._ignore_local_until = 0.0  # time.monotonic(): local DB events of our own runs are ignored
         self._run_lock = run_lock(syncer.settings)
         self._to_pull: int | None = None
         self._to_pull_as_of: datetime | None = None
@@ -150,6 +155,7 @@ class RootService:
         self._debouncer = Debouncer(self._loop, self.settings.sync.debounce_ms / 1000, self._on_queue_change)
         self._watcher = FileWatcher(self.paths.queue, self._queue_changed, observer=self._observer)
         self._watcher.start()
+        self._watch_local_db()
         sync = self.settings.sync
         self.scheduler.add_job(self._scheduled, "interval", seconds=sync.pull_interval_seconds,
                                args=[FULL, "schedule"], id=self._job("pull"), max_instances=1, coalesce=True)
@@ -191,6 +197,10 @@ class RootService:
             task.cancel()
         if self._watcher:
             await asyncio.to_thread(self._watcher.stop, 1.0)
+        for watcher in self._local_watchers:
+            await asyncio.to_thread(watcher.stop, 1.0)
+        if self._local_debouncer:
+            self._local_debouncer.cancel()
         await self.engine.stop(max(0.5, deadline - time.monotonic() - 0.3), final=self.syncer.aclose)
         self._queue_writer.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._close_reader)
@@ -226,6 +236,37 @@ class RootService:
         if any(entry.key not in known for entry in pending):
             with contextlib.suppress(RuntimeError):  # loop closed: shutting down
                 loop.call_soon_threadsafe(debouncer.trigger)
+
+    def _watch_local_db(self) -> None:
+        """Watch ``local.watch_path`` (and its ``-wal``): another client's write starts a scan at once."""
+        path = self.settings.local.watch_path
+        if path is None or self._loop is None:
+            return
+        path = path.expanduser()
+        if not path.parent.is_dir():
+            log.warning("local_watch.missing", path=str(path))  # never create directories in OpenMemory's volume
+            return
+        self._local_debouncer = Debouncer(self._loop, LOCAL_WATCH_DEBOUNCE_SECONDS, self._on_local_db_change)
+        for watched in (path, path.with_name(path.name + "-wal")):
+            watcher = FileWatcher(watched, self._local_db_changed, observer=self._observer)
+            watcher.start()
+            self._local_watchers.append(watcher)
+        log.info("local_watch.started", path=str(path))
+
+    def _local_db_changed(self) -> None:
+        """watchdog thread: OpenMemory's database changed; wake the loop unless it was our own run's doing."""
+        loop, debouncer = self._loop, self._local_debouncer
+        if self._stopping or self.paused or loop is None or debouncer is None:
+            return
+        if self.coordinator.busy or time.monotonic() < self._ignore_local_until:
+            return  # our own writes (and reads that log access): the periodic scans catch anything else
+        with contextlib.suppress(RuntimeError):  # loop closed: shutting down
+            loop.call_soon_threadsafe(debouncer.trigger)
+
+    def _on_local_db_change(self) -> None:
+        if self.paused or self._stopping:
+            return
+        self._spawn(self._scheduled(frozenset({PUSH, SCAN}), "local-watch"))
 
     def _on_queue_change(self) -> None:
         """Debounced (leading edge) queue change with new work: push."""
@@ -263,6 +304,7 @@ class RootService:
             outcome = await self.engine.call(self._engine_run(kinds))
         finally:
             self._progress = None
+        self._ignore_local_until = time.monotonic() + LOCAL_WATCH_QUIET_SECONDS
         report = outcome.report
         self.metrics.record(report, time.time())
         self._remember_pull(kinds, outcome)

@@ -176,3 +176,29 @@ def test_pending_counts_what_scans_found(root: Path, clean: Emulators) -> None:
             wait_for(lambda: status_json(daemon).get("pending_scan") == 0)
     finally:
         emu.fault("mem0", fault=None)
+
+
+def test_local_watch_path_starts_a_scan(root: Path, tmp_path: Path, clean: Emulators) -> None:
+    """With periodic scans off, a write to the watched OpenMemory database file makes a new memory sync."""
+    emu = clean
+    database = tmp_path / "openmemory-volume" / "openmemory.db"
+    database.parent.mkdir()
+    database.write_bytes(b"")
+    make_root(root, emu, default_level=1)  # both scan intervals 0 (harness default)
+    config = root / ".claude" / "memory" / "config.json"
+    data = json.loads(config.read_text())
+    data["local"]["watch_path"] = str(database)
+    config.write_text(json.dumps(data))
+    with running_daemon(root) as daemon:
+        wait_for(lambda: "local_watch.started" in daemon.log())
+        wait_for(lambda: (h := daemon.health()) is not None and h.get("runs_started", 0) >= 1 and not h["busy"])
+        emu.local_add("scan-daemon: seen through the database file")
+        health = daemon.health()
+        assert health is not None and not health["busy"]
+        assert emu.cloud_texts() == []  # nothing scans by itself
+
+        def written_and_synced() -> bool:
+            database.write_bytes(b"written by OpenMemory")  # again until outside our own run's quiet window
+            return emu.cloud_texts() == ["scan-daemon: seen through the database file"]
+
+        wait_for(written_and_synced)
