@@ -61,15 +61,16 @@ async def full_scan(count: int) -> None:
         syncer.state.save_mappings(batch)
         syncer.state.set_meta("pull_cursor", "2020-01-01T00:00:00+00:00")
         del batch
+        # an incremental scan re-lists what was created within SCAN_OVERLAP_SECONDS before the last listing
+        # (late commits); the seeded memories are all that recent: list first when they are older, as an
+        # idle store's are
+        await asyncio.sleep(max(0.0, SCAN_OVERLAP_SECONDS + 1.5 - (time.monotonic() - seeded)))
         local_before, cloud_before = local_t.count, cloud_t.count
         cpu, wall = time.process_time(), time.perf_counter()
         report = await syncer.run(SyncMode.PUSH, scan=ScanKind.FULL)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         cloud_requests, local_requests = cloud_t.count - cloud_before, local_t.count - local_before
         assert report.scan is not None and report.scan.found == 0, report.to_json()
-        # the incremental scan re-lists the last SCAN_OVERLAP_SECONDS of creations: the seeded memories are
-        # all that recent, so wait until they are older (an idle store's normal case)
-        await asyncio.sleep(max(0.0, SCAN_OVERLAP_SECONDS + 1.5 - (time.monotonic() - seeded)))
         before = local_t.count
         idle = await syncer.run(SyncMode.PUSH, scan=ScanKind.INCREMENTAL)
         assert idle.scan is not None and idle.scan.found == 0

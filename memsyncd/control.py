@@ -202,7 +202,8 @@ class ControlApi:
         confirm_deletes = body.get("confirm_deletes", False)
         if not isinstance(confirm_deletes, bool):
             return _bad('"confirm_deletes" must be true or false')
-        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run, confirm_deletes=confirm_deletes)
+        extra = {"confirm_deletes": True} if confirm_deletes else {}
+        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run, **extra)
         return Response.json(report.to_json())
 
     async def _enqueue(self, request: Request, root: str | None) -> Response:

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 
 from memsyncd.cloud import CloudClient
 from memsyncd.config import Paths, Settings
-from memsyncd.engine.context import META_CURSOR, ProgressCallback, RunStop, SyncContext, log, short
+from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short
 from memsyncd.engine.decide import Keep, coalesce
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ItemStatus, run_push
@@ -200,9 +200,10 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
     """Scan (when asked), then push the queue with the scan's findings; True when the pull already ran.
 
     Scan findings not finished by this push stay in ``ctx.scan_backlog`` for the next push
-    (a retry, the next scan). New memories found while no pull ever completed wait for one:
-    the pull runs first, so a memory the cloud already holds (a reinstall, ``state rebuild``,
-    another device) is adopted by content hash instead of created a second time.
+    (a retry, the next scan). When a scan found new memories, the pull runs first (one listing
+    request when little changed), so a memory the cloud already holds (a reinstall, ``state
+    rebuild``, another device, another root on the same OpenMemory) is adopted by content hash
+    instead of created a second time; a scan that found nothing sends nothing to mem0.
     """
     found: list[QueueEntry] = []
     if scan is not None:
@@ -221,7 +222,7 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
     held: dict[str, QueueEntry] = {}
     pulled = False
     creates = {e.id: e for e in backlog.values() if e.action == "push" and e.level is None}
-    if creates and ctx.state.get_meta(META_CURSOR) is None:
+    if creates:
         report.pull = PullReport()
         try:
             await _pull_keeping_report(ctx, cloud, report.pull)

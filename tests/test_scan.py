@@ -277,3 +277,21 @@ def test_dry_run_counts_and_writes_nothing(tmp_path: Path, servers: RunningEmula
     assert admin.cloud_texts() == []
     assert aio(syncer.status()).last_full_scan is None
     aio(syncer.aclose())
+
+
+def test_two_roots_on_one_openmemory_never_duplicate(tmp_path: Path, servers: RunningEmulators,
+                                                     admin: EmulatorAdmin) -> None:
+    """Two roots on the same stores (own state each): what one pushed, the other's scan adopts, never copies."""
+    admin.local_add("before both", level=1)
+    first = make_syncer(tmp_path / "a", servers)
+    second = make_syncer(tmp_path / "b", servers)
+    sync(first)
+    sync(second)  # its pull has run: it has a cursor now
+    admin.local_add("written after both synced", level=1)
+    sync(first, ScanKind.INCREMENTAL, SyncMode.PUSH)
+    report = sync(second, ScanKind.INCREMENTAL, SyncMode.PUSH)
+    assert report.pull is not None and report.pull.adopted == 1
+    assert admin.cloud_texts() == ["before both", "written after both synced"]
+    assert admin.local_texts() == ["before both", "written after both synced"]
+    aio(first.aclose())
+    aio(second.aclose())
