@@ -18,7 +18,7 @@ The machine is shared: the defaults are small; raise them for the issue's full s
 (``--full-count 20000 --first-count 5000 --idle-local 1000 --idle-seconds 600``).
 
 Usage: python benchmarks/local_scan.py [--full-count 2000] [--first-count 300] [--latency-ms 20]
-       [--samples 10] [--idle-seconds 65] [--idle-local 200] [--skip-daemon]
+       [--samples 30] [--idle-seconds 65] [--idle-local 200] [--skip-daemon]
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--first-count", type=int, default=300)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--idle-seconds", type=float, default=65)
     parser.add_argument("--idle-local", type=int, default=200)
     parser.add_argument("--skip-daemon", action="store_true")

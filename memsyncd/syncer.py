@@ -159,10 +159,23 @@ class Syncer:
         return await resolve_conflict(self._ctx, conflict_id, keep, text)
 
     async def status(self) -> StatusReport:
-        """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable)."""
+        """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable).
+
+        Without a daemon nobody scanned OpenMemory lately: a dry full scan (local requests only, writes
+        nothing) counts the changes made outside the queue, so "Pending" is what the next sync pushes.
+        """
         ctx = self._ctx
         doc = ctx.queue.read()
         backlog = ctx.scan_backlog
+        wanted = ctx.settings.one_shot_scan
+        if wanted is not None and not backlog:
+            try:
+                found = await run_scan(ctx.dry_view(), ScanKind(wanted))
+                backlog = {entry.id: entry for entry in found.entries}
+            except RemoteError as exc:
+                if exc.stops_run:
+                    raise
+                log.warning("status.scan_failed", error=short(exc))
         status = StatusReport(
             local_url=ctx.settings.local.url,
             cloud_configured=self.configured,

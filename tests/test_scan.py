@@ -295,3 +295,19 @@ def test_two_roots_on_one_openmemory_never_duplicate(tmp_path: Path, servers: Ru
     assert admin.local_texts() == ["before both", "written after both synced"]
     aio(first.aclose())
     aio(second.aclose())
+
+
+def test_status_without_daemon_counts_unqueued_changes(tmp_path: Path, servers: RunningEmulators,
+                                                       admin: EmulatorAdmin) -> None:
+    """A new user with memories already in OpenMemory: status says what the first sync will push."""
+    admin.local_add("existing one", level=1)
+    admin.local_add("existing two", level=1)
+    admin.local_add("private, unmarked")
+    syncer = make_syncer(tmp_path, servers)
+    status = aio(syncer.status())
+    assert (status.pending_push, status.pending_scan) == (2, 2)
+    assert admin.cloud_texts() == [] and status.last_full_scan is None  # counted, nothing written
+    sync(syncer)
+    status = aio(syncer.status())
+    assert (status.pending_push, status.pending_scan) == (0, 0)
+    aio(syncer.aclose())
