@@ -232,6 +232,8 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
         backlog = {entry.id: entry for entry in found}  # a complete listing says all: older findings are stale
     else:
         backlog = {**ctx.scan_backlog, **{entry.id: entry for entry in found}}
+    if not ctx.dry:
+        ctx.scan_backlog = backlog  # counted as pending from now on, while the pull and the push work
     held: dict[str, QueueEntry] = {}
     pulled = False
     creates = {e.id: e for e in backlog.values() if e.action == "push" and e.level is None}
@@ -251,6 +253,8 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
             backlog = {i: e for i, e in backlog.items() if i not in adopted}
     extra = [e for i, e in backlog.items() if i not in held]
     finished: set[str] = set()
+    if not ctx.dry:
+        ctx.scan_backlog = backlog  # counted as pending while the push works through it
     try:
         report.push = await run_push(ctx, cloud, extra, finished)
     finally:
