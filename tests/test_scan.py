@@ -311,3 +311,23 @@ def test_status_without_daemon_counts_unqueued_changes(tmp_path: Path, servers: 
     status = aio(syncer.status())
     assert (status.pending_push, status.pending_scan) == (0, 0)
     aio(syncer.aclose())
+
+
+def test_status_all_reports_held_deletions(tmp_path: Path) -> None:
+    """``status --all`` (from the files, no daemon) names the held deletions and the command that confirms them."""
+    from memsyncd.cli.roots import _local_summary, render_roots
+    from memsyncd.config import Paths as RootPaths
+    from memsyncd.engine.scan import CONFIRM_DELETES_COMMAND, META_DELETES_HELD
+    from memsyncd.state import StateStore
+
+    paths = RootPaths(tmp_path)
+    paths.config.parent.mkdir(parents=True)
+    paths.config.write_text("{}")
+    store = StateStore(paths.state)
+    store.set_meta(META_DELETES_HELD, json.dumps({"count": 4, "mapped": 10, "reason": "4 of 10 deleted locally",
+                                                  "command": CONFIRM_DELETES_COMMAND}))
+    store.close()
+    row = _local_summary(tmp_path)
+    assert row["status"]["deletes_held"] == 4
+    text = render_roots([row], daemon=False)
+    assert "deletions held: 4 of 10 deleted locally" in text and CONFIRM_DELETES_COMMAND in text
