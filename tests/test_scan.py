@@ -331,3 +331,19 @@ def test_status_all_reports_held_deletions(tmp_path: Path) -> None:
     assert row["status"]["deletes_held"] == 4
     text = render_roots([row], daemon=False)
     assert "deletions held: 4 of 10 deleted locally" in text and CONFIRM_DELETES_COMMAND in text
+
+
+def test_rules_config_and_doctor_line(tmp_path: Path) -> None:
+    """Rules are validated with a clear message, and doctor lists them."""
+    from memsyncd.cli.doctor import DoctorContext, Status, check_rules
+    from memsyncd.config import settings_from_dict
+    from memsyncd.errors import ConfigError
+
+    settings = settings_from_dict({"sync": {"rules": [{"app": "cursor", "level": 0},
+                                                      {"category": "work", "level": 1}]}}, tmp_path / "c.json")
+    ctx = DoctorContext(paths=Paths(tmp_path), home=tmp_path, settings=settings)
+    check = check_rules(ctx)
+    assert check.status is Status.OK
+    assert "app=cursor -> level 0 (local-only)" in check.detail and "category=work -> level 1" in check.detail
+    with pytest.raises(ConfigError, match="sync.rules.0"):
+        settings_from_dict({"sync": {"rules": [{"level": 0}]}}, tmp_path / "c.json")
