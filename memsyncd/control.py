@@ -5,7 +5,9 @@ Routes (v1): ``GET /v1/health``, ``GET /v1/status``, ``POST /v1/sync``,
 ``POST /v1/queue``, ``POST /v1/pause``, ``POST /v1/resume``, ``GET /v1/metrics``, and
 ``GET|POST|DELETE /v1/roots``. Every route that concerns a root names it with ``?root=/abs/path``
 (optional while the daemon serves one root); ``POST /v1/queue`` for a root the daemon does not
-serve yet registers it and serves it from then on.
+serve yet registers it and serves it from then on. ``POST /v1/sync`` takes
+``{"mode": "full"|"push"|"pull", "dry_run": bool, "confirm_deletes": bool}`` (push and full runs
+scan OpenMemory fully first; ``confirm_deletes`` lets held local deletions reach the cloud).
 Errors are ``{"error": {"type", "title", "message"}}`` with a 4xx/5xx status; the
 client rebuilds them from the fixed registry in :mod:`memsyncd.errors`. A body that is not
 JSON (including nesting too deep to decode) is a 400; an unexpected exception in a route is a
