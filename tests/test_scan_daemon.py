@@ -53,6 +53,9 @@ def test_adds_edits_and_deletes_made_in_openmemory_reach_mem0(root: Path, clean:
         wait_for(lambda: emu.cloud_texts() == ["scan-daemon: edited in the OpenMemory UI"])
         emu.local_delete(first)
         wait_for(lambda: emu.cloud_texts() == [])
+        emu.clear_requests()
+        full_scans_after(daemon, 2)  # idle scans (incremental and full): nothing for mem0
+        assert emu.requests("mem0") == []
         status = status_json(daemon)
         assert status["last_incremental_scan"] and status["last_full_scan"]
         assert status["pending_push"] == 0 and status["pending_scan"] == 0
