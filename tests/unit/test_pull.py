@@ -123,20 +123,35 @@ def test_own_memory_with_a_different_text_is_adopted_as_a_conflict(tmp_path: Pat
     run_with_rig(tmp_path, body)
 
 
-def test_a_cloud_edit_updates_the_local_copy_and_the_base(tmp_path: Path) -> None:
-    """Mapped, edited in the cloud only: one local PUT with the new text; the base follows."""
+def test_a_cloud_edit_replaces_the_local_copy_and_moves_the_mapping_and_the_base(tmp_path: Path) -> None:
+    """Mapped, edited in the cloud only: a local replace (never OpenMemory's PUT, which leaves the agents' view
+    stale): one POST creating the new text with the pair's metadata, then one DELETE of the old id; the mapping
+    moves to the new id and the base follows."""
 
     async def body(rig: EngineRig) -> None:
         cloud_id = rig.cloud_add("old text")
         await pull(rig)
+        before = rig.ctx.state.mapping_for_cloud(cloud_id)
+        assert before is not None
+        old_local_id = before.local_id
         rig.mem0.update(cloud_id, text="new text")
         rig.local_http.sent.clear()
         report = await pull(rig)
         assert report.updated == 1 and report.new == 0
-        (put,) = rig.local_http.requests("PUT")
-        assert json.loads(put.content)["memory_content"] == "new text"
+        assert [(r.method, r.url.path) for r in local_writes(rig)] == [
+            ("POST", "/api/v1/memories/"), ("DELETE", "/api/v1/memories/")]
+        create, delete = local_writes(rig)
+        created = json.loads(create.content)
+        assert created["text"] == "new text"
+        assert created["metadata"]["memsync_cloud_id"] == cloud_id and created["metadata"]["level"] == 1
+        assert json.loads(delete.content)["memory_ids"] == [old_local_id]
         mapping = rig.ctx.state.mapping_for_cloud(cloud_id)
         assert mapping is not None and mapping.base_text == "new text"
+        assert mapping.local_id != old_local_id and rig.ctx.state.mapping_for_local(old_local_id) is None
+        new_row, old_row = rig.openmemory.get(mapping.local_id), rig.openmemory.get(old_local_id)
+        assert new_row is not None and new_row["content"] == "new text" and new_row["state"] == "active"
+        assert old_row is not None and old_row["state"] == "deleted"
+        assert rig.ctx.state.local_replaces() == []
         assert rig.local_texts() == ["new text"]
 
     run_with_rig(tmp_path, body)
