@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd.errors import ConfigError, FileAccessError, SymlinkRefusedError
@@ -73,6 +73,9 @@ class LocalSettings(BaseModel):
     url: ServiceUrl = "http://localhost:8765"
     user_id: str = Field(default_factory=_default_user, min_length=1)
     app: str = Field(default="memsyncd", min_length=1)
+    # OpenMemory's SQLite file when it is on this machine (e.g. the API container's volume): a write to it
+    # (or to its -wal) starts an incremental scan at once, beside the periodic ones
+    watch_path: Path | None = None
 
 
 class CloudSettings(BaseModel):
@@ -87,6 +90,30 @@ class CloudSettings(BaseModel):
     app_id: str | None = None
     org_id: str | None = None
     project_id: str | None = None
+
+
+class SyncRule(BaseModel):
+    """A selective-sync rule: memories written by ``app`` and/or carrying ``category`` sync at most at ``level``.
+
+    Level 0 makes them local-only, exactly like ``metadata.level`` 0: nothing of them in any request.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str | None = Field(default=None, min_length=1)
+    category: str | None = Field(default=None, min_length=1)
+    level: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _names_something(self) -> SyncRule:
+        if self.app is None and self.category is None:
+            raise ValueError("a rule needs \"app\" and/or \"category\" (e.g. {\"app\": \"cursor\", \"level\": 0})")
+        return self
+
+    def describe(self) -> str:
+        """``app=cursor category=work -> level 0`` (for doctor)."""
+        names = [f"{key}={value}" for key, value in (("app", self.app), ("category", self.category)) if value]
+        return f"{' '.join(names)} -> level {self.level}{' (local-only)' if self.level == 0 else ''}"
 
 
 class SyncSettings(BaseModel):
@@ -105,6 +132,9 @@ class SyncSettings(BaseModel):
     max_response_mb: float = Field(default=16, ge=0.0625, le=1024)  # answers larger than this are refused
     max_retry_after_seconds: float = Field(default=60, ge=0, le=600)
     event_wait_seconds: float = Field(default=5, ge=0, le=300)
+    local_scan_interval_seconds: float = Field(default=30, ge=0)  # new local memories (0 = off)
+    local_full_scan_interval_seconds: float = Field(default=900, ge=0)  # edits and deletions (0 = off)
+    rules: list[SyncRule] = Field(default_factory=list)
 
     @property
     def max_response_bytes(self) -> int:
@@ -132,6 +162,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's content arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings)
+
+    @property
+    def one_shot_scan(self) -> str | None:
+        """The scan a ``memsyncctl sync`` runs first: "full", "incremental" when only that one is on, None when off."""
+        if self.sync.local_full_scan_interval_seconds > 0:
+            return "full"
+        if self.sync.local_scan_interval_seconds > 0:
+            return "incremental"
+        return None
 
     @property
     def cloud_user_id(self) -> str:

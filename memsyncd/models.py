@@ -94,6 +94,8 @@ class LocalMemory:
     state: str = "active"
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: int | None = None
+    app: str | None = None  # the OpenMemory app (client) that wrote it: "claude", "cursor", ...
+    categories: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:

@@ -134,12 +134,8 @@ def call_daemon(socket_path: Path, method: str, path: str, *, body: Any = None, 
             sock.settimeout(timeout)
             sock.sendall(_request(method, path, body))
             status, headers, raw = _read_answer(_Stream(sock, deadline))
-        except TimeoutError:
-            raise DaemonSilent(f"no answer from {socket_path} within {timeout:g} s") from None
-        except OSError as exc:
-            raise DaemonSilent(f"{socket_path}: {type(exc).__name__}: {exc}") from None
-        except _Malformed as exc:
-            raise DaemonSilent(f"{socket_path} did not answer in HTTP ({exc})") from None
+        except (OSError, _Malformed) as exc:  # TimeoutError is an OSError
+            raise _silent(socket_path, timeout, exc) from None
     finally:
         sock.close()
     return _decode(socket_path, status, headers, raw)
@@ -162,15 +158,21 @@ async def acall_daemon(socket_path: Path, method: str, path: str, *, body: Any =
         writer.write(_request(method, path, body))
         raw = await asyncio.wait_for(_read_to_end(reader), timeout)
         status, headers, payload = _read_answer(_Stream.complete(raw))
-    except TimeoutError:
-        raise DaemonSilent(f"no answer from {socket_path} within {timeout:g} s") from None
-    except OSError as exc:
-        raise DaemonSilent(f"{socket_path}: {type(exc).__name__}: {exc}") from None
-    except _Malformed as exc:
-        raise DaemonSilent(f"{socket_path} did not answer in HTTP ({exc})") from None
+    except (OSError, _Malformed) as exc:
+        raise _silent(socket_path, timeout, exc) from None
     finally:
         writer.close()
     return _decode(socket_path, status, headers, payload)
+
+
+def _silent(socket_path: Path, timeout: float | None, exc: Exception) -> DaemonSilent:
+    """The one way both clients report a connection that gave no usable answer."""
+    if isinstance(exc, TimeoutError):
+        within = f" within {timeout:g} s" if timeout is not None else ""
+        return DaemonSilent(f"no answer from {socket_path}{within}")
+    if isinstance(exc, _Malformed):
+        return DaemonSilent(f"{socket_path} did not answer in HTTP ({exc})")
+    return DaemonSilent(f"{socket_path}: {type(exc).__name__}: {exc}")
 
 
 async def _read_to_end(reader: Any) -> bytes:

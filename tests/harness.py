@@ -94,11 +94,16 @@ def running_emulators(*extra: str) -> Iterator[Emulators]:
 
 
 def make_root(root: Path, emu: Emulators, *, enabled: bool = True, **sync: Any) -> Path:
-    """Write a config.json for ``root`` pointing at the emulators."""
+    """Write a config.json for ``root`` pointing at the emulators.
+
+    Local scans are off unless asked for (``local_scan_interval_seconds=...``): the emulators are shared
+    by a module's tests, and a scan would push the memories earlier tests left in OpenMemory.
+    """
     config = {
         "local": {"url": emu.openmemory, "user_id": USER},
         "cloud": {"enabled": enabled, "url": emu.mem0, "user_id": USER},
-        "sync": {"default_level": 0, "debounce_ms": 50, **sync},
+        "sync": {"default_level": 0, "debounce_ms": 50, "local_scan_interval_seconds": 0,
+                 "local_full_scan_interval_seconds": 0, **sync},
     }
     path = root / ".claude" / "memory" / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)

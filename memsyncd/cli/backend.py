@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from memsyncd.config import Paths, load_api_key, load_trusted_settings
 from memsyncd.engine.report import StatusReport, SyncReport
-from memsyncd.engine.syncer import ProgressCallback, Syncer, build_syncer
+from memsyncd.engine.syncer import ProgressCallback, ScanKind, Syncer, build_syncer
 from memsyncd.errors import SyncUnavailableError
 from memsyncd.models import Conflict, SyncMode
 from memsyncd.store.locks import pair_run_lock
@@ -21,7 +21,7 @@ RUN_LOCK_TIMEOUT = 600.0
 class Backend(Protocol):
     """The commands ``memsyncctl`` needs, answered by the daemon or in-process."""
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport: ...
     async def status(self) -> StatusReport: ...
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
@@ -58,10 +58,13 @@ class InProcessBackend:
                              busy=lambda lock, waited: f"another sync of these stores has held {lock} for "
                                                        f"{waited:.0f} s; try again later.")
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
+        """A one-shot sync; push and full modes scan OpenMemory fully first (SPEC 4, Local changes)."""
         syncer = self._configured()
+        wanted = syncer.settings.one_shot_scan
+        scan = None if mode is SyncMode.PULL or wanted is None else ScanKind(wanted)
         async with self._run_lock():
-            return await syncer.run(mode, dry_run=dry_run)
+            return await syncer.run(mode, dry_run=dry_run, scan=scan, confirm_deletes=confirm_deletes)
 
     async def status(self) -> StatusReport:
         return await self._configured().status()

@@ -111,7 +111,8 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     mode = SyncMode.PUSH if args.push else SyncMode.PULL if args.pull else SyncMode.FULL
     progress = None if args.dry_run else SyncProgress.for_command(args)
     try:
-        report: SyncReport = await _sync_showing(backend, mode, args.dry_run, progress)
+        report: SyncReport = await _sync_showing(backend, mode, args.dry_run, progress,
+                                                 confirm_deletes=getattr(args, "confirm_deletes", False))
     finally:
         if progress is not None:
             progress.close()
@@ -122,12 +123,13 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-async def _sync_showing(backend: Backend, mode: SyncMode, dry_run: bool, progress: SyncProgress | None) -> SyncReport:
+async def _sync_showing(backend: Backend, mode: SyncMode, dry_run: bool, progress: SyncProgress | None, *,
+                        confirm_deletes: bool = False) -> SyncReport:
     """Run the sync; with a display, feed it from the engine (in-process) or the daemon's health answers."""
     if progress is not None and isinstance(backend, InProcessBackend):
         backend.progress = progress.update  # the engine calls it as it goes
     if progress is None or not isinstance(backend, DaemonClient):
-        return await backend.sync(mode, dry_run=dry_run)
+        return await backend.sync(mode, dry_run=dry_run, confirm_deletes=confirm_deletes)
     daemon = backend
 
     async def follow() -> None:  # the daemon reports its run's progress in /v1/health
@@ -139,7 +141,7 @@ async def _sync_showing(backend: Backend, mode: SyncMode, dry_run: bool, progres
 
     follower = asyncio.create_task(follow())
     try:
-        return await daemon.sync(mode, dry_run=dry_run)
+        return await daemon.sync(mode, dry_run=dry_run, confirm_deletes=confirm_deletes)
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError, MemsyncError):

@@ -58,8 +58,11 @@ class DaemonClient:
     async def health(self) -> dict[str, Any]:
         return await self._object("GET", wire.HEALTH, timeout=PROBE_TIMEOUT)
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
-        body = await self._call("POST", wire.SYNC, json={"mode": mode.value, "dry_run": dry_run}, timeout=None)
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
+        payload = {"mode": mode.value, "dry_run": dry_run}
+        if confirm_deletes:
+            payload["confirm_deletes"] = True
+        body = await self._call("POST", wire.SYNC, json=payload, timeout=None)
         return SyncReport.from_json(body)
 
     async def status(self) -> StatusReport:

@@ -453,10 +453,47 @@ async def check_private_copies(ctx: DoctorContext) -> Check:
                  "the cloud copies; the local memories stay)")
 
 
+def check_scans(ctx: DoctorContext) -> Check:
+    """Local scans are on, and no local deletion waits for the user's confirmation (the max-delete guard)."""
+    from memsyncd.engine.scan import META_DELETES_HELD, META_LAST_FULL, parse_held
+
+    name = "local scans"
+    if ctx.settings is None:
+        return _skip(name, "needs a valid config")
+    sync = ctx.settings.sync
+    every = (f"new memories every {sync.local_scan_interval_seconds:g} s" if sync.local_scan_interval_seconds
+             else "incremental scan off")
+    every += (f", edits and deletions every {sync.local_full_scan_interval_seconds:g} s"
+              if sync.local_full_scan_interval_seconds else ", full scan off")
+    held = parse_held(ctx.state.get_meta(META_DELETES_HELD)) if ctx.state is not None else None
+    if held is not None:
+        return Check(name, Status.WARN, f"{held.get('reason', 'local deletions held')} ({every})",
+                     f"{held.get('command', 'memsyncctl sync --confirm-deletes')}   (or restore the memories in "
+                     "OpenMemory; the next full scan then clears this)")
+    last = ctx.state.get_meta(META_LAST_FULL) if ctx.state is not None else None
+    if not sync.local_scan_interval_seconds and not sync.local_full_scan_interval_seconds:
+        return Check(name, Status.WARN, "off: only queued changes are pushed (memories written by other "
+                     "OpenMemory clients never sync)",
+                     "set sync.local_scan_interval_seconds / sync.local_full_scan_interval_seconds above 0")
+    return Check(name, Status.OK, f"{every}; last full scan {last or 'never'}")
+
+
+def check_rules(ctx: DoctorContext) -> Check:
+    """Show the selective-sync rules (memories by app or category kept local-only or capped)."""
+    name = "sync rules"
+    if ctx.settings is None:
+        return _skip(name, "needs a valid config")
+    rules = ctx.settings.sync.rules
+    if not rules:
+        return Check(name, Status.OK, "none (every memory follows its level / sync.default_level)")
+    return Check(name, Status.OK, "; ".join(rule.describe() for rule in rules))
+
+
 CheckFunction = Callable[[DoctorContext], "Check | Awaitable[Check]"]
 CHECKS: tuple[CheckFunction, ...] = (
     check_config, check_key, check_openmemory, check_mem0, check_clock, check_daemon, check_service,
-    check_claude, check_queue, check_state, check_errors, check_conflicts, check_private_copies,
+    check_claude, check_queue, check_state, check_errors, check_conflicts, check_private_copies, check_scans,
+    check_rules,
 )
 
 

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--pull", action="store_true", help="only pull cloud changes")
     mode.add_argument("--status", action="store_true", help="show status, do not sync")
     sync.add_argument("--dry-run", action="store_true", help="show what would happen; write nothing")
+    sync.add_argument("--confirm-deletes", action="store_true",
+                      help="delete in the cloud the memories deleted locally that the max-delete guard held back")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
 
     status = sub.add_parser("status", help="same as 'sync --status'; --all: every root the daemon serves")

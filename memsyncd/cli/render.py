@@ -90,6 +90,10 @@ def render_sync(report: SyncReport) -> str:
     lines: list[str] = []
     push, pull = report.push, report.pull
     prefix = "DRY RUN (nothing written)\n" if report.dry_run else ""
+    if report.scan is not None and not report.scan.failed and (report.scan.found or report.dry_run):
+        scan = report.scan  # what the local scan found outside the queue, first: it is what the push counts
+        prefix += (f"Found in OpenMemory ({scan.kind} scan of {scan.listed}): {scan.new} new, {scan.edited} edited, "
+                   f"{scan.deleted} deleted\n")
     if report.exit_code == EXIT_PARTIAL or pull_failed:
         if push and pull_failed:  # what the push did stands: show it before the pull's failure
             lines.append(f"PUSH: {push.synced} memories synced to cloud")
@@ -133,6 +137,10 @@ def render_sync(report: SyncReport) -> str:
         lines.append(f"Deleted locally (deleted in cloud): {report.reconcile.deleted_local}")
     if report.reconcile and report.reconcile.refused:
         lines.append(f"WARNING: {report.reconcile.refused}")
+    if report.scan is not None and report.scan.failed:
+        lines.append(f"Local scan stopped early: {report.scan.failed} (nothing it listed was taken as deleted)")
+    if report.scan is not None and report.scan.held_reason:
+        lines.append(f"WARNING: {report.scan.held_reason}")
     if report.conflicts_open:
         lines.append(f"Conflicts pending: {report.conflicts_open} (resolve with /memory/conflict or "
                      "'memsyncctl conflicts list')")
@@ -209,6 +217,10 @@ def render_status(status: StatusReport | Mapping[str, Any], now: datetime | floa
     ]
     if data.get("errors"):
         lines.append(f"Errors: {data['errors']} entries failing (see {data.get('queue_path', '')})")
+    if data.get("pending_scan"):
+        lines.append(f"Found by local scans: {data['pending_scan']} changes not pushed yet (counted in Pending)")
+    if data.get("deletes_held"):
+        lines.append(f"Deletions held: {data.get('deletes_held_reason') or data['deletes_held']}")
     if data.get("pull_note"):
         lines.append(str(data["pull_note"]))
     lines += render_attention(data.get("attention"))

@@ -8,6 +8,7 @@ root; without a daemon it reads each root's queue and state files here (no netwo
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def _local_summary(root: Path) -> dict[str, Any]:
         from memsyncd.store.queue import QueueStore
 
         doc = QueueStore(paths.queue, paths.queue_lock).read()
-        conflicts = _open_conflicts(paths.state)
+        conflicts, held = _open_conflicts(paths.state)
     except MemsyncError as exc:
         row["problem"] = exc.to_dict()
         return row
@@ -146,7 +147,7 @@ def _local_summary(root: Path) -> dict[str, Any]:
 
     pending = len(coalesce(doc.pending))  # counted as status counts them
     row["status"] = {"pending_push": pending, "pending_pull": None, "conflicts": conflicts,
-                     "last_sync": doc.last_sync, "errors": len(doc.sync_errors)}
+                     "last_sync": doc.last_sync, "errors": len(doc.sync_errors), **held}
     if not paths.config.is_file():
         row["problem"] = {"type": "ConfigError", "title": "not configured",
                           "message": f"no {paths.config}; run 'memsyncctl init --root {root}'."}
@@ -163,14 +164,24 @@ def _local_summary(root: Path) -> dict[str, Any]:
     return row
 
 
-def _open_conflicts(state: Path) -> int:
+def _open_conflicts(state: Path) -> tuple[int, dict[str, Any]]:
+    """(open conflicts, the deletions the max-delete guard holds as status fields) from the state DB."""
     if not state.exists():
-        return 0
+        return 0, {}
     from memsyncd.store.state import StateStore
 
     store = StateStore(state, verify=False)  # raises StateUnreadableError naming the file and 'state rebuild'
     try:
-        return len(store.conflicts())
+        raw = store.get_meta("scan_deletes_held")  # engine.scan.META_DELETES_HELD (this module stays light)
+        held: dict[str, Any] = {}
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            held = {"deletes_held": value.get("count", 0),
+                    "deletes_held_reason": f"{value.get('reason', '')}. Confirm with: {value.get('command', '')}"}
+        return len(store.conflicts()), held
     finally:
         store.close()
 
@@ -192,4 +203,6 @@ def render_roots(rows: list[dict[str, Any]], *, daemon: bool) -> str:
         problems = _problems(row)
         health = "\n      ".join(f"Needs attention: {attention_text(p)}" for p in problems) if problems else "ok"
         lines.append(f"  {row['root']}\n      {health}\n      {figures}")
+        if status and status.get("deletes_held"):
+            lines.append(f"      deletions held: {status.get('deletes_held_reason') or status['deletes_held']}")
     return "\n".join(lines) + "\n"

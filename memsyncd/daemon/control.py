@@ -8,6 +8,8 @@ Routes (v1): ``GET /v1/health``, ``GET /v1/status``, ``POST /v1/sync``,
 serve yet registers it and serves it from then on, unless it was removed with ``roots remove``
 (404 ``RootNotServedError``: the client writes the queue file itself). ``POST /v1/roots`` takes
 ``{"path", "auto"?}``: ``auto`` true (the hook) respects that ignore list, false (``roots add``) clears it.
+``POST /v1/sync`` takes ``{"mode": "full"|"push"|"pull", "dry_run": bool, "confirm_deletes": bool}``
+(push and full runs scan OpenMemory fully first; ``confirm_deletes`` lets held local deletions reach the cloud).
 Errors are ``{"error": {"type", "title", "message"}}`` with a 4xx/5xx status; the
 client rebuilds them from the fixed registry in :mod:`memsyncd.errors`. A body that is not
 JSON (including nesting too deep to decode) is a 400; an unexpected exception in a route is a
@@ -56,7 +58,7 @@ class RootApi(Protocol):
     """What the control API needs from one root's service."""
 
     async def status(self) -> StatusReport: ...
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport: ...
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport: ...
     async def conflicts(self) -> list[Conflict]: ...
     async def conflict(self, conflict_id: int) -> Conflict: ...
     async def resolve(self, conflict_id: int, keep: wire.Keep, text: str | None) -> dict[str, Any]: ...
@@ -199,7 +201,11 @@ class ControlApi:
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             return _bad('"dry_run" must be true or false')
-        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run)
+        confirm_deletes = body.get("confirm_deletes", False)
+        if not isinstance(confirm_deletes, bool):
+            return _bad('"confirm_deletes" must be true or false')
+        extra = {"confirm_deletes": True} if confirm_deletes else {}
+        report = await self.daemon.service_for(root).sync(mode, dry_run=dry_run, **extra)
         return Response.json(report.to_json())
 
     async def _enqueue(self, request: Request, root: str | None) -> Response:

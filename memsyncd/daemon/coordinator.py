@@ -1,7 +1,8 @@
 """One sync at a time per root: requests during a run join a single queued follow-up run.
 
-Kinds of work are ``push``, ``pull``, ``reconcile`` and ``preview`` (count what a pull would
-bring, writing nothing); a follow-up run does the union of everything requested while the
+Kinds of work are ``push``, ``pull``, ``reconcile``, ``preview`` (count what a pull would
+bring, writing nothing) and the local scans that go with a push (``scan``, ``full-scan``,
+``confirm-deletes``); a follow-up run does the union of everything requested while the
 current run was busy, so any number of triggers during a run lead to exactly one more run.
 """
 
@@ -18,6 +19,9 @@ PUSH = "push"
 PULL = "pull"
 RECONCILE = "reconcile"
 PREVIEW = "preview"
+SCAN = "scan"  # incremental scan of OpenMemory for new memories (with a push)
+FULL_SCAN = "full-scan"  # full scan: edits, deletions and missed new memories (with a push)
+CONFIRM_DELETES = "confirm-deletes"  # the full scan's deletions pass the max-delete guard
 FULL = frozenset({PUSH, PULL})
 
 

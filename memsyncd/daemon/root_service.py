@@ -37,14 +37,24 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchdog.observers.api import BaseObserver
 
 from memsyncd.config import Paths
-from memsyncd.daemon.coordinator import FULL, PREVIEW, PULL, PUSH, RECONCILE, RunCoordinator
+from memsyncd.daemon.coordinator import (
+    CONFIRM_DELETES,
+    FULL,
+    FULL_SCAN,
+    PREVIEW,
+    PULL,
+    PUSH,
+    RECONCILE,
+    SCAN,
+    RunCoordinator,
+)
 from memsyncd.daemon.engine_thread import CANCEL_GRACE_SECONDS, EngineThread
 from memsyncd.daemon.metrics import Metrics
 from memsyncd.daemon.runtime import sd_notify
 from memsyncd.daemon.watcher import Debouncer, FileWatcher
 from memsyncd.engine.decide import coalesce
 from memsyncd.engine.report import ReconcileReport, StatusReport, SyncReport
-from memsyncd.engine.syncer import Syncer
+from memsyncd.engine.syncer import ScanKind, Syncer, fill_scan_status
 from memsyncd.errors import MemsyncError, QueueBusyError, SyncUnavailableError, UsageError
 from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.store import spool
@@ -65,6 +75,17 @@ QUEUE_LOCK_WAIT_SECONDS = 0.25  # POST /v1/queue: longest wait for another proce
 SPOOL_RETRY_MIN_SECONDS = 0.5  # draining the spool while the queue lock stays busy: first pause ...
 SPOOL_RETRY_MAX_SECONDS = 30.0  # ... doubling up to this
 QUEUE_WRITE_BOUND_SECONDS = QUEUE_LOCK_WAIT_SECONDS + 1.5  # ... plus the write and its fsyncs
+LOCAL_WATCH_DEBOUNCE_SECONDS = 0.2  # a burst of OpenMemory DB writes starts one scan
+LOCAL_WATCH_QUIET_SECONDS = 1.0  # DB events this soon after one of our runs are its own writes: ignored
+
+
+def scan_for(kinds: frozenset[str]) -> ScanKind | None:
+    """The local scan a run of ``kinds`` does first (a full scan covers the incremental one)."""
+    if FULL_SCAN in kinds or CONFIRM_DELETES in kinds:
+        return ScanKind.FULL
+    if SCAN in kinds:
+        return ScanKind.INCREMENTAL
+    return None
 
 
 def mode_for(kinds: frozenset[str]) -> SyncMode | None:
@@ -113,6 +134,9 @@ class RootService:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: FileWatcher | None = None
         self._debouncer: Debouncer | None = None
+        self._local_watchers: list[FileWatcher] = []  # local.watch_path and its -wal
+        self._local_debouncer: Debouncer | None = None
+        self._ignore_local_until = 0.0  # time.monotonic(): local DB events of our own runs are ignored
         self._to_pull: int | None = None
         self._to_pull_as_of: datetime | None = None
         self._pull_error: MemsyncError | None = None
@@ -140,14 +164,29 @@ class RootService:
         self._debouncer = Debouncer(self._loop, self.settings.sync.debounce_ms / 1000, self._on_queue_change)
         self._watcher = FileWatcher(self.paths.queue, self._queue_changed, observer=self._observer)
         self._watcher.start()
+        self._watch_local_db()
         sync = self.settings.sync
         self.scheduler.add_job(self._scheduled, "interval", seconds=sync.pull_interval_seconds,
                                args=[FULL, "schedule"], id=self._job("pull"), max_instances=1, coalesce=True)
         self.scheduler.add_job(self._scheduled, "interval", seconds=sync.reconcile_interval_seconds,
                                args=[frozenset({RECONCILE}), "schedule"], id=self._job("reconcile"),
                                max_instances=1, coalesce=True)
-        # whatever was queued while we were down, and a first "memories to pull" figure
-        self._spawn(self._scheduled(frozenset({PUSH, PREVIEW}), "start"))
+        # local changes made outside the queue (other OpenMemory clients, while we were down)
+        if sync.local_scan_interval_seconds > 0:
+            self.scheduler.add_job(self._scheduled, "interval", seconds=sync.local_scan_interval_seconds,
+                                   args=[frozenset({PUSH, SCAN}), "scan"], id=self._job("scan"),
+                                   max_instances=1, coalesce=True)
+        if sync.local_full_scan_interval_seconds > 0:
+            self.scheduler.add_job(self._scheduled, "interval", seconds=sync.local_full_scan_interval_seconds,
+                                   args=[frozenset({PUSH, FULL_SCAN}), "fullscan"], id=self._job("fullscan"),
+                                   max_instances=1, coalesce=True)
+        # whatever was queued or written locally while we were down, and a first "memories to pull" figure
+        first = {PUSH, PREVIEW}
+        if sync.local_full_scan_interval_seconds > 0:
+            first.add(FULL_SCAN)
+        elif sync.local_scan_interval_seconds > 0:
+            first.add(SCAN)
+        self._spawn(self._scheduled(frozenset(first), "start"))
         self.start_spool_drain()  # ids spooled while the lock was busy and no daemon ran
 
     async def stop(self, deadline: float) -> None:
@@ -155,7 +194,7 @@ class RootService:
         self._stopping = True
         if self._debouncer:
             self._debouncer.cancel()
-        for name in ("pull", "reconcile", "retry"):
+        for name in ("pull", "reconcile", "retry", "scan", "fullscan"):
             with contextlib.suppress(Exception):  # already gone with a stopped scheduler
                 self.scheduler.remove_job(self._job(name))
         self.syncer.request_stop()
@@ -168,6 +207,10 @@ class RootService:
             task.cancel()
         if self._watcher:
             await asyncio.to_thread(self._watcher.stop, 1.0)
+        for watcher in self._local_watchers:
+            await asyncio.to_thread(watcher.stop, 1.0)
+        if self._local_debouncer:
+            self._local_debouncer.cancel()
         await self.engine.stop(max(0.5, deadline - time.monotonic() - 0.3), final=self.syncer.aclose)
         self._queue_writer.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._close_reader)
@@ -203,6 +246,37 @@ class RootService:
         if any(entry.key not in known for entry in pending):
             with contextlib.suppress(RuntimeError):  # loop closed: shutting down
                 loop.call_soon_threadsafe(debouncer.trigger)
+
+    def _watch_local_db(self) -> None:
+        """Watch ``local.watch_path`` (and its ``-wal``): another client's write starts a scan at once."""
+        path = self.settings.local.watch_path
+        if path is None or self._loop is None:
+            return
+        path = path.expanduser()
+        if not path.parent.is_dir():
+            log.warning("local_watch.missing", path=str(path))  # never create directories in OpenMemory's volume
+            return
+        self._local_debouncer = Debouncer(self._loop, LOCAL_WATCH_DEBOUNCE_SECONDS, self._on_local_db_change)
+        for watched in (path, path.with_name(path.name + "-wal")):
+            watcher = FileWatcher(watched, self._local_db_changed, observer=self._observer)
+            watcher.start()
+            self._local_watchers.append(watcher)
+        log.info("local_watch.started", path=str(path))
+
+    def _local_db_changed(self) -> None:
+        """watchdog thread: OpenMemory's database changed; wake the loop unless it was our own run's doing."""
+        loop, debouncer = self._loop, self._local_debouncer
+        if self._stopping or self.paused or loop is None or debouncer is None:
+            return
+        if self.coordinator.busy or time.monotonic() < self._ignore_local_until:
+            return  # our own writes (and reads that log access): the periodic scans catch anything else
+        with contextlib.suppress(RuntimeError):  # loop closed: shutting down
+            loop.call_soon_threadsafe(debouncer.trigger)
+
+    def _on_local_db_change(self) -> None:
+        if self.paused or self._stopping:
+            return
+        self._spawn(self._scheduled(frozenset({PUSH, SCAN}), "local-watch"))
 
     def _on_queue_change(self) -> None:
         """Debounced (leading edge) queue change with new work: push."""
@@ -240,6 +314,7 @@ class RootService:
             outcome = await self.engine.call(self._engine_run(kinds))
         finally:
             self._progress = None
+        self._ignore_local_until = time.monotonic() + LOCAL_WATCH_QUIET_SECONDS
         report = outcome.report
         self.metrics.record(report, time.time())
         self._remember_pull(kinds, outcome)
@@ -331,7 +406,8 @@ class RootService:
                 report.fatal = exc
                 report.reconcile = ReconcileReport()
             return _RunOutcome(report)
-        report = await self._sync_run(mode, reconcile=RECONCILE in kinds)
+        report = await self._sync_run(mode, reconcile=RECONCILE in kinds, scan=scan_for(kinds),
+                                      confirm_deletes=CONFIRM_DELETES in kinds)
         outcome = _RunOutcome(report)
         if PREVIEW in kinds and report.pull is None and report.fatal is None and not self._stopping:
             try:
@@ -341,11 +417,13 @@ class RootService:
                 outcome.preview_error = exc
         return outcome
 
-    async def _sync_run(self, mode: SyncMode, *, reconcile: bool) -> SyncReport:
+    async def _sync_run(self, mode: SyncMode, *, reconcile: bool, scan: ScanKind | None = None,
+                        confirm_deletes: bool = False) -> SyncReport:
         try:
             before = self._pending_keys() if mode is not SyncMode.PULL else frozenset()
             self._in_flight_keys = before  # our own queue writes during this run wake nobody
-            report = await self.syncer.run(mode, reconcile=reconcile)
+            report = await self.syncer.run(mode, reconcile=reconcile, scan=scan if mode is not SyncMode.PULL else None,
+                                           confirm_deletes=confirm_deletes)
             after = self._pending_keys() if mode is not SyncMode.PULL else frozenset()
             self._failed_keys = before & after
         except MemsyncError as exc:
@@ -378,6 +456,7 @@ class RootService:
     async def status(self) -> StatusReport:
         """Counts from the queue file and the state DB (a thread) and "to pull" from memory: no network."""
         self._require_configured()
+        backlog = self.syncer.scan_backlog  # swapped whole by the engine thread: a consistent snapshot
         doc, conflicts = await self._read(lambda state: (self.queue.read(), len(state.conflicts())))
         note = ""
         if self._to_pull is None:
@@ -385,10 +464,10 @@ class RootService:
                     else "(not counted yet: the daemon counts at its first pull)")
         as_of = self._to_pull_as_of
         last_sync = max((t for t in (doc.last_sync, self._last_run_at) if t), default=None)
-        return StatusReport(
+        report = StatusReport(
             local_url=self.settings.local.url,
             cloud_configured=True,
-            pending_push=len(coalesce(doc.pending)),
+            pending_push=len(coalesce([*doc.pending, *backlog.values()])),
             pending_pull=self._to_pull,
             conflicts=conflicts,
             last_sync=last_sync,
@@ -399,14 +478,26 @@ class RootService:
             to_pull_as_of=format_ts(as_of.replace(microsecond=0)) if as_of is not None else None,
             pull_interval_seconds=math.ceil(self.settings.sync.pull_interval_seconds),
         )
+        await self._read(lambda state: fill_scan_status(report, state, backlog))
+        return report
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False) -> SyncReport:
-        """A run requested over the socket (joins the current run's follow-up when busy)."""
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
+        """A run requested over the socket (joins the current run's follow-up when busy).
+
+        Push and full syncs scan OpenMemory fully first, as a one-shot ``memsyncctl sync`` does.
+        """
         self._require_configured()
+        wanted = self.settings.one_shot_scan
+        scan = None if mode is SyncMode.PULL or wanted is None else ScanKind(wanted)
         if dry_run:
-            return await self.engine.call(self.syncer.run(mode, dry_run=True))
+            return await self.engine.call(self.syncer.run(mode, dry_run=True, scan=scan,
+                                                          confirm_deletes=confirm_deletes))
         self.metrics.triggers["api"] += 1
         kinds = {SyncMode.FULL: FULL, SyncMode.PUSH: frozenset({PUSH}), SyncMode.PULL: frozenset({PULL})}[mode]
+        if scan is not None:
+            kinds = kinds | {FULL_SCAN if scan is ScanKind.FULL else SCAN}
+        if confirm_deletes:
+            kinds = kinds | {CONFIRM_DELETES}
         return await self.coordinator.request(kinds)
 
     async def conflicts(self) -> list[Conflict]:

@@ -29,6 +29,7 @@ Admin extras: ``POST /_admin/memory_client {"available": bool}``,
 
 from __future__ import annotations
 
+import email.utils
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -418,7 +419,9 @@ class OpenMemoryEmulator(EmulatorService):
             # the real handler builds Params(page, size) itself; pydantic rejects it → unhandled → 500
             return Response.text("Internal Server Error", 500)
         window = rows[(body.page - 1) * body.size : body.page * body.size]
-        return Response.json(_page([self._item(m) for m in window], len(rows), body.page, body.size))
+        # uvicorn dates every reply (its clock: what an incremental scan's window is measured against)
+        return Response.json(_page([self._item(m) for m in window], len(rows), body.page, body.size),
+                             headers=[("date", email.utils.formatdate(usegmt=True))])
 
     async def _related(self, request: Request, params: dict[str, str]) -> Response:
         memory_id = self._path_uuid(params, "memory_id")

@@ -23,7 +23,7 @@ from memsyncd.engine.exactly_once import ExactlyOnce, IntentLog
 from memsyncd.errors import MemsyncError, SyncUnavailableError
 from memsyncd.ids import id_problem
 from memsyncd.logs import redact_text
-from memsyncd.models import CloudMemory, LocalMemory, Mapping
+from memsyncd.models import CloudMemory, LocalMemory, Mapping, QueueEntry
 from memsyncd.remote.cloud import CloudClient, Scope
 from memsyncd.remote.http_edge import RetryPolicy
 from memsyncd.remote.local import LocalClient
@@ -74,6 +74,9 @@ class SyncContext:
     stopping: bool = False  # graceful shutdown: start no new queue item
     progress: ProgressCallback | None = None  # called on the engine's event loop; see report_progress
     broken_progress: ProgressCallback | None = None  # a callback that raised once: not called again
+    # local changes a scan found that no push finished yet (id -> synthetic entry); swapped whole, never
+    # mutated, so another thread may read it; a dry view shares it and never changes it
+    scan_backlog: dict[str, QueueEntry] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, paths: Paths, api_key: str | None, *, local: LocalClient | None,

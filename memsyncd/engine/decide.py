@@ -10,6 +10,7 @@ import enum
 from collections.abc import Iterable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from memsyncd.ids import id_problem
@@ -331,6 +332,59 @@ def plan_reconcile(
             f"sync.max_delete_fraction={max_delete_fraction:g}: refusing to delete them locally",
         )
     return ReconcilePlan(tuple(delete), tuple(conflicts), tuple(forget), False, "")
+
+
+def reconcile_candidates(plan: ReconcilePlan) -> tuple[Mapping, ...]:
+    """The pairs a reconcile plan would act on; each one's cloud memory must be confirmed gone first.
+
+    A memory missing from a paged listing may only have shifted onto a page already read (memories
+    deleted meanwhile move the later ones up), so missing from a listing is a suspicion, never proof.
+    A refused plan acts on no deletion, so those are not confirmed (a mass deletion costs no request).
+    """
+    return plan.delete_local + plan.conflicts + plan.forget
+
+
+def confirmed_reconcile(plan: ReconcilePlan, gone: set[str]) -> ReconcilePlan:
+    """The plan kept to the pairs whose cloud memory is confirmed gone (a GET by id answered not found).
+
+    Args:
+        plan: what :func:`plan_reconcile` decided from the listing.
+        gone: cloud ids confirmed not to exist; a candidate not in it still exists and is left alone.
+    """
+
+    def kept(mappings: tuple[Mapping, ...]) -> tuple[Mapping, ...]:
+        return tuple(m for m in mappings if m.cloud_id in gone)
+
+    return ReconcilePlan(kept(plan.delete_local), kept(plan.conflicts), kept(plan.forget), plan.refused, plan.reason)
+
+
+def listing_complete(page_counts: Iterable[int | None], cut_short: bool) -> bool:
+    """True when a paged cloud listing cannot have skipped a memory.
+
+    Pages are read by number, so a memory deleted (or added) on a page already read moves the
+    later ones across page boundaries; one may never be listed. Every page states the listing's
+    total count: when they all agree and no page went missing (``cut_short``: a page number the
+    shrunken listing no longer has), nothing moved between the requests. A page without a count
+    proves nothing either way and is not held against the listing.
+
+    Args:
+        page_counts: the total each page of the listing announced (None: no count in that answer).
+        cut_short: the listing ended on a page that no longer existed.
+    """
+    return not cut_short and len({c for c in page_counts if c is not None}) <= 1
+
+
+def next_pull_cursor(cursor: datetime | None, newest: datetime | None, *, errors: int,
+                     complete: bool) -> datetime | None:
+    """The pull cursor to store after a pull, or None to keep the stored one.
+
+    The cursor moves to the newest update seen only when every change was applied (``errors``
+    is 0) and the listing was complete (:func:`listing_complete`); otherwise the next pull lists
+    from the old cursor again (memories it already has are echoes and cost no local write).
+    """
+    if errors or not complete or newest is None or newest == cursor:
+        return None
+    return newest
 
 
 @dataclass(frozen=True)

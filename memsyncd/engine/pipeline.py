@@ -23,7 +23,8 @@ class WorkerPool:
     """``size`` workers taking jobs in submission order; ``submit`` returns the job's future.
 
     Use as ``async with WorkerPool(8) as pool:``; leaving the block cancels the workers
-    and every job not finished yet.
+    and every job not finished yet. A job that raises ``CancelledError`` itself (the pool
+    not closing) gets a cancelled future; its worker keeps serving the queue.
     """
 
     def __init__(self, size: int) -> None:
@@ -54,7 +55,11 @@ class WorkerPool:
                 result = await job()
             except asyncio.CancelledError:
                 future.cancel()
-                raise
+                worker = asyncio.current_task()
+                if worker is not None and worker.cancelling():  # the pool is closing: this worker stops
+                    raise
+                # the job cancelled itself (e.g. it awaited something that was cancelled): its future is
+                # settled as cancelled and this worker goes on serving, or the queued jobs would never run
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc)

@@ -5,6 +5,11 @@ be), decided by :func:`~memsyncd.engine.decide.plan_pull` in listing order, and 
 through one worker pool; a page's mappings are stored in one transaction once its writes
 are done. A local copy left without a mapping by a crash carries ``memsync_cloud_id`` and
 is adopted by the next pull (:class:`~memsyncd.engine.context.LocalIndex`).
+
+The cursor moves only after a pull without errors whose listing was complete: the cloud's
+listing is paged by number, so when its total changed while the pages were read (memories
+deleted or added meanwhile), a memory may have moved onto a page already read; the cursor
+then stays and the next pull lists from it again (:func:`~memsyncd.engine.decide.next_pull_cursor`).
 """
 
 from __future__ import annotations
@@ -17,14 +22,22 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from memsyncd.engine.context import META_CURSOR, LocalIndex, SyncContext, log, short, unmapped_local_index
-from memsyncd.engine.decide import PullStep, cloud_level, current_level, plan_pull, queued_level
+from memsyncd.engine.decide import (
+    PullStep,
+    cloud_level,
+    current_level,
+    listing_complete,
+    next_pull_cursor,
+    plan_pull,
+    queued_level,
+)
 from memsyncd.engine.pipeline import WorkerPool, prefetch
 from memsyncd.engine.replace import replace_local
 from memsyncd.engine.report import PullReport
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.ids import id_problem
 from memsyncd.models import CloudMemory, LocalMemory, Mapping, QueueEntry, parse_ts
-from memsyncd.remote.cloud import CloudClient
+from memsyncd.remote.cloud import CloudClient, ListingTrace
 
 PULL_OVERLAP = timedelta(seconds=60)
 
@@ -105,9 +118,10 @@ async def run_pull(ctx: SyncContext, cloud: CloudClient, report: PullReport | No
     newest = cursor
     run = _PullRun(ctx=ctx, report=report, device=ctx.state.device_id)
     window: deque[_PageWork] = deque()
+    listing = ListingTrace()
     async with WorkerPool(ctx.settings.sync.concurrency) as pool:
         try:
-            async for page in prefetch(cloud.changed_since(cursor, PULL_OVERLAP)):
+            async for page in prefetch(cloud.changed_since(cursor, PULL_OVERLAP, trace=listing)):
                 report.seen += len(page)
                 stamps = [m.updated_at for m in page if m.updated_at is not None]
                 if stamps and (newest is None or max(stamps) > newest):
@@ -123,8 +137,13 @@ async def run_pull(ctx: SyncContext, cloud: CloudClient, report: PullReport | No
                 with contextlib.suppress(Exception):
                     await _finish_page(window.popleft(), run)
             raise
-    if not ctx.dry and report.errors == 0 and newest is not None and newest != cursor:
-        ctx.state.set_meta(META_CURSOR, newest.isoformat())
+    complete = listing_complete(listing.counts, listing.cut_short)
+    if not complete:  # memories moved across pages while we listed: one may not have been seen
+        log.info("pull.listing_moved", counts=sorted({c for c in listing.counts if c is not None}),
+                 cut_short=listing.cut_short, note="cursor kept; the next pull lists from it again")
+    advanced = next_pull_cursor(cursor, newest, errors=report.errors, complete=complete)
+    if not ctx.dry and advanced is not None:
+        ctx.state.set_meta(META_CURSOR, advanced.isoformat())
     return report
 
 
@@ -198,9 +217,13 @@ async def _observe_pull(ctx: SyncContext, memory: CloudMemory, mapping: Mapping 
 
 
 def _pull_failed(report: PullReport, memory: CloudMemory, exc: BaseException) -> None:
-    if isinstance(exc, (asyncio.CancelledError, StateUnreadableError)) or (
-            isinstance(exc, RemoteError) and exc.stops_run):
+    if isinstance(exc, StateUnreadableError) or (isinstance(exc, RemoteError) and exc.stops_run):
         raise exc
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is None or task.cancelling():  # the pull itself is being cancelled
+            raise exc
+        # only this memory's job was cancelled (by something it awaited): one failed memory, the pull goes on
     if not isinstance(exc, MemsyncError):
         log.error("pull.item_crashed", cloud_id=memory.id, error=repr(exc))
     report.errors += 1
@@ -233,12 +256,13 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         return None
     if step is PullStep.UPDATE_LOCAL:
         assert mapping is not None
-        report.updated += 1
         if ctx.dry:
+            report.updated += 1
             return None
         # not a PUT: OpenMemory's PUT leaves the vector store (what agents read) on the old text
         local_id = await replace_local(ctx, mapping.local_id, memory.id, memory.text, mapping.level,
                                        base_text=memory.text, current=local)
+        report.updated += 1  # counted once written: a failed write is an error, never also synced
         ctx.record("pull", local_id, memory.text, "edited in the cloud: local copy updated", memory.id)
         return Mapping(local_id, memory.id, memory.hash, memory.text, mapping.level)
     if step is PullStep.REFRESH_BASE:
@@ -267,10 +291,11 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         report.conflicts += 1
         return None
     # CREATE_LOCAL
-    report.new += 1
     if ctx.dry:
+        report.new += 1
         return None
     level = cloud_level(memory.metadata)
     created = await ctx.local.create(memory.text, {"memsync_cloud_id": memory.id, "level": level})
+    report.new += 1  # counted once written: a failed write is an error, never also synced
     ctx.record("pull", created.id, memory.text, "new in the cloud: created locally", memory.id)
     return Mapping(created.id, memory.id, memory.hash, memory.text, level)

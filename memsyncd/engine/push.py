@@ -9,13 +9,16 @@ finished entries are removed by :class:`_QueueFlusher` while the run goes on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from memsyncd.engine.context import RunStop, SyncContext, log, short
 from memsyncd.engine.decide import (
+    PRIVATE_LEVEL,
     CloudStep,
     DeleteStep,
     PushStep,
@@ -27,9 +30,10 @@ from memsyncd.engine.decide import (
 )
 from memsyncd.engine.exactly_once import cloud_metadata
 from memsyncd.engine.report import PushReport
+from memsyncd.engine.scanplan import capped_level, is_scan_entry
 from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.logs import redact_text
-from memsyncd.models import CloudMemory, Mapping, WorkItem
+from memsyncd.models import CloudMemory, Mapping, QueueEntry, WorkItem
 from memsyncd.remote.cloud import CloudClient
 from memsyncd.store import spool
 from memsyncd.store.queue import Outcome, QueueStore
@@ -160,7 +164,8 @@ def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
     return [Outcome(o.entries, o.done, redact_text(o.error)) if o.error else o for o in outcomes]
 
 
-async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
+async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEntry] = (),
+                   finished_ids: set[str] | None = None) -> PushReport:
     """Push the queue: workers take the coalesced items in order; results reach the queue file in batches.
 
     ``sync.concurrency`` bounds the cloud requests in flight (``CloudClient.max_in_flight``);
@@ -175,11 +180,19 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
         RunStop: a run-level error (401, network down, damaged state DB) stopped the push;
             nothing more was written to the queue.
         QueueUnreadableError, QueueBusyError: the queue file could not be read or written.
+
+    Args:
+        ctx: the root's context.
+        cloud: the cloud client.
+        extra: synthetic entries found by a local scan (:mod:`memsyncd.engine.scan`), coalesced with
+            the queue's: they take the same path (levels, intents, exactly once, conflicts, report).
+            They are not in the queue file, so finishing one removes nothing there.
+        finished_ids: when given, receives the ids of items that finished (done; not failed or left over).
     """
     if not ctx.dry:
         await asyncio.to_thread(drain_spool, ctx)
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
-    items = coalesce(doc.pending)
+    items = coalesce([*doc.pending, *extra])
     del doc
     run = _RunState()
     tally = _PushTally()
@@ -216,6 +229,8 @@ async def run_push(ctx: SyncContext, cloud: CloudClient) -> PushReport:
                 return
             result = await push_one(item)
             tally.add(result)
+            if finished_ids is not None and result.outcome.done:
+                finished_ids.add(item.id)
             if result.status is not ItemStatus.CANCELLED:
                 flusher.add(result.outcome)
                 finished += 1
@@ -261,11 +276,18 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     done = Outcome(item.entries, done=True)
     mapping = ctx.state.mapping_for_local(item.id)
     intent = ctx.state.intent_for(item.id)
+    queued_private = item.level == PRIVATE_LEVEL
     local = await ctx.local.get(item.id) if needs_local_read(item) else None
+    if local is not None and ctx.settings.sync.rules:  # selective sync: a rule caps the level like a queue entry
+        capped = capped_level(item.level, local, ctx.settings.sync.rules)
+        if capped != item.level:
+            item = dataclasses.replace(item, level=capped)
     plan = plan_push(item, local, mapping, intent, ctx.settings.sync.default_level)
     log.debug("push.plan", id=item.id, step=plan.step.value, reason=plan.reason)
     step = plan.step
     if step is PushStep.SKIP_PRIVATE:
+        if mapping is None and queued_private and not ctx.dry:
+            ctx.state.mark_local_only(item.id)  # a scan must not push it later under a higher default level
         if mapping is not None and mapping.level != 0 and not ctx.dry:
             # synced before, private now: remember it, so 'doctor' and 'forget-cloud-copies' can offer to
             # remove the earlier cloud copy (never removed without the user saying so)
@@ -309,6 +331,8 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
             return ItemResult(done, ItemStatus.DUPLICATE)
         if ctx.dry:
             return ItemResult(done, ItemStatus.CREATED)
+        if not all(is_scan_entry(e) for e in item.entries):
+            ctx.state.clear_local_only(item.id)  # queued again with a level above 0
         await ctx.once(cloud).create(local, plan.level)
         if ctx.state.local_duplicate(local.id) is not None and ctx.state.mapping_for_local(local.id) is None:
             return ItemResult(done, ItemStatus.DUPLICATE)

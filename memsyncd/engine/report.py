@@ -73,6 +73,26 @@ class ReconcileReport:
 
 
 @dataclass
+class ScanReport:
+    """What one local scan found (SPEC 4, Local changes): changes made outside the sync queue."""
+
+    kind: str  # "incremental" or "full"
+    listed: int = 0
+    new: int = 0
+    edited: int = 0
+    deleted: int = 0
+    deletes_held: int = 0  # deletions the max-delete guard refused (nothing was deleted in the cloud)
+    held_reason: str = ""  # what happened and the command that confirms them
+    unconfirmed: int = 0  # missing from the listing but not confirmed deleted: left alone
+    failed: str = ""  # the listing failed: nothing it found was used
+
+    @property
+    def found(self) -> int:
+        """Changes handed to the push."""
+        return self.new + self.edited + self.deleted
+
+
+@dataclass
 class SyncReport:
     """Everything a sync run did, rendered by :func:`memsyncd.cli.render.render_sync`."""
 
@@ -82,6 +102,7 @@ class SyncReport:
     push: PushReport | None = None
     pull: PullReport | None = None
     reconcile: ReconcileReport | None = None
+    scan: ScanReport | None = None
     conflicts_open: int = 0
     fatal: MemsyncError | None = None
     started_at: str = ""
@@ -92,7 +113,8 @@ class SyncReport:
         """SPEC 5 exit code."""
         if self.fatal is not None:
             return self.fatal.exit_code
-        if (self.push and self.push.errors) or (self.pull and (self.pull.errors or self.pull.failed)):
+        if (self.push and self.push.errors) or (self.pull and (self.pull.errors or self.pull.failed)) \
+                or (self.scan and self.scan.failed):
             return EXIT_PARTIAL
         return EXIT_OK
 
@@ -105,6 +127,7 @@ class SyncReport:
             "push": asdict(self.push) if self.push else None,
             "pull": asdict(self.pull) if self.pull else None,
             "reconcile": asdict(self.reconcile) if self.reconcile else None,
+            "scan": asdict(self.scan) if self.scan else None,
             "error": self.fatal.to_dict() if self.fatal else None,
         }
         return data
@@ -123,6 +146,9 @@ class SyncReport:
             report.pull = PullReport(**_known(PullReport, data["pull"]))
         if data.get("reconcile"):
             report.reconcile = ReconcileReport(**data["reconcile"])
+        if data.get("scan"):
+            known = {f.name for f in fields(ScanReport)}
+            report.scan = ScanReport(**{k: v for k, v in data["scan"].items() if k in known})
         if data.get("error"):
             report.fatal = error_from_dict(data["error"])
         return report
@@ -153,6 +179,11 @@ class StatusReport:
     # what needs the user: the last run's failure, a rejected config, a refused deletion batch
     # ({"type", "title", "message", "since"}, each message saying what to do); [] when all is well
     attention: list[dict[str, Any]] = field(default_factory=list)
+    pending_scan: int = 0  # local changes found by scans, not yet pushed (counted in pending_push too)
+    last_incremental_scan: str | None = None  # RFC 3339 "Z"; None = never
+    last_full_scan: str | None = None
+    deletes_held: int = 0  # local deletions the max-delete guard holds back
+    deletes_held_reason: str = ""  # ... and the command that confirms them
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""

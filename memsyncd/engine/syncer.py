@@ -23,11 +23,19 @@ from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ItemStatus, run_push
 from memsyncd.engine.reconcile import reconcile_due, run_reconcile
 from memsyncd.engine.replace import finish_local_replaces
-from memsyncd.engine.report import PullReport, PushReport, ReconcileReport, StatusReport, SyncReport
+from memsyncd.engine.report import PullReport, PushReport, ReconcileReport, ScanReport, StatusReport, SyncReport
 from memsyncd.engine.resolve import get_conflict, list_conflicts, resolve_conflict
+from memsyncd.engine.scan import (
+    META_DELETES_HELD,
+    META_LAST_FULL,
+    META_LAST_INCREMENTAL,
+    ScanKind,
+    parse_held,
+    run_scan,
+)
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.logs import register_secret
-from memsyncd.models import Conflict, SyncMode, format_ts, utc_now
+from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.remote.cloud import CloudClient
 from memsyncd.remote.local import LocalClient
 from memsyncd.store.queue import QueueStore
@@ -35,7 +43,7 @@ from memsyncd.store.state import StateStore
 from memsyncd.store.trust import require_trusted
 from memsyncd.wire import Keep
 
-__all__ = ["ItemStatus", "ProgressCallback", "Syncer"]
+__all__ = ["ItemStatus", "ProgressCallback", "ScanKind", "Syncer"]
 
 T = TypeVar("T")
 
@@ -108,19 +116,32 @@ class Syncer:
             await self._ctx.cloud.aclose()
         self._ctx.state.close()
 
-    async def run(self, mode: SyncMode, *, dry_run: bool = False, reconcile: bool | None = None) -> SyncReport:
-        """One sync run (SPEC 4): push, then pull, then ``last_sync`` := start time for a full sync.
+    async def run(self, mode: SyncMode, *, dry_run: bool = False, reconcile: bool | None = None,
+                  scan: ScanKind | None = None, confirm_deletes: bool = False) -> SyncReport:
+        """One sync run (SPEC 4): scan, push, then pull, then ``last_sync`` := start time for a full sync.
 
         A dry run works on a copy of the context (shared clients and state, writes nothing,
         no reconcile), so it never flips a concurrent real run into dry mode.
+
+        Args:
+            mode: full, push or pull.
+            dry_run: decide and count, write nothing.
+            reconcile: reconcile cloud deletions (None: when due, in a full sync).
+            scan: scan OpenMemory for changes made outside the queue first (push and full modes).
+            confirm_deletes: local deletions found by a full scan pass the max-delete guard.
 
         Raises:
             SyncUnavailableError: cloud not configured.
             QueueUnreadableError: the queue file is corrupt (left untouched).
         """
         if dry_run:
-            return await _run(self._ctx.dry_view(), mode, reconcile=False)
-        return await _run(self._ctx, mode, reconcile=reconcile)
+            return await _run(self._ctx.dry_view(), mode, reconcile=False, scan=scan, confirm_deletes=confirm_deletes)
+        return await _run(self._ctx, mode, reconcile=reconcile, scan=scan, confirm_deletes=confirm_deletes)
+
+    @property
+    def scan_backlog(self) -> dict[str, QueueEntry]:
+        """Local changes found by scans and not pushed yet (id -> synthetic entry; a snapshot)."""
+        return self._ctx.scan_backlog
 
     async def reconcile(self) -> ReconcileReport:
         """Handle memories deleted in the cloud (SPEC 4, Cloud deletions)."""
@@ -147,19 +168,34 @@ class Syncer:
                 self._ctx.state.flush_events()
 
     async def status(self) -> StatusReport:
-        """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable)."""
+        """Counts for ``--status``; the pull count is a dry-run pull (``?`` when the cloud is unreachable).
+
+        Without a daemon nobody scanned OpenMemory lately: a dry full scan (local requests only, writes
+        nothing) counts the changes made outside the queue, so "Pending" is what the next sync pushes.
+        """
         ctx = self._ctx
         doc = ctx.queue.read()
+        backlog = ctx.scan_backlog
+        wanted = ctx.settings.one_shot_scan
+        if wanted is not None and not backlog:
+            try:
+                found = await run_scan(ctx.dry_view(), ScanKind(wanted))
+                backlog = {entry.id: entry for entry in found.entries}
+            except RemoteError as exc:
+                if exc.stops_run:
+                    raise
+                log.warning("status.scan_failed", error=short(exc))
         status = StatusReport(
             local_url=ctx.settings.local.url,
             cloud_configured=self.configured,
-            pending_push=len(coalesce(doc.pending)),
+            pending_push=len(coalesce([*doc.pending, *backlog.values()])),
             pending_pull=None,
             conflicts=len(ctx.state.conflicts()),
             last_sync=doc.last_sync,
             errors=len(doc.sync_errors),
             queue_path=str(ctx.paths.queue),
         )
+        fill_scan_status(status, ctx.state, backlog)
         if ctx.cloud is not None:
             try:
                 pull = await run_pull(ctx.dry_view(), ctx.cloud)
@@ -171,8 +207,76 @@ class Syncer:
         return status
 
 
-async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> SyncReport:
-    """Push and/or pull, reconcile when asked or due, stamp ``last_sync``; a dry context writes nothing."""
+def fill_scan_status(status: StatusReport, state: StateStore, backlog: dict[str, QueueEntry]) -> None:
+    """The scan part of a status: changes found and not pushed, last scan times, deletions held by the guard."""
+    status.pending_scan = len(backlog)
+    status.last_incremental_scan = state.get_meta(META_LAST_INCREMENTAL)
+    status.last_full_scan = state.get_meta(META_LAST_FULL)
+    held = parse_held(state.get_meta(META_DELETES_HELD))
+    if held is not None:
+        count = held.get("count")
+        status.deletes_held = count if isinstance(count, int) else 0
+        status.deletes_held_reason = f"{held.get('reason', '')}. Confirm with: {held.get('command', '')}"
+
+
+async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncReport,
+                         scan: ScanKind | None, confirm_deletes: bool) -> bool:
+    """Scan (when asked), then push the queue with the scan's findings; True when the pull already ran.
+
+    Scan findings not finished by this push stay in ``ctx.scan_backlog`` for the next push
+    (a retry, the next scan). When a scan found new memories, the pull runs first (one listing
+    request when little changed), so a memory the cloud already holds (a reinstall, ``state
+    rebuild``, another device, another root on the same OpenMemory) is adopted by content hash
+    instead of created a second time; a scan that found nothing sends nothing to mem0.
+    """
+    found: list[QueueEntry] = []
+    if scan is not None:
+        try:
+            result = await run_scan(ctx, scan, confirm_deletes=confirm_deletes)
+            report.scan, found = result.report, result.entries
+        except RemoteError as exc:
+            if exc.stops_run:
+                raise
+            log.warning("scan.failed", kind=scan.value, error=short(exc))
+            report.scan = ScanReport(kind=scan.value, failed=short(exc))
+    if scan is ScanKind.FULL and report.scan is not None and not report.scan.failed:
+        backlog = {entry.id: entry for entry in found}  # a complete listing says all: older findings are stale
+    else:
+        backlog = {**ctx.scan_backlog, **{entry.id: entry for entry in found}}
+    if not ctx.dry:
+        ctx.scan_backlog = backlog  # counted as pending from now on, while the pull and the push work
+    held: dict[str, QueueEntry] = {}
+    pulled = False
+    creates = {e.id: e for e in backlog.values() if e.action == "push" and e.level is None}
+    if creates:
+        report.pull = PullReport()
+        try:
+            await _pull_keeping_report(ctx, cloud, report.pull)
+        except RemoteError as exc:
+            if exc.stops_run:  # 401, network down: the run stops with the seed's error block, as a push would
+                report.pull = None
+            raise
+        pulled = True
+        if report.pull.failed:  # unknown what the cloud holds: create nothing yet
+            held = creates
+        else:  # adopted by the pull (same content hash): nothing left to create
+            adopted = ctx.state.mapped_local_ids(list(creates))
+            backlog = {i: e for i, e in backlog.items() if i not in adopted}
+    extra = [e for i, e in backlog.items() if i not in held]
+    finished: set[str] = set()
+    if not ctx.dry:
+        ctx.scan_backlog = backlog  # counted as pending while the push works through it
+    try:
+        report.push = await run_push(ctx, cloud, extra, finished)
+    finally:
+        if not ctx.dry:
+            ctx.scan_backlog = {i: e for i, e in backlog.items() if i not in finished}
+    return pulled
+
+
+async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None, scan: ScanKind | None = None,
+               confirm_deletes: bool = False) -> SyncReport:
+    """Scan, push and/or pull, reconcile when asked or due, stamp ``last_sync``; a dry context writes nothing."""
     dry_run = ctx.dry
     cloud = ctx.require_cloud()
     started = ctx.clock()
@@ -184,9 +288,10 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None) -> S
         await verify_state(ctx)  # a daemon's store may have been damaged since it was opened: look first
         await ctx.local.probe()
         await finish_local_replaces(ctx)  # local rewrites a crash interrupted: one live version each
+        pulled = False
         if mode in (SyncMode.FULL, SyncMode.PUSH):
-            report.push = await run_push(ctx, cloud)
-        if mode in (SyncMode.FULL, SyncMode.PULL):
+            pulled = await _scan_and_push(ctx, cloud, report, scan, confirm_deletes)
+        if mode in (SyncMode.FULL, SyncMode.PULL) and not pulled:
             report.pull = PullReport()
             await _pull_keeping_report(ctx, cloud, report.pull)
         if report.pull is None or not report.pull.failed:

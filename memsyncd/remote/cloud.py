@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import email.utils
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,19 @@ from memsyncd.remote.paging import PageGuard
 
 SERVICE = "mem0"
 PAGE_SIZE = 100
+
+
+@dataclass
+class ListingTrace:
+    """What a paged listing said about itself while it was read (filled in by :meth:`CloudClient.pages`).
+
+    ``counts``: the total each page's answer announced (None when it carried none);
+    ``cut_short``: the listing ended at a page number the (shrunken) listing no longer had.
+    :func:`memsyncd.engine.decide.listing_complete` tells from these whether a memory may have been skipped.
+    """
+
+    counts: list[int | None] = field(default_factory=list)
+    cut_short: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,9 +316,15 @@ class CloudClient:
         return True
 
     async def pages(
-        self, extra: list[dict[str, Any]] | None = None, *, page_size: int = PAGE_SIZE
+        self, extra: list[dict[str, Any]] | None = None, *, page_size: int = PAGE_SIZE,
+        trace: ListingTrace | None = None,
     ) -> AsyncIterator[list[CloudMemory]]:
-        """Stream the scope's memories page by page (never all in memory)."""
+        """Stream the scope's memories page by page (never all in memory).
+
+        Pages are read by number: when memories are deleted or added while it pages, later ones
+        move across page boundaries and one may be skipped. ``trace`` (optional) records each
+        page's announced total and an early end, so a caller can tell (the pull cursor).
+        """
         filters = {"AND": self.scope.filters() + list(extra or [])}
         guard = PageGuard(SERVICE)
         page = 1
@@ -316,6 +335,8 @@ class CloudClient:
             except NotFoundError:
                 if page == 1:
                     raise
+                if trace is not None:
+                    trace.cut_short = True
                 return  # "Invalid page.": the listing shrank while we paged; the next run sees the rest
             # A 200 without a "results" list is not an empty page: reading it as one would make the
             # exactly-once lookup answer "not found" (a duplicate create) and a pull see an empty cloud.
@@ -324,6 +345,9 @@ class CloudClient:
                 raise RemoteRejectedError("mem0 answered a memory listing without a results list (a proxy or "
                                           "captive portal?); nothing was read. Retry when mem0 answers normally.",
                                           service=SERVICE)
+            if trace is not None:
+                count = body.get("count") if isinstance(body, dict) else len(results)
+                trace.counts.append(count if isinstance(count, int) and not isinstance(count, bool) else None)
             memories = [memory_from_json(item) for item in results if isinstance(item, dict)]
             guard.check((m.id for m in memories), body.get("count") if isinstance(body, dict) else None)
             yield memories
@@ -331,10 +355,11 @@ class CloudClient:
                 return
             page += 1
 
-    def changed_since(self, cursor: datetime | None, overlap: timedelta) -> AsyncIterator[list[CloudMemory]]:
-        """Pages of memories updated at or after ``cursor - overlap`` (all when no cursor)."""
+    def changed_since(self, cursor: datetime | None, overlap: timedelta, *,
+                      trace: ListingTrace | None = None) -> AsyncIterator[list[CloudMemory]]:
+        """Pages of memories updated at or after ``cursor - overlap`` (all when no cursor); see :meth:`pages`."""
         extra = [] if cursor is None else [{"updated_at": {"gte": (cursor - overlap).isoformat()}}]
-        return self.pages(extra)
+        return self.pages(extra, trace=trace)
 
     async def find_by_text(self, text: str, digest: str) -> CloudMemory | None:
         """The scope's memory holding exactly ``text`` (what a deduplicated add kept), if any.

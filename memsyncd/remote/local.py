@@ -7,6 +7,7 @@ create is still HTTP 200 with ``{"error": ...}`` or ``null``; lists carry
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,10 +40,24 @@ def _memory(raw: Any, text_key: str) -> LocalMemory:
         raise RemoteRejectedError(f"OpenMemory memory {raw['id']} has no text", service=SERVICE)
     metadata: dict[str, Any] = raw["metadata_"] if isinstance(raw.get("metadata_"), dict) else {}
     created = raw.get("created_at")
+    app = raw.get("app_name")
+    categories = raw.get("categories")
     return LocalMemory(
         id=raw["id"], text=text, state=str(raw.get("state") or "active"), metadata=metadata,
-        created_at=created if isinstance(created, int) else None,
+        created_at=created if isinstance(created, int) and not isinstance(created, bool) else None,
+        app=app if isinstance(app, str) else None,
+        categories=tuple(c for c in categories if isinstance(c, str)) if isinstance(categories, list) else (),
     )
+
+
+def _server_time(value: str | None) -> float | None:
+    """An HTTP ``Date`` header as epoch seconds (None when absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 class LocalClient:
@@ -73,6 +88,7 @@ class LocalClient:
         self._user_checked = False  # a probe found our user once
         self._last_ok: float | None = None  # time.monotonic() of the last successful answer
         self._last_stats: dict[str, Any] = {}
+        self.server_time: float | None = None  # the server's clock (epoch s) by the last answer's Date header
 
     async def aclose(self) -> None:
         """Close connections."""
@@ -92,6 +108,7 @@ class LocalClient:
             raise error from exc
         body = json_body(response, SERVICE)
         self._last_ok = time.monotonic()
+        self.server_time = _server_time(response.headers.get("date"))
         return body
 
     async def probe(self, *, fresh: bool = False) -> dict[str, Any]:
@@ -150,15 +167,27 @@ class LocalClient:
             return False
         return True
 
-    async def pages(self, *, page_size: int = PAGE_SIZE) -> AsyncIterator[list[LocalMemory]]:
-        """Stream all live memories page by page, oldest first."""
+    async def pages(self, *, page_size: int = PAGE_SIZE, from_date: int | None = None,
+                    show_archived: bool = False) -> AsyncIterator[list[LocalMemory]]:
+        """Stream all live memories page by page, oldest first.
+
+        Args:
+            page_size: items per request (OpenMemory allows at most 100).
+            from_date: only memories created at or after this epoch second (``/filter``'s ``from_date``).
+            show_archived: include archived memories (``/filter`` hides them by default; deleted ones never show).
+        """
         guard = PageGuard(SERVICE)
         page = 1
         while True:
-            body = await self._call("POST", "/api/v1/memories/filter", json={
+            query: dict[str, Any] = {
                 "user_id": self.user_id, "page": page, "size": page_size,
                 "sort_column": "created_at", "sort_direction": "asc",
-            })
+            }
+            if from_date:
+                query["from_date"] = from_date
+            if show_archived:
+                query["show_archived"] = True
+            body = await self._call("POST", "/api/v1/memories/filter", json=query)
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RemoteRejectedError("OpenMemory list answer has no items", service=SERVICE)

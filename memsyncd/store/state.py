@@ -98,6 +98,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_at ON events (at);
     """,
+    # 4: local ids queued as level 0 and never synced (a scan must not push them under a higher default)
+    """
+    CREATE TABLE local_only (local_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL);
+    """,
 )
 EVENTS_KEPT = 10_000  # 'memsyncctl log' keeps this many of the most recent changes
 EVENT_PREVIEW_CHARS = 60
@@ -400,6 +404,52 @@ class StateStore:
             marks = ",".join("?" * len(chunk))
             found.update(row[0] for row in self._db.execute(
                 f"SELECT local_id FROM mappings WHERE local_id IN ({marks})", chunk))
+        return found
+
+    @_guarded
+    def mappings_for_locals(self, local_ids: Sequence[str]) -> dict[str, Mapping]:
+        """The mappings of many local ids at once (local id -> mapping; unmapped ids are absent)."""
+        found: dict[str, Mapping] = {}
+        for start in range(0, len(local_ids), _IN_CHUNK):
+            chunk = list(local_ids[start:start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = self._mapping(row)
+        return found
+
+    def mapped_ids(self) -> Iterator[str]:
+        """Every mapped local id (read lazily)."""
+        try:
+            with self._lock:
+                for row in self._db.execute("SELECT local_id FROM mappings"):
+                    yield str(row[0])
+        except sqlite3.DatabaseError as exc:
+            raise unreadable(self.path, exc) from None
+
+    # --- local-only ids ---------------------------------------------------------------------
+
+    @_guarded
+    def mark_local_only(self, local_id: str) -> None:
+        """Remember that ``local_id`` was queued as level 0 (scans then never push it)."""
+        self._db.execute("INSERT OR IGNORE INTO local_only(local_id, recorded_at) VALUES(?, ?)", (local_id, _now()))
+
+    @_guarded
+    def clear_local_only(self, local_id: str) -> None:
+        """Forget a level-0 mark (the memory was pushed with a higher level since)."""
+        self._db.execute("DELETE FROM local_only WHERE local_id = ?", (local_id,))
+
+    @_guarded
+    def local_only_among(self, local_ids: Sequence[str]) -> set[str]:
+        """Which of ``local_ids`` are marked local-only."""
+        found: set[str] = set()
+        for start in range(0, len(local_ids), _IN_CHUNK):
+            chunk = list(local_ids[start:start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in self._db.execute(
+                f"SELECT local_id FROM local_only WHERE local_id IN ({marks})", chunk))
         return found
 
     @_guarded

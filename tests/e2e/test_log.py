@@ -51,7 +51,7 @@ def test_events_are_bounded_and_a_version_1_database_is_migrated(tmp_path: Path)
     store = StateStore(path)
     store.close()
     with sqlite3.connect(path) as db:  # what an older memsyncd left: schema version 1, no events table
-        for table in ("events", "local_replaces", "local_duplicates"):  # the tables of migrations 2 and 3
+        for table in ("events", "local_replaces", "local_duplicates", "local_only"):  # migrations 2 to 4
             db.execute(f"DROP TABLE {table}")
         db.execute("PRAGMA user_version = 1")
     store = StateStore(path)

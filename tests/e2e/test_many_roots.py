@@ -111,10 +111,15 @@ def user_daemon(config_home: Path, runtime: Path, log_dir: Path) -> Iterator[Use
 
 
 def make_project(path: Path, emu: Emulators, *, app_id: str | None = None, **sync: Any) -> Path:
-    """A root whose config points at the emulators (default level 1: everything syncs)."""
+    """A root whose config points at the emulators (default level 1: everything queued syncs).
+
+    Local scans are off unless asked for: these roots share one OpenMemory user, and a scan would push
+    every memory in it (earlier tests' too) into each root's own cloud scope.
+    """
     config = {"local": {"url": emu.openmemory, "user_id": USER},
               "cloud": {"enabled": True, "url": emu.mem0, "user_id": USER, "app_id": app_id},
-              "sync": {"default_level": 1, "debounce_ms": 50, **sync}}
+              "sync": {"default_level": 1, "debounce_ms": 50, "local_scan_interval_seconds": 0,
+                       "local_full_scan_interval_seconds": 0, **sync}}
     write_config(path, config)
     return path
 

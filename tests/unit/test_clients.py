@@ -18,7 +18,7 @@ from memsyncd.errors import (
     RemoteRejectedError,
     ServerError,
 )
-from memsyncd.remote.cloud import CloudClient, Scope
+from memsyncd.remote.cloud import CloudClient, ListingTrace, Scope
 from memsyncd.remote.http_edge import RetryPolicy
 from memsyncd.remote.local import LocalClient
 
@@ -149,6 +149,33 @@ def test_list_pages_follow_next_and_send_scope_filters() -> None:
     assert run(collect()) == ["c1", "c2"]
     assert bodies[0][1] == {"filters": {"AND": [{"OR": [{"user_id": "alice"}, {"agent_id": "claude"}]}]}}
     assert bodies[1][0]["page"] == "2"
+
+
+def test_list_pages_trace_records_each_pages_count_and_an_early_end() -> None:
+    """The listing's announced total per page, and a page that no longer exists (the listing shrank)."""
+    totals = {1: 250, 2: 245}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        if page == 3:
+            return httpx.Response(404, json={"detail": "Invalid page."})
+        items = [{"id": f"c{page}", "memory": f"m{page}", "updated_at": "2026-01-01T00:00:00+00:00"}]
+        return httpx.Response(200, json={"count": totals[page], "next": f"http://x/?page={page + 1}",
+                                         "previous": None, "results": items})
+
+    async def collect(trace: ListingTrace) -> list[str]:
+        return [m.id async for page in cloud_client(handler).pages(trace=trace) for m in page]
+
+    trace = ListingTrace()
+    assert run(collect(trace)) == ["c1", "c2"]
+    assert trace.counts == [250, 245] and trace.cut_short is True
+    plain = ListingTrace()
+    one_page = cloud_client(lambda r: httpx.Response(200, json=[{"id": "c1", "memory": "m"}]))
+
+    async def collect_list() -> list[str]:
+        return [m.id async for page in one_page.pages(trace=plain) for m in page]
+
+    assert run(collect_list()) == ["c1"] and plain.counts == [1] and plain.cut_short is False
 
 
 def test_local_create_with_error_body_is_a_failure() -> None:

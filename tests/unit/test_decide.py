@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 
 import pytest
 
@@ -285,3 +286,75 @@ def test_plan_mapped_delete_never_discards_a_cloud_edit(cloud_text: str | None, 
 
     cloud = CloudMemory("C1", cloud_text) if cloud_text is not None else None
     assert plan_mapped_delete(mapping(), cloud).value == step
+
+
+def test_reconcile_candidates_are_every_pair_the_plan_acts_on_and_only_confirmed_ones_stay() -> None:
+    """Missing from a listing is a suspicion: the plan keeps only the pairs whose cloud memory is confirmed gone."""
+    from memsyncd.engine.decide import confirmed_reconcile, reconcile_candidates
+
+    maps = _maps(20)
+    hashes: dict[str, str | None] = {m.local_id: m.base_hash for m in maps}
+    hashes["L1"], hashes["L2"] = H("edited"), None
+    listed = plan_reconcile(maps, {m.cloud_id for m in maps[3:]}, hashes, max_delete_fraction=0.1)
+    assert {m.cloud_id for m in reconcile_candidates(listed)} == {"C0", "C1", "C2"}
+    assert confirmed_reconcile(listed, {"C0", "C1", "C2"}) == listed
+    none = confirmed_reconcile(listed, set())  # all three were only shifted in the listing: nothing happens
+    assert (none.delete_local, none.conflicts, none.forget, none.refused) == ((), (), (), False)
+    some = confirmed_reconcile(listed, {"C1"})
+    assert (some.delete_local, [m.local_id for m in some.conflicts], some.forget) == ((), ["L1"], ())
+
+
+def test_a_refused_reconcile_confirms_no_deletion_and_stays_refused() -> None:
+    """A mass deletion is refused from the listing alone: no deletion is a candidate (no GET spent on it)."""
+    from memsyncd.engine.decide import confirmed_reconcile, reconcile_candidates
+
+    maps = _maps(10)
+    hashes: dict[str, str | None] = {m.local_id: m.base_hash for m in maps}
+    hashes["L9"] = None
+    listed = plan_reconcile(maps, {"C0", "C1", "C2", "C3", "C4", "C5"}, hashes, max_delete_fraction=0.1)
+    assert listed.refused and [m.local_id for m in reconcile_candidates(listed)] == ["L9"]
+    confirmed = confirmed_reconcile(listed, {"C9"})
+    assert confirmed.refused and confirmed.reason == listed.reason and [m.local_id for m in confirmed.forget] == ["L9"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "cut_short", "complete"),
+    [
+        ([], False, True),  # nothing listed
+        ([250], False, True),
+        ([250, 250, 250], False, True),
+        ([300, 295, 295], False, False),  # deleted while paging
+        ([300, 301], False, False),  # added while paging
+        ([300, 300], True, False),  # the last page went missing: the listing shrank
+        ([None, None], False, True),  # no counts: nothing to hold against it
+        ([300, None, 300], False, True),
+        ([300, None, 299], False, False),
+    ],
+)
+def test_listing_complete(counts: list[int | None], cut_short: bool, complete: bool) -> None:
+    from memsyncd.engine.decide import listing_complete
+
+    assert listing_complete(counts, cut_short) is complete
+
+
+@pytest.mark.parametrize(
+    ("cursor", "newest", "errors", "complete", "stored"),
+    [
+        (None, None, 0, True, None),  # nothing seen
+        (None, "2026-01-02", 0, True, "2026-01-02"),
+        ("2026-01-01", "2026-01-02", 0, True, "2026-01-02"),
+        ("2026-01-02", "2026-01-02", 0, True, None),  # unchanged: no write
+        ("2026-01-01", "2026-01-02", 1, True, None),  # a change not applied: list it again
+        ("2026-01-01", "2026-01-02", 0, False, None),  # the listing moved: a memory may be unseen
+        (None, "2026-01-02", 0, False, None),
+    ],
+)
+def test_next_pull_cursor(cursor: str | None, newest: str | None, errors: int, complete: bool,
+                          stored: str | None) -> None:
+    from memsyncd.engine.decide import next_pull_cursor
+    from memsyncd.models import parse_ts
+
+    def ts(value: str | None) -> datetime | None:
+        return parse_ts(value + "T00:00:00Z") if value else None
+
+    assert next_pull_cursor(ts(cursor), ts(newest), errors=errors, complete=complete) == ts(stored)

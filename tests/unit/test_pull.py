@@ -9,6 +9,7 @@ errors and narrows the next listing; a dry run writes nothing; a 401 ends the pu
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -123,20 +124,35 @@ def test_own_memory_with_a_different_text_is_adopted_as_a_conflict(tmp_path: Pat
     run_with_rig(tmp_path, body)
 
 
-def test_a_cloud_edit_updates_the_local_copy_and_the_base(tmp_path: Path) -> None:
-    """Mapped, edited in the cloud only: one local PUT with the new text; the base follows."""
+def test_a_cloud_edit_replaces_the_local_copy_and_moves_the_mapping_and_the_base(tmp_path: Path) -> None:
+    """Mapped, edited in the cloud only: a local replace (never OpenMemory's PUT, which leaves the agents' view
+    stale): one POST creating the new text with the pair's metadata, then one DELETE of the old id; the mapping
+    moves to the new id and the base follows."""
 
     async def body(rig: EngineRig) -> None:
         cloud_id = rig.cloud_add("old text")
         await pull(rig)
+        before = rig.ctx.state.mapping_for_cloud(cloud_id)
+        assert before is not None
+        old_local_id = before.local_id
         rig.mem0.update(cloud_id, text="new text")
         rig.local_http.sent.clear()
         report = await pull(rig)
         assert report.updated == 1 and report.new == 0
-        (put,) = rig.local_http.requests("PUT")
-        assert json.loads(put.content)["memory_content"] == "new text"
+        assert [(r.method, r.url.path) for r in local_writes(rig)] == [
+            ("POST", "/api/v1/memories/"), ("DELETE", "/api/v1/memories/")]
+        create, delete = local_writes(rig)
+        created = json.loads(create.content)
+        assert created["text"] == "new text"
+        assert created["metadata"]["memsync_cloud_id"] == cloud_id and created["metadata"]["level"] == 1
+        assert json.loads(delete.content)["memory_ids"] == [old_local_id]
         mapping = rig.ctx.state.mapping_for_cloud(cloud_id)
         assert mapping is not None and mapping.base_text == "new text"
+        assert mapping.local_id != old_local_id and rig.ctx.state.mapping_for_local(old_local_id) is None
+        new_row, old_row = rig.openmemory.get(mapping.local_id), rig.openmemory.get(old_local_id)
+        assert new_row is not None and new_row["content"] == "new text" and new_row["state"] == "active"
+        assert old_row is not None and old_row["state"] == "deleted"
+        assert rig.ctx.state.local_replaces() == []
         assert rig.local_texts() == ["new text"]
 
     run_with_rig(tmp_path, body)
@@ -285,8 +301,6 @@ def test_many_pages_are_all_applied_once(tmp_path: Path) -> None:
     run_with_rig(tmp_path, body, concurrency=4)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _apply_pull counts report.new/updated before the local write, so a "
-                   "failed write is counted as synced and as an error ('Pulled: 2 of 3' for 1 of 2 applied)")
 def test_a_failed_local_write_is_not_counted_as_synced(tmp_path: Path) -> None:
     """One of two local creates fails: the report says 1 synced of 2 to apply."""
 
@@ -298,8 +312,55 @@ def test_a_failed_local_write_is_not_counted_as_synced(tmp_path: Path) -> None:
         report = await pull(rig)
         assert report.errors == 1
         assert (report.new, report.synced, report.to_apply) == (1, 1, 2)
+        assert rig.local_texts() == ["accepted locally"]
+        rig.local_http.before = None
+        again = await pull(rig)  # the cursor did not move: the failed one is pulled next time, counted once
+        assert (again.new, again.errors, again.synced, again.to_apply) == (1, 0, 1, 1)
 
     run_with_rig(tmp_path, body)
+
+
+def test_a_failed_local_replace_is_not_counted_as_updated(tmp_path: Path) -> None:
+    """Two cloud edits of mapped memories; the local create of one rewrite fails: 1 updated, 1 error; the
+    failed pair keeps its old local id, text and base."""
+
+    async def body(rig: EngineRig) -> None:
+        refused, accepted = rig.cloud_add("refused v1"), rig.cloud_add("accepted v1")
+        await pull(rig)
+        before = rig.ctx.state.mapping_for_cloud(refused)
+        rig.mem0.update(refused, text="refused v2")
+        rig.mem0.update(accepted, text="accepted v2")
+        rig.local_http.before = lambda request: httpx.Response(500, json={"detail": "db locked"}) \
+            if request.method == "POST" and b"refused v2" in request.content else None
+        report = await pull(rig)
+        assert (report.updated, report.errors, report.synced, report.to_apply) == (1, 1, 1, 2)
+        assert rig.ctx.state.mapping_for_cloud(refused) == before
+        assert rig.local_texts() == ["accepted v2", "refused v1"]
+
+    run_with_rig(tmp_path, body)
+
+
+def test_a_local_write_cancelled_by_itself_fails_that_memory_only(tmp_path: Path) -> None:
+    """One local create raises CancelledError without the pull being cancelled: that memory is one error (the
+    cursor stays), the others are pulled, the pull ends normally; the next pull brings the missing one."""
+
+    async def body(rig: EngineRig) -> None:
+        for text in ("first", "cancelled inside", "third"):
+            rig.cloud_add(text)
+
+        def cancel_one(request: httpx.Request) -> None:
+            if request.method == "POST" and b"cancelled inside" in request.content:
+                raise asyncio.CancelledError
+
+        rig.local_http.before = cancel_one
+        report = await pull(rig)
+        assert (report.new, report.errors) == (2, 1) and rig.ctx.state.get_meta(META_CURSOR) is None
+        assert rig.local_texts() == ["first", "third"]
+        rig.local_http.before = None
+        again = await pull(rig)
+        assert (again.new, again.errors) == (1, 0) and rig.local_texts() == ["cancelled inside", "first", "third"]
+
+    run_with_rig(tmp_path, body, concurrency=1)
 
 
 def test_the_local_server_going_away_stops_the_pull_and_keeps_what_landed(tmp_path: Path) -> None:
@@ -330,9 +391,6 @@ def test_the_local_server_going_away_stops_the_pull_and_keeps_what_landed(tmp_pa
     run_with_rig(tmp_path, body, concurrency=1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: run_pull pages an offset listing; cloud deletions while it pages "
-                   "shift later memories onto pages already read, yet the cursor still advances past them, so "
-                   "those memories are never pulled (here 5 of 295)")
 def test_cloud_deletions_during_the_listing_never_lose_a_memory_for_good(tmp_path: Path) -> None:
     """300 cloud memories one minute apart; another device deletes 5 of page 1 while page 2 is requested.
     After that pull and the next one, every memory still in the cloud exists locally."""
@@ -349,11 +407,15 @@ def test_cloud_deletions_during_the_listing_never_lose_a_memory_for_good(tmp_pat
                     rig.mem0.delete(cloud_id)
 
         rig.mem0_http.before = delete_during_listing
-        await pull(rig)
+        first = await pull(rig)
+        assert deleted and first.errors == 0
+        assert rig.ctx.state.get_meta(META_CURSOR) is None  # the listing moved under the pull: cursor kept
         rig.mem0_http.before = None
         await pull(rig)
-        assert deleted
         assert set(rig.local_texts()) >= {f"minute {i:03}" for i in range(5, 300)}
+        assert len(rig.local_texts()) == len(set(rig.local_texts()))  # the second listing copied nothing twice
+        cursor = rig.ctx.state.get_meta(META_CURSOR)  # a complete listing: the cursor moves
+        assert cursor is not None and parse_ts(cursor) == max(parse_ts(m["updated_at"]) for m in rig.mem0.memories())
 
     run_with_rig(tmp_path, body)
 

@@ -414,15 +414,19 @@ def test_push_then_delete_of_a_never_synced_memory_is_dropped_without_a_request(
     run_with_rig(tmp_path, body)
 
 
-def test_a_push_of_a_memory_gone_locally_is_dropped(tmp_path: Path) -> None:
-    """Queued, then deleted locally before the run: dropped, no cloud request."""
+def test_a_push_of_a_memory_gone_locally_is_reported_not_found(tmp_path: Path) -> None:
+    """Queued, then deleted locally before the run: counted in not_found (never silently dropped), no cloud request,
+    and the entry leaves the queue without an error row."""
 
     async def body(rig: EngineRig) -> None:
         local_id = rig.local_add("gone before the run")
         rig.enqueue(local_id)
         rig.openmemory.delete(local_id)
         report = await push(rig)
-        assert report.dropped == 1 and rig.mem0_http.sent == []
+        assert (report.not_found, report.dropped, report.attempted, report.errors) == (1, 0, 0, 0)
+        assert rig.mem0_http.sent == []
+        doc = queue_json(rig)
+        assert doc["pending"] == [] and doc["sync_errors"] == []
 
     run_with_rig(tmp_path, body)
 

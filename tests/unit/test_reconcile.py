@@ -126,24 +126,26 @@ def test_reconcile_needs_the_cloud(tmp_path: Path) -> None:
     run_with_rig(tmp_path, body)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (latent): run_reconcile ignores ctx.dry and deletes locally on a "
-                   "dry_view(); only Syncer's 'not dry_run' guard keeps dry runs from reconciling")
 def test_a_dry_context_writes_nothing(tmp_path: Path) -> None:
     """On dry_view() (SyncContext.dry: 'decide and count, but write nothing anywhere'): no local delete."""
 
     async def body(rig: EngineRig) -> None:
         gone = pair(rig, "dry run must keep me")
+        edited = pair(rig, "edited here")
         rig.mem0.delete(gone.cloud_id)
-        await run_reconcile(rig.ctx.dry_view())
-        assert rig.local_texts() == ["dry run must keep me"]
+        rig.mem0.delete(edited.cloud_id)
+        rig.openmemory.update_content(edited.local_id, "edited here, v2")
+        report = await run_reconcile(rig.ctx.dry_view())
+        assert (report.deleted_local, report.conflicts) == (1, 1)  # counted as a real run would
+        assert rig.local_texts() == ["dry run must keep me", "edited here, v2"]
         assert rig.ctx.state.mapping_for_local(gone.local_id) == gone
+        assert rig.ctx.state.conflicts() == [] and rig.ctx.state.get_meta(META_RECONCILE) is None
+        assert [r for r in rig.local_http.sent if r.method in ("PUT", "DELETE", "POST")
+                and r.url.path != "/api/v1/memories/filter"] == []
 
     run_with_rig(tmp_path, body, max_delete_fraction=1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: run_reconcile trusts one offset-paged cloud listing; memories deleted "
-                   "in the cloud while it pages shift later ones onto pages already read, and those live memories "
-                   "are deleted locally (here 5 live of 300, under max_delete_fraction so not refused)")
 def test_cloud_deletions_during_the_listing_never_delete_live_memories_locally(tmp_path: Path) -> None:
     """300 pairs (3 pages); another device deletes 5 memories of page 1 after it was read: only those 5 may go."""
 
@@ -159,10 +161,21 @@ def test_cloud_deletions_during_the_listing_never_delete_live_memories_locally(t
                     rig.mem0.delete(mapping.cloud_id)
 
         rig.mem0_http.before = delete_during_listing
-        await run_reconcile(rig.ctx)
+        report = await run_reconcile(rig.ctx)
         assert deleted
         live = {m.local_id for m in pairs[5:]}
         still_here = {m["id"] for m in rig.openmemory.memories(user_id="bob")}
         assert live <= still_here
+        assert all(rig.ctx.state.mapping_for_local(m.local_id) == m for m in pairs[5:])
+        # the 5 shifted memories were missing from the listing: one GET each found them (no more requests)
+        assert report.deleted_local == 0 and len(rig.mem0_http.requests("GET", "/v1/memories/")) == 5
+        # the 5 really deleted were listed before they went: the next reconcile deletes exactly them
+        rig.mem0_http.sent.clear()
+        report = await run_reconcile(rig.ctx)
+        assert report.deleted_local == 5 and report.refused == ""
+        still_here = {m["id"] for m in rig.openmemory.memories(user_id="bob")}
+        assert still_here == live
+        confirmed = {r.url.path.split("/")[-2] for r in rig.mem0_http.requests("GET", "/v1/memories/")}
+        assert confirmed == {m.cloud_id for m in gone}
 
     run_with_rig(tmp_path, body)

@@ -80,7 +80,7 @@ def test_keep_local_writes_only_the_cloud_and_moves_the_base(tmp_path: Path) -> 
         mapping, conflict = conflicted(rig)
         result = await resolve_conflict(rig.ctx, conflict.id, Keep.LOCAL)
         assert result == {"resolved": conflict.id, "keep": "local", "local_id": mapping.local_id,
-                          "cloud_id": mapping.cloud_id, "extra": None}
+                          "cloud_id": mapping.cloud_id, "extra": None, "local_only": False, "cloud_written": True}
         assert writes(rig) == [("cloud", "PUT", f"/v1/memories/{mapping.cloud_id}/")]
         (put,) = sent_json(rig, "PUT")
         assert put["text"] == "local edit" and put["metadata"]["level"] == 2
@@ -92,14 +92,38 @@ def test_keep_local_writes_only_the_cloud_and_moves_the_base(tmp_path: Path) -> 
     run_with_rig(tmp_path, body)
 
 
+def assert_replaced_locally(rig: EngineRig, old_local_id: str, new_local_id: str, cloud_id: str, text: str) -> None:
+    """The local side was rewritten as a local replace: the new id holds ``text`` (paired with ``cloud_id``),
+    the old id is deleted, the mapping moved to the new id, and no rewrite is left pending."""
+    assert new_local_id != old_local_id
+    create = next(r for r in rig.local_http.requests("POST", "/api/v1/memories/"))
+    assert json.loads(create.content)["text"] == text
+    assert json.loads(create.content)["metadata"]["memsync_cloud_id"] == cloud_id
+    (delete,) = rig.local_http.requests("DELETE")
+    assert json.loads(delete.content)["memory_ids"] == [old_local_id]
+    old_row, new_row = rig.openmemory.get(old_local_id), rig.openmemory.get(new_local_id)
+    assert old_row is not None and old_row["state"] == "deleted"
+    assert new_row is not None and new_row["content"] == text and new_row["state"] == "active"
+    assert rig.ctx.state.mapping_for_local(old_local_id) is None
+    moved = rig.ctx.state.mapping_for_cloud(cloud_id)
+    assert moved is not None and moved.local_id == new_local_id
+    assert rig.ctx.state.local_replaces() == []
+
+
 def test_keep_cloud_writes_only_the_local_side(tmp_path: Path) -> None:
+    """The cloud already holds the chosen text: the local side is replaced (create new, delete old), no cloud
+    write; the mapping moves to the new local id with the cloud text as base."""
+
     async def body(rig: EngineRig) -> None:
         mapping, conflict = conflicted(rig)
-        await resolve_conflict(rig.ctx, conflict.id, Keep.CLOUD)
-        assert writes(rig) == [("local", "PUT", f"/api/v1/memories/{mapping.local_id}")]
+        result = await resolve_conflict(rig.ctx, conflict.id, Keep.CLOUD)
+        assert writes(rig) == [("local", "POST", "/api/v1/memories/"), ("local", "DELETE", "/api/v1/memories/")]
+        assert (result["cloud_id"], result["local_only"], result["cloud_written"]) == (mapping.cloud_id, False, True)
+        assert_replaced_locally(rig, mapping.local_id, result["local_id"], mapping.cloud_id, "cloud edit")
         assert rig.local_texts() == ["cloud edit"] == rig.cloud_texts()
-        base = rig.ctx.state.mapping_for_local(mapping.local_id)
-        assert base is not None and base.base_text == "cloud edit" and list_conflicts(rig.ctx) == []
+        assert rig.ctx.state.mapping_for_local(result["local_id"]) == Mapping(
+            result["local_id"], mapping.cloud_id, content_hash("cloud edit"), "cloud edit", 2)
+        assert list_conflicts(rig.ctx) == []
 
     run_with_rig(tmp_path, body)
 
@@ -110,11 +134,16 @@ def test_keep_text_writes_the_merged_text_to_both_sides(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             await resolve_conflict(rig.ctx, conflict.id, Keep.TEXT)
         assert writes(rig) == [] and list_conflicts(rig.ctx) == [conflict]
-        await resolve_conflict(rig.ctx, conflict.id, Keep.TEXT, "merged")
-        assert sorted(w[0] for w in writes(rig)) == ["cloud", "local"]
+        result = await resolve_conflict(rig.ctx, conflict.id, Keep.TEXT, "merged")
+        assert sorted(writes(rig)) == [("cloud", "PUT", f"/v1/memories/{mapping.cloud_id}/"),
+                                       ("local", "DELETE", "/api/v1/memories/"), ("local", "POST", "/api/v1/memories/")]
+        (put,) = [json.loads(r.content) for r in rig.mem0_http.requests("PUT")]
+        assert put["text"] == "merged"
+        assert_replaced_locally(rig, mapping.local_id, result["local_id"], mapping.cloud_id, "merged")
         assert rig.local_texts() == ["merged"] == rig.cloud_texts()
-        base = rig.ctx.state.mapping_for_local(mapping.local_id)
-        assert base is not None and base.base_text == "merged"
+        assert rig.ctx.state.mapping_for_local(result["local_id"]) == Mapping(
+            result["local_id"], mapping.cloud_id, content_hash("merged"), "merged", 2)
+        assert list_conflicts(rig.ctx) == []
 
     run_with_rig(tmp_path, body)
 
@@ -168,8 +197,9 @@ def test_an_interrupted_resolution_finishes_when_run_again(tmp_path: Path) -> No
     async def body(rig: EngineRig) -> None:
         mapping, conflict = conflicted(rig)
         rig.mem0.update(mapping.cloud_id, text="merged")  # the first attempt wrote the cloud, then stopped
-        await resolve_conflict(rig.ctx, conflict.id, Keep.TEXT, "merged")
-        assert writes(rig) == [("local", "PUT", f"/api/v1/memories/{mapping.local_id}")]
+        result = await resolve_conflict(rig.ctx, conflict.id, Keep.TEXT, "merged")
+        assert writes(rig) == [("local", "POST", "/api/v1/memories/"), ("local", "DELETE", "/api/v1/memories/")]
+        assert_replaced_locally(rig, mapping.local_id, result["local_id"], mapping.cloud_id, "merged")
         assert rig.local_texts() == ["merged"] == rig.cloud_texts() and list_conflicts(rig.ctx) == []
 
     run_with_rig(tmp_path, body)
@@ -237,8 +267,6 @@ def test_keep_local_over_a_cloud_delete_creates_the_cloud_copy_once(tmp_path: Pa
     run_with_rig(tmp_path, body)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: resolving a conflict of a memory made private (mapping level 0) with "
-                   "keep=local/text writes the private local text to the cloud; level 0 must never be sent")
 def test_resolving_a_conflict_of_a_private_memory_sends_nothing_private(tmp_path: Path) -> None:
     """Synced, then made level 0 and edited here while the cloud edited too (a pull records the conflict):
     keeping the local text must not upload it."""
@@ -253,6 +281,7 @@ def test_resolving_a_conflict_of_a_private_memory_sends_nothing_private(tmp_path
         with contextlib.suppress(MemsyncError):  # refusing is fine too; sending is not
             await resolve_conflict(rig.ctx, conflict.id, Keep.LOCAL)
         assert "private edit" not in "".join(r.content.decode() for r in rig.mem0_http.sent)
-        assert rig.cloud_texts() == ["cloud edit"]
+        assert [w for w in writes(rig) if w[0] == "cloud"] == []
+        assert rig.cloud_texts() == ["cloud edit"] and rig.local_texts() == ["private edit"]
 
     run_with_rig(tmp_path, body)
