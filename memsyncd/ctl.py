@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class HotArgs:
-    """The parsed arguments of a hot command: the attributes argparse's namespace would carry."""
+    """The parsed arguments of a hot command: the attributes argparse's namespace would carry.
+
+    A new option of ``status``, ``sync``, ``enqueue`` or ``hook`` in ``cli/parser.py`` needs its
+    default here too (``test_plain_spellings_parse_as_argparse_does`` compares the two).
+    """
 
     def __init__(self, command: str) -> None:
         self.command = command
@@ -49,6 +53,7 @@ class HotArgs:
         self.pull = False
         self.status = False
         self.dry_run = False
+        self.confirm_deletes = False
         self.id: str | None = None
         self.delete = False
         self.level: int | None = None
