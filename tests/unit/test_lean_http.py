@@ -163,3 +163,38 @@ async def test_a_silent_server_times_out_and_nothing_listening_is_unreachable() 
 def test_only_plain_http_gets_the_lean_transport() -> None:
     assert isinstance(local_transport("http://localhost:8765"), LeanTransport)
     assert local_transport("https://memory.example") is None
+
+
+@run_async
+async def test_large_bodies_stream_and_the_size_cap_stops_them_early() -> None:
+    """Bodies past the eager limit are read as the caller iterates: whole when wanted, abandoned at the cap."""
+    from memsyncd.errors import ResponseTooLargeError
+    from memsyncd.remote.http_edge import send_once
+    from memsyncd.remote.lean_http import EAGER_BODY_BYTES
+
+    big = b'"' + b"x" * (EAGER_BODY_BYTES * 3) + b'"'
+    sent: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            if b"chunked" in request[0]:
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                for start in range(0, len(big), 100_000):
+                    part = big[start:start + 100_000]
+                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                writer.write(b"0\r\n\r\n")
+            else:
+                writer.write(answer(big))
+            sent.append(1)
+            await writer.drain()
+
+    async with serve(handler) as (url, connections), \
+            httpx.AsyncClient(base_url=url, transport=LeanTransport()) as client:
+        assert (await client.get("/big")).json() == big.decode()[1:-1]
+        assert (await client.get("/chunked")).json() == big.decode()[1:-1]
+        assert len(connections) == 1  # read to the end: the connection was reused
+        for path in ("/big", "/chunked"):
+            with pytest.raises(ResponseTooLargeError):
+                await send_once(client, "GET", path, service="OpenMemory", max_body=EAGER_BODY_BYTES)
+        assert (await client.get("/big")).status_code == 200
+        assert len(connections) == 3  # an abandoned body closes its connection; it is never reused
