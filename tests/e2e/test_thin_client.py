@@ -574,3 +574,24 @@ def test_ctl_module_imports_only_the_stdlib(tmp_path: Path) -> None:
             "open(os.environ['MODULES_OUT'], 'w').write(json.dumps(sorted(sys.modules)))\n")
     subprocess.run([sys.executable, "-c", code], env=base_env(MODULES_OUT=str(out)), check=True, timeout=PROC_TIMEOUT)
     assert_stdlib_only(set(json.loads(out.read_text())), interpreter_baseline(tmp_path), "import memsyncd.ctl")
+
+
+def test_the_hook_writes_only_the_queue_and_creates_no_runtime_dir(tmp_path: Path) -> None:
+    """No daemon: the hook makes no runtime dir, writes nothing under HOME or XDG_CONFIG_HOME, only the queue."""
+    root, home, runtime = tmp_path / "root", tmp_path / "home", tmp_path / "run"
+    for directory in (root / ".claude/session", root / ".claude/memory", home / ".config", runtime):
+        directory.mkdir(parents=True, mode=0o700)
+    (root / ".claude/memory/config.json").write_text('{"local": {"url": "http://127.0.0.1:9"}}')
+    (root / ".claude/memory/config.json").chmod(0o600)
+    env = base_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_RUNTIME_DIR=str(runtime),
+                   MODULES_OUT=str(tmp_path / "m.json"))
+
+    def snapshot() -> set[str]:
+        return {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.name != "m.json"}
+
+    before = snapshot()
+    done = subprocess.run([sys.executable, "-c", PROBE, "hook", "post-tool-use"], input=json.dumps(ADD_EVENT),
+                          capture_output=True, text=True, cwd=root, env=env, timeout=PROC_TIMEOUT)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert snapshot() - before == {"root/.claude/session/sync-queue.json", "root/.claude/session/sync-queue.json.lock"}
+    assert [e["id"] for e in read_queue(root)["pending"]] == ["hook-id-1"]
