@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import sys
 
-from memsyncd import wire
 from memsyncd.errors import EXIT_OK, MemsyncError, UsageError
 from memsyncd.store.locate import QUEUE_RELPATH, RootNotFound, find_root
 from memsyncd.terminal import escape_controls
@@ -158,6 +157,7 @@ def status_command(args: argparse.Namespace) -> int | None:
     """Status from the daemon; None (in-process status) when no daemon answers."""
     if args.no_daemon:
         return None
+    from memsyncd import wire
     from memsyncd.errors import DaemonError
     from memsyncd.wire_http import DaemonSilent, NoDaemon
 
@@ -316,6 +316,7 @@ def _ids_text(entries: list[Any]) -> str:
 
 def _enqueue_via_daemon(args: argparse.Namespace, paths: _Root, payload: dict[str, Any]) -> bool:
     """True when the daemon queued the entry; False when it did not answer or failed (write it here)."""
+    from memsyncd import wire
     from memsyncd.errors import DaemonError
     from memsyncd.wire_http import DaemonSilent, NoDaemon
 
@@ -418,6 +419,7 @@ def _register_with_user_daemon(paths: _Root) -> None:
             return
         from pathlib import Path
 
+        from memsyncd import wire
         from memsyncd.store.roots import RootRegistry
         from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
