@@ -142,6 +142,10 @@ def status_command(args: argparse.Namespace) -> int | None:
     if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
         args.no_daemon, args.daemon_absent = True, "not-serving"
         return None
+    if answer.status == 503 and answer.error_type() is None:  # its connection cap: busy, not broken
+        _note(f"{PROG}: the daemon is busy (too many connections); computing the status here instead.")
+        args.no_daemon = True
+        return None
     status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
     if args.json:
         print_json(status)
