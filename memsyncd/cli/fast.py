@@ -240,7 +240,7 @@ def hand_off(args: argparse.Namespace, paths: Paths, entries: list[Any], *,
 
         try:
             while remaining:
-                answer = _ask_daemon(args, paths, "POST", "/v1/queue", body=_queue_payload(remaining[0]),
+                answer = _ask_daemon(args, paths, "POST", wire.QUEUE, body=_queue_payload(remaining[0]),
                                      timeout=HANDOFF_TIMEOUT_SECONDS)
                 if not 200 <= answer.status < 300:
                     break
