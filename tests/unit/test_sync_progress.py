@@ -104,7 +104,7 @@ def test_a_raising_progress_callback_never_stops_the_sync(tmp_path: Path, server
         raise RuntimeError("terminal gone")
 
     report = with_syncer(syncer, lambda: syncer.run(SyncMode.FULL, progress=broken))
-    assert report.exit_code == 0 and report.push.created == 6 and report.push.errors == 0
+    assert report.exit_code == 0 and report.push is not None and report.push.created == 6 and report.push.errors == 0
     assert len(calls) == 1
     assert syncer.queue.read().pending == [] and sorted(admin.cloud_texts()) == sorted(
         f"pushed past a broken display {i}" for i in range(6))
