@@ -630,4 +630,3 @@ class RootService:
         queued, conflicts = await self._read(lambda state: (pending(), len(state.conflicts())))
         return self.metrics.render(pending=queued, conflicts=conflicts, paused=self.paused, uptime=uptime,
                                    to_pull=self._to_pull)
-

@@ -46,6 +46,7 @@ from memsyncd.wire import Keep
 
 __all__ = ["ClaimCallback", "ItemStatus", "ProgressCallback", "PullCount", "ScanKind", "Syncer", "command_error"]
 
+
 @dataclass
 class PullCount:
     """A preview: how many cloud memories a pull would bring now, or the error that kept it from counting."""
