@@ -13,7 +13,7 @@ Figures, each next to its goal, measured in one run against loopback emulators i
 * ``daemon_idle``: the same daemon with default intervals and ``--idle-local`` memories, idle for
   ``--idle-seconds``: its CPU seconds per minute (goal ≤ 0.1).
 
-The ten-device convergence figure is not measured here (tests/test_scan_daemon.py checks two devices).
+The ten-device convergence figure is not measured here (tests/e2e/test_scan_daemon.py checks two devices).
 The machine is shared: the defaults are small; raise them for the issue's full scale
 (``--full-count 20000 --first-count 5000 --idle-local 1000 --idle-seconds 600``).
 

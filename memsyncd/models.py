@@ -18,6 +18,8 @@ from memsyncd.timestamps import parse_ts as parse_ts
 from memsyncd.timestamps import utc_now as utc_now
 
 Action = Literal["push", "delete"]
+QueueKey = tuple[str, str, str, str | None]
+"""A queue entry's identity (:attr:`QueueEntry.key`): id, action, timestamp, content hash."""
 
 
 def content_hash(text: str) -> str:
@@ -39,7 +41,7 @@ class QueueEntry:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
-    def key(self) -> tuple[str, str, str, str | None]:
+    def key(self) -> QueueKey:
         """Identity used to remove exactly this entry after it was processed."""
         return (self.id, self.action, self.timestamp, self.content_hash)
 

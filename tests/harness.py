@@ -231,8 +231,9 @@ from typing import TypeVar  # noqa: E402
 from urllib.parse import parse_qsl, unquote  # noqa: E402
 
 from memsyncd.config import CloudSettings, LocalSettings, Paths, SyncSettings  # noqa: E402
-from memsyncd.daemon.http_server import BadRequest, ResetConnection  # noqa: E402
+from memsyncd.daemon.http_server import BadRequest  # noqa: E402
 from memsyncd.daemon.http_server import Request as EmuRequest  # noqa: E402
+from memsyncd.emulators.http import ResetConnection  # noqa: E402
 from memsyncd.emulators.mem0 import Mem0Emulator  # noqa: E402
 from memsyncd.emulators.mem0_store import Mem0Store  # noqa: E402
 from memsyncd.emulators.openmemory import OpenMemoryEmulator  # noqa: E402

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from memsyncd.config import Paths, load_api_key, load_trusted_settings
 from memsyncd.engine.report import StatusReport, SyncReport
-from memsyncd.engine.syncer import ProgressCallback, ScanKind, Syncer, build_syncer
+from memsyncd.engine.syncer import ProgressCallback, ScanKind, Syncer, build_syncer, command_error
 from memsyncd.errors import SyncUnavailableError
 from memsyncd.models import Conflict, SyncMode
 from memsyncd.store.locks import pair_run_lock
@@ -34,14 +34,12 @@ class InProcessBackend:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self._syncer: Syncer | None = None
-        self.progress: ProgressCallback | None = None  # handed to the engine when it is built
 
     @property
     def syncer(self) -> Syncer:
         """The engine, built on first use (so config errors surface per command)."""
         if self._syncer is None:
             self._syncer = build_syncer(self.paths)
-            self._syncer.progress = self.progress
         return self._syncer
 
     def _configured(self) -> Syncer:
@@ -58,13 +56,26 @@ class InProcessBackend:
                              busy=lambda lock, waited: f"another sync of these stores has held {lock} for "
                                                        f"{waited:.0f} s; try again later.")
 
-    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:
-        """A one-shot sync; push and full modes scan OpenMemory fully first (SPEC 4, Local changes)."""
+    async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False,
+                   progress: ProgressCallback | None = None) -> SyncReport:
+        """A one-shot sync; push and full modes scan OpenMemory fully first (SPEC 4, Local changes).
+
+        ``progress`` hears the run as it goes (see :meth:`Syncer.run`).
+
+        Raises:
+            MemsyncError: what ended the run when it is the command's error, not a run-level stop the
+                report shows (:func:`~memsyncd.engine.syncer.command_error`).
+        """
         syncer = self._configured()
         wanted = syncer.settings.one_shot_scan
         scan = None if mode is SyncMode.PULL or wanted is None else ScanKind(wanted)
         async with self._run_lock():
-            return await syncer.run(mode, dry_run=dry_run, scan=scan, confirm_deletes=confirm_deletes)
+            report = await syncer.run(mode, dry_run=dry_run, scan=scan, confirm_deletes=confirm_deletes,
+                                      progress=progress)
+        error = command_error(report)
+        if error is not None:
+            raise error
+        return report
 
     async def status(self) -> StatusReport:
         return await self._configured().status()

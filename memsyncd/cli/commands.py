@@ -126,8 +126,9 @@ async def _sync(backend: Backend, args: argparse.Namespace) -> int:
 async def _sync_showing(backend: Backend, mode: SyncMode, dry_run: bool, progress: SyncProgress | None, *,
                         confirm_deletes: bool = False) -> SyncReport:
     """Run the sync; with a display, feed it from the engine (in-process) or the daemon's health answers."""
-    if progress is not None and isinstance(backend, InProcessBackend):
-        backend.progress = progress.update  # the engine calls it as it goes
+    if isinstance(backend, InProcessBackend):  # the engine calls the display as it goes
+        return await backend.sync(mode, dry_run=dry_run, confirm_deletes=confirm_deletes,
+                                  progress=progress.update if progress is not None else None)
     if progress is None or not isinstance(backend, DaemonClient):
         return await backend.sync(mode, dry_run=dry_run, confirm_deletes=confirm_deletes)
     daemon = backend

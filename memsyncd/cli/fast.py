@@ -179,6 +179,10 @@ def status_command(args: argparse.Namespace) -> int | None:
     if answer.status == 404 and answer.error_type() == "RootNotServedError":  # the user's daemon, not this root
         args.no_daemon, args.daemon_absent = True, "not-serving"
         return None
+    if answer.status == 503 and answer.error_type() is None:  # its connection cap: busy, not broken
+        _note(f"{PROG}: the daemon is busy (too many connections); computing the status here instead.")
+        args.no_daemon = True
+        return None
     status = answer.object()  # the wire form, printed or rendered as received (no data classes loaded)
     if args.json:
         from memsyncd.cli.output import print_json
@@ -287,11 +291,12 @@ def hand_off(args: argparse.Namespace, paths: _Root, entries: list[Any], *,
 
     remaining = list(entries)
     if ask_daemon and not args.no_daemon:
+        from memsyncd import wire
         from memsyncd.wire_http import DaemonSilent, NoDaemon
 
         try:
             while remaining:
-                answer = _ask_daemon(args, paths, "POST", "/v1/queue", body=_queue_payload(remaining[0]),
+                answer = _ask_daemon(args, paths, "POST", wire.QUEUE, body=_queue_payload(remaining[0]),
                                      timeout=HANDOFF_TIMEOUT_SECONDS)
                 if not 200 <= answer.status < 300:
                     break

@@ -1,8 +1,13 @@
-"""Serve one async request handler over HTTP/1.1 on loopback TCP or a Unix socket.
+"""Serve one async request handler over HTTP/1.1 on a Unix socket: the daemon's control socket.
 
 The protocol work (parsing, framing, keep-alive, chunked bodies) is done by
 ``h11``; this module only moves bytes between asyncio streams and an
 ``h11.Connection`` and turns events into :class:`Request` / :class:`Response`.
+
+What only the emulators need (a loopback TCP listener, connection resets,
+streamed bodies for their faults) lives in :mod:`memsyncd.emulators.http`,
+which extends :class:`HTTPServer` and :class:`Connection` through the few
+``_``-methods marked *extension point* below. The daemon never imports it.
 
 Behaviour worth knowing:
 
@@ -12,10 +17,9 @@ Behaviour worth knowing:
 * Bodies larger than ``max_body`` get ``413`` (checked on ``Content-Length``
   before reading, and while reading chunked bodies).
 * A handler exception becomes ``500 {"detail": "Internal Server Error"}``;
-  :class:`BadRequest` becomes its own status with ``{"detail": ...}``;
-  :class:`ResetConnection` aborts the TCP connection with an RST.
+  :class:`BadRequest` becomes its own status with ``{"detail": ...}``.
 * ``peer_check`` (if given) is called with the peer uid (``SO_PEERCRED`` on
-  Unix sockets, ``None`` on TCP); ``False`` → ``403`` and close.
+  Unix sockets, ``None`` on other sockets); ``False`` → ``403`` and close.
 * ``max_connections`` (if given) caps the connections served at once; one more is
   answered ``503`` and closed at once, so idle or half-sent clients cannot use up the
   process's file descriptors.
@@ -42,7 +46,7 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -51,10 +55,10 @@ import h11
 
 __all__ = [
     "BadRequest",
+    "Connection",
     "HTTPServer",
     "Handler",
     "Request",
-    "ResetConnection",
     "Response",
 ]
 
@@ -116,10 +120,6 @@ class BadRequest(Exception):
         self.detail = detail
 
 
-class ResetConnection(Exception):
-    """Raise from a handler to abort the TCP connection with RST (SO_LINGER 0)."""
-
-
 @dataclass
 class Request:
     """One parsed HTTP request, body fully read."""
@@ -163,16 +163,11 @@ class Request:
 
 @dataclass
 class Response:
-    """An HTTP response; the server adds ``content-length`` itself.
-
-    With ``stream`` set, ``body`` is ignored and the chunks are sent as they come (chunked
-    transfer encoding), so a test server can trickle or flood an answer without holding it.
-    """
+    """An HTTP response; the server adds ``content-length`` itself."""
 
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -187,6 +182,7 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+ConnectionCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class _ClientGone(Exception):
@@ -222,7 +218,7 @@ def peer_uid_of(sock: Any) -> int | None:
 
 
 class HTTPServer:
-    """Serve ``handler`` over HTTP/1.1 (h11) on any number of listeners."""
+    """Serve ``handler`` over HTTP/1.1 (h11) on any number of Unix-socket listeners."""
 
     def __init__(
         self,
@@ -245,17 +241,6 @@ class HTTPServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    async def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port``; port 0 picks a free port.
-
-        Returns:
-            The bound port.
-        """
-        quiet_accept_errors(asyncio.get_running_loop())
-        server = await asyncio.start_server(self._on_connection, host, port, reuse_address=True)
-        self._servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
-
     async def listen_unix(self, path: str, mode: int = 0o600) -> None:
         """Listen on a Unix socket at ``path`` (a stale socket file is removed first).
 
@@ -268,17 +253,26 @@ class HTTPServer:
             os.unlink(path)
         # bind, then narrow the mode before listen(): nobody can connect in between
         # (no process-wide umask change, which would race with other threads)
-        quiet_accept_errors(asyncio.get_running_loop())
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
             os.chmod(path, mode)
-            server = await asyncio.start_unix_server(self._on_connection, sock=sock)
+            await self._listen(lambda on_connection: asyncio.start_unix_server(on_connection, sock=sock))
         except BaseException:
             sock.close()
             raise
-        self._servers.append(server)
         self._unix_paths.append(path)
+
+    async def _listen(self, start: Callable[[ConnectionCallback], Awaitable[asyncio.Server]]) -> asyncio.Server:
+        """Extension point: start one listener with ``start(on_connection)``; :meth:`close` stops it.
+
+        Returns:
+            The asyncio server (its ``sockets`` tell the bound address).
+        """
+        quiet_accept_errors(asyncio.get_running_loop())
+        server = await start(self._on_connection)
+        self._servers.append(server)
+        return server
 
     async def close(self) -> None:
         """Stop listening, close every connection (bounded wait), remove socket files."""
@@ -300,6 +294,10 @@ class HTTPServer:
 
     # -- connection handling -------------------------------------------------
 
+    def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Connection:
+        """Extension point: the object that serves one accepted connection."""
+        return Connection(self, reader, writer)
+
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -314,7 +312,7 @@ class HTTPServer:
             return
         self._connections.add(task)
         try:
-            await _Connection(self, reader, writer).serve()
+            await self._connection(reader, writer).serve()
         except asyncio.CancelledError:
             pass
         except Exception:  # never let one connection take the server down
@@ -327,8 +325,11 @@ class HTTPServer:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
-class _Connection:
-    """One client connection: a loop of request → handler → response."""
+class Connection:
+    """One client connection: a loop of request → handler → response.
+
+    The ``_``-methods marked *extension point* are what a subclass (the emulators') overrides.
+    """
 
     def __init__(self, server: HTTPServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server = server
@@ -356,9 +357,7 @@ class _Connection:
                 await self._send_error(403, "Forbidden: peer not allowed")
                 return
             response = await self._run_handler(request)
-            if response is None:  # reset or client gone
-                return
-            if not await self._send(response, head=request.method == "HEAD"):
+            if not await self._respond(request, response):
                 return
             if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                 return
@@ -435,7 +434,7 @@ class _Connection:
             peer_uid=self.peer_uid,
         )
 
-    async def _run_handler(self, request: Request) -> Response | None:
+    async def _run_handler(self, request: Request) -> Response:
         """Run the handler while watching for the client going away."""
         handler_task: asyncio.Future[Response] = asyncio.ensure_future(self._call_handler(request))
         watch_task: asyncio.Future[bytes] | None = asyncio.ensure_future(self.reader.read(READ_CHUNK))
@@ -464,39 +463,45 @@ class _Connection:
                     await watch_task
             if not handler_task.done():
                 handler_task.cancel()
-        try:
-            response = handler_task.result()
-        except ResetConnection:
-            self._reset()
-            return None
-        if request.disconnected:
-            return None
-        return response
+        return handler_task.result()
 
     async def _call_handler(self, request: Request) -> Response:
         try:
             return await self.server._handler(request)
-        except (ResetConnection, asyncio.CancelledError):
+        except asyncio.CancelledError:
             raise
-        except BadRequest as exc:
-            return Response.json({"detail": exc.detail}, status=exc.status)
-        except Exception:
-            log.exception("%s: handler failed for %s %s", self.server._name, request.method, request.path)
-            return Response.json({"detail": "Internal Server Error"}, status=500)
+        except Exception as exc:
+            return self._error_response(request, exc)
 
-    def _reset(self) -> None:
-        """Abort the connection so the peer sees an RST, not a FIN."""
-        if self.sock is not None and self.sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.writer.transport.abort()
+    def _error_response(self, request: Request, exc: Exception) -> Response:
+        """Extension point: the answer to a handler's exception (``BadRequest`` → its status, else 500)."""
+        if isinstance(exc, BadRequest):
+            return Response.json({"detail": exc.detail}, status=exc.status)
+        log.error("%s: handler failed for %s %s", self.server._name, request.method, request.path, exc_info=exc)
+        return Response.json({"detail": "Internal Server Error"}, status=500)
+
+    async def _respond(self, request: Request, response: Response) -> bool:
+        """Extension point: send ``response`` unless the client is gone.
+
+        Returns:
+            False when the connection must end.
+        """
+        if request.disconnected:
+            return False
+        return await self._send(response, head=request.method == "HEAD")
+
+    def _framing(self, response: Response, head: bool) -> tuple[str, str]:
+        """Extension point: the header that frames the body (``content-length``)."""
+        return ("content-length", str(len(response.body)))
+
+    async def _send_body(self, response: Response) -> None:
+        """Extension point: write the body (not called for HEAD)."""
+        if response.body:
+            self.writer.write(self.conn.send(h11.Data(data=response.body)))
 
     async def _send(self, response: Response, *, head: bool = False, close: bool = False) -> bool:
         headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "transfer-encoding")]
-        if response.stream is not None and not head:
-            headers.append(("transfer-encoding", "chunked"))
-        else:
-            headers.append(("content-length", str(len(response.body))))
+        headers.append(self._framing(response, head))
         if close:
             headers.append(("connection", "close"))
         try:
@@ -505,12 +510,8 @@ class _Connection:
             reason = b""
         try:
             self.writer.write(self.conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)))
-            if response.stream is not None and not head:
-                async for chunk in response.stream:
-                    self.writer.write(self.conn.send(h11.Data(data=chunk)))
-                    await self.writer.drain()
-            elif response.body and not head:
-                self.writer.write(self.conn.send(h11.Data(data=response.body)))
+            if not head:
+                await self._send_body(response)
             self.writer.write(self.conn.send(h11.EndOfMessage()))
             await self.writer.drain()
         except (ConnectionError, h11.LocalProtocolError):

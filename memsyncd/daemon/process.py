@@ -37,7 +37,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchdog.observers import Observer
 
-from memsyncd import __version__
+from memsyncd import __version__, wire
 from memsyncd.config import Paths, Settings, load_settings, resolve_root
 from memsyncd.daemon.control import ControlApi
 from memsyncd.daemon.http_server import HTTPServer
@@ -440,7 +440,7 @@ def _warn_if_user_daemon_serves(root: Path) -> None:
     from memsyncd.wire_http import DaemonSilent, NoDaemon, call_daemon
 
     try:
-        answer = call_daemon(user_socket_path(), "GET", "/v1/roots", timeout=2.0).object()
+        answer = call_daemon(user_socket_path(), "GET", wire.ROOTS, timeout=2.0).object()
     except (NoDaemon, DaemonSilent, MemsyncError, OSError):
         return
     served = {str(row.get("root")) for row in answer.get("roots", []) if isinstance(row, dict)}

@@ -53,10 +53,10 @@ from memsyncd.daemon.metrics import Metrics
 from memsyncd.daemon.runtime import sd_notify
 from memsyncd.daemon.watcher import Debouncer, FileWatcher
 from memsyncd.engine.decide import coalesce
-from memsyncd.engine.report import ReconcileReport, StatusReport, SyncReport
-from memsyncd.engine.syncer import ScanKind, Syncer, fill_scan_status
+from memsyncd.engine.report import StatusReport, SyncReport
+from memsyncd.engine.syncer import ScanKind, Syncer, command_error, fill_scan_status
 from memsyncd.errors import MemsyncError, QueueBusyError, SyncUnavailableError, UsageError
-from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import Conflict, QueueEntry, QueueKey, SyncMode, format_ts, utc_now
 from memsyncd.store import spool
 from memsyncd.store.locks import pair_run_lock
 from memsyncd.store.paths import root_id
@@ -66,7 +66,6 @@ from memsyncd.wire import Keep
 
 log = structlog.get_logger("memsyncd.daemon")
 T = TypeVar("T")
-QueueKey = tuple[str, str, str, str | None]
 
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 600.0
@@ -128,8 +127,10 @@ class RootService:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # written by the engine thread, read by the watchdog thread (whole-object swaps only)
-        self._failed_keys: frozenset[QueueKey] = frozenset()
-        self._in_flight_keys: frozenset[QueueKey] = frozenset()
+        self._failed_keys: frozenset[QueueKey] = frozenset()  # still queued after the last push (its report)
+        self._in_flight_keys: frozenset[QueueKey] = frozenset()  # the running push's (and what the watcher saw)
+        # written by the watchdog thread, read by the engine thread: the pending entries of its last read
+        self._seen_keys: frozenset[QueueKey] = frozenset()
         self._retry_delay = RETRY_MIN_SECONDS
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: FileWatcher | None = None
@@ -145,7 +146,6 @@ class RootService:
         self._queue_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memsyncd-queue-writer")
         # the running sync's progress, set on the engine thread (whole-object swaps), read by health()
         self._progress: dict[str, Any] | None = None
-        syncer.progress = self._on_progress
         self._draining = False  # a _drain_spool task runs (control loop only)
         self._drain_again = False  # something was spooled since that task last looked
         # what the last runs left for the user (kind -> problem with "since"), and when a run last synced
@@ -237,13 +237,13 @@ class RootService:
         if self._stopping or loop is None or debouncer is None:
             return
         try:
-            pending = self.queue.read().pending
+            pending = self.queue.read().pending  # the daemon's one read of the queue per trigger
         except MemsyncError as exc:
             log.error("queue.unreadable", error=str(exc))
             sd_notify(f"STATUS=Queue unreadable: {exc.message[:200]}")
             return
-        known = self._failed_keys | self._in_flight_keys
-        if any(entry.key not in known for entry in pending):
+        self._seen_keys = seen = frozenset(entry.key for entry in pending)
+        if seen - self._failed_keys - self._in_flight_keys:
             with contextlib.suppress(RuntimeError):  # loop closed: shutting down
                 loop.call_soon_threadsafe(debouncer.trigger)
 
@@ -392,49 +392,43 @@ class RootService:
     async def _run_unlocked(self, kinds: frozenset[str]) -> _RunOutcome:
         mode = mode_for(kinds)
         if mode is None and RECONCILE not in kinds:  # only a count was asked for
-            try:
-                report = await self.syncer.run(SyncMode.PULL, dry_run=True)
-            except MemsyncError as exc:
-                report = SyncReport(mode="pull", queue_path=str(self.paths.queue), dry_run=True, fatal=exc,
-                                    started_at=format_ts(utc_now()))
-            return _RunOutcome(report, *_pull_count(report))
+            counted = await self.syncer.count_to_pull()
+            return _RunOutcome(counted.report, counted.count, counted.error)
         if mode is None:
-            report = SyncReport(mode="reconcile", queue_path=str(self.paths.queue), started_at=format_ts(utc_now()))
-            try:
-                report.reconcile = await self.syncer.reconcile()
-            except MemsyncError as exc:
-                report.fatal = exc
-                report.reconcile = ReconcileReport()
-            return _RunOutcome(report)
+            return _RunOutcome(await self.syncer.reconcile_run())
         report = await self._sync_run(mode, reconcile=RECONCILE in kinds, scan=scan_for(kinds),
                                       confirm_deletes=CONFIRM_DELETES in kinds)
         outcome = _RunOutcome(report)
         if PREVIEW in kinds and report.pull is None and report.fatal is None and not self._stopping:
-            try:
-                outcome.preview, outcome.preview_error = _pull_count(await self.syncer.run(SyncMode.PULL,
-                                                                                           dry_run=True))
-            except MemsyncError as exc:
-                outcome.preview_error = exc
+            counted = await self.syncer.count_to_pull()
+            outcome.preview, outcome.preview_error = counted.count, counted.error
         return outcome
 
     async def _sync_run(self, mode: SyncMode, *, reconcile: bool, scan: ScanKind | None = None,
                         confirm_deletes: bool = False) -> SyncReport:
+        """One run; the queue entries it works on come from its push (no queue read here).
+
+        While it runs, the entries the watcher last saw and then those the push took on are in flight
+        (the run's own queue writes wake nobody); afterwards the push report's ``pending_keys`` (failed,
+        waiting, not reached) are the failed ones the retry timer owns.
+        """
+        if mode is SyncMode.PULL:
+            report = await self.syncer.run(mode, reconcile=reconcile, progress=self._on_progress)
+            self._failed_keys = frozenset()
+            return report
+
+        def claimed(keys: frozenset[QueueKey]) -> None:  # engine thread, when the push has read the queue
+            self._in_flight_keys = self._in_flight_keys | keys
+
+        self._in_flight_keys = self._seen_keys
         try:
-            before = self._pending_keys() if mode is not SyncMode.PULL else frozenset()
-            self._in_flight_keys = before  # our own queue writes during this run wake nobody
-            report = await self.syncer.run(mode, reconcile=reconcile, scan=scan if mode is not SyncMode.PULL else None,
-                                           confirm_deletes=confirm_deletes)
-            after = self._pending_keys() if mode is not SyncMode.PULL else frozenset()
-            self._failed_keys = before & after
-        except MemsyncError as exc:
-            report = SyncReport(mode=mode.value, queue_path=str(self.paths.queue), fatal=exc,
-                                started_at=format_ts(utc_now()))
+            report = await self.syncer.run(mode, reconcile=reconcile, scan=scan, confirm_deletes=confirm_deletes,
+                                           progress=self._on_progress, on_claimed=claimed)
+            # no push report (the run stopped before or inside the push): all it took on is still queued
+            self._failed_keys = report.push.pending_keys if report.push is not None else self._in_flight_keys
         finally:
             self._in_flight_keys = frozenset()
         return report
-
-    def _pending_keys(self) -> frozenset[QueueKey]:
-        return frozenset(entry.key for entry in self.queue.read().pending)
 
     # --- control API ------------------------------------------------------------------------
 
@@ -490,8 +484,12 @@ class RootService:
         wanted = self.settings.one_shot_scan
         scan = None if mode is SyncMode.PULL or wanted is None else ScanKind(wanted)
         if dry_run:
-            return await self.engine.call(self.syncer.run(mode, dry_run=True, scan=scan,
-                                                          confirm_deletes=confirm_deletes))
+            report = await self.engine.call(self.syncer.run(mode, dry_run=True, scan=scan,
+                                                            confirm_deletes=confirm_deletes))
+            error = command_error(report)
+            if error is not None:  # the client shows it as the command's error, as a one-shot sync does
+                raise error
+            return report
         self.metrics.triggers["api"] += 1
         kinds = {SyncMode.FULL: FULL, SyncMode.PUSH: frozenset({PUSH}), SyncMode.PULL: frozenset({PULL})}[mode]
         if scan is not None:
@@ -632,10 +630,3 @@ class RootService:
         queued, conflicts = await self._read(lambda state: (pending(), len(state.conflicts())))
         return self.metrics.render(pending=queued, conflicts=conflicts, paused=self.paused, uptime=uptime,
                                    to_pull=self._to_pull)
-
-
-def _pull_count(report: SyncReport) -> tuple[int | None, MemsyncError | None]:
-    """(memories a dry-run pull would bring, or None; the error that stopped it)."""
-    if report.fatal is not None or report.pull is None:
-        return None, report.fatal
-    return report.pull.new + report.pull.updated + report.pull.conflicts, None

@@ -8,7 +8,9 @@ Used by ``memsyncd emulate``, the demo and the tests. Modules, one role each:
   routes, data, FastAPI framework behaviour;
 * :mod:`.service` / :mod:`.routing` / :mod:`.faults` / :mod:`.clock` — what both share:
   request pipeline with admin routes and request log, route matching, fault
-  injection, timestamps.
+  injection, timestamps;
+* :mod:`.http` — the daemon's HTTP server plus what only the emulators need: a
+  loopback TCP listener, connection resets, streamed bodies.
 
 Names are imported lazily so ``python -m memsyncd.emulators.runner`` does not
 import the runner twice.

@@ -30,8 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from memsyncd.daemon.http_server import HTTPServer
 from memsyncd.emulators.faults import FAULT_KINDS, FaultInjector, FaultSpec
+from memsyncd.emulators.http import EmulatorHTTPServer
 from memsyncd.emulators.mem0 import Mem0Emulator
 from memsyncd.emulators.mem0_store import Mem0Store
 from memsyncd.emulators.openmemory import OpenMemoryEmulator
@@ -98,7 +98,7 @@ class EmulatorServers:
         spec = self.config.fault_spec()
         self.mem0 = Mem0Emulator(self.mem0_store, faults=FaultInjector(spec, seed=self.config.seed))
         self.openmemory = OpenMemoryEmulator(self.openmemory_store, faults=FaultInjector(spec, seed=self.config.seed))
-        self._servers: list[HTTPServer] = []
+        self._servers: list[EmulatorHTTPServer] = []
         self._saver: asyncio.Task[None] | None = None
         self._saved_versions: tuple[int, int] | None = None
         self.mem0_url = ""
@@ -118,7 +118,7 @@ class EmulatorServers:
         self.load_state()
         try:
             for service, port in ((self.openmemory, self.config.openmemory_port), (self.mem0, self.config.mem0_port)):
-                server = HTTPServer(service, name=service.name)
+                server = EmulatorHTTPServer(service, name=service.name)
                 self._servers.append(server)
                 bound = await server.listen_tcp(self._bind, port)
                 url = self._url(bound)

@@ -3,7 +3,7 @@
 An emulator subclasses :class:`EmulatorService`, registers its API routes on
 ``self.router`` and fills in a few hooks (authentication, error bodies in the
 emulated service's own style, admin snapshot and reset). The instance is an
-``http_server.Handler``.
+``http_server.Handler``, served by :class:`~memsyncd.emulators.http.EmulatorHTTPServer`.
 
 Pipeline of an API request: record it in the :class:`RequestLog` → injected
 latency and fault (:mod:`.faults`) → route lookup (404) → authentication →
@@ -20,8 +20,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from memsyncd.daemon.http_server import BadRequest, Request, ResetConnection, Response
+from memsyncd.daemon.http_server import BadRequest, Request, Response
 from memsyncd.emulators.faults import LISTING_FAULTS, FaultInjector, FaultSpec, FaultSpecError
+from memsyncd.emulators.http import ResetConnection, StreamingResponse
 from memsyncd.emulators.routing import Found, MethodNotAllowed, Router
 
 __all__ = ["EmulatorService", "Reply", "RequestLog", "RouteHandler", "json_object", "shared_fault_response"]
@@ -275,7 +276,7 @@ async def _huge_chunks() -> AsyncIterator[bytes]:
 
 def huge_body_response(request: Request) -> Response:
     """The ``huge-body`` fault: a 200 whose (whitespace) body streams 1 GB."""
-    return Response(200, headers=[("content-type", "application/json")], stream=_huge_chunks())
+    return StreamingResponse(200, _huge_chunks(), [("content-type", "application/json")])
 
 
 async def _trickle() -> AsyncIterator[bytes]:
@@ -288,7 +289,7 @@ async def _trickle() -> AsyncIterator[bytes]:
 
 def trickle_response(request: Request) -> Response:
     """The ``trickle`` fault: a 200 whose body comes one byte every 0.2 s (for up to 2 minutes)."""
-    return Response(200, headers=[("content-type", "application/json")], stream=_trickle())
+    return StreamingResponse(200, _trickle(), [("content-type", "application/json")])
 
 
 MISBEHAVING: dict[str, Callable[[Request], Response]] = {

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from memsyncd.engine.context import RunStop, SyncContext, log, short
@@ -33,12 +33,15 @@ from memsyncd.engine.report import PushReport
 from memsyncd.engine.scanplan import capped_level, is_scan_entry
 from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.logs import redact_text
-from memsyncd.models import CloudMemory, Mapping, QueueEntry, WorkItem
+from memsyncd.models import CloudMemory, Mapping, QueueEntry, QueueKey, WorkItem
 from memsyncd.remote.cloud import CloudClient
 from memsyncd.store import spool
 from memsyncd.store.queue import Outcome, QueueStore
 
 PUSH_WORKERS_PER_SLOT = 2  # push workers per cloud request slot (see run_push)
+
+ClaimCallback = Callable[[frozenset[QueueKey]], None]
+"""Told the keys of the queue entries a push read, before it works on any of them."""
 
 
 class ItemStatus(enum.Enum):
@@ -165,7 +168,7 @@ def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEntry] = (),
-                   finished_ids: set[str] | None = None) -> PushReport:
+                   finished_ids: set[str] | None = None, on_claimed: ClaimCallback | None = None) -> PushReport:
     """Push the queue: workers take the coalesced items in order; results reach the queue file in batches.
 
     ``sync.concurrency`` bounds the cloud requests in flight (``CloudClient.max_in_flight``);
@@ -188,12 +191,19 @@ async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEn
             the queue's: they take the same path (levels, intents, exactly once, conflicts, report).
             They are not in the queue file, so finishing one removes nothing there.
         finished_ids: when given, receives the ids of items that finished (done; not failed or left over).
+        on_claimed: when given, called once with the keys of the queue entries this push read, before any
+            work (the daemon's watcher then knows the push's own queue writes are no new work). The report
+            carries them too (``claimed_keys``), and those still queued after the push (``pending_keys``).
     """
     if not ctx.dry:
         await asyncio.to_thread(drain_spool, ctx)
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
+    claimed = frozenset(entry.key for entry in doc.pending)
+    if on_claimed is not None:
+        on_claimed(claimed)
     items = coalesce([*doc.pending, *extra])
     del doc
+    done_keys: set[QueueKey] = set()
     run = _RunState()
     tally = _PushTally()
     flusher = _QueueFlusher(ctx.queue, write=not ctx.dry)
@@ -229,8 +239,10 @@ async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEn
                 return
             result = await push_one(item)
             tally.add(result)
-            if finished_ids is not None and result.outcome.done:
-                finished_ids.add(item.id)
+            if result.outcome.done:
+                done_keys.update(entry.key for entry in result.outcome.entries)
+                if finished_ids is not None:
+                    finished_ids.add(item.id)
             if result.status is not ItemStatus.CANCELLED:
                 flusher.add(result.outcome)
                 finished += 1
@@ -246,7 +258,10 @@ async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEn
         await flusher.close(write=False)
         raise RunStop(run.fatal)
     await flusher.close()
-    return tally.report()
+    report = tally.report()
+    report.claimed_keys = claimed
+    report.pending_keys = claimed - done_keys
+    return report
 
 
 def drain_spool(ctx: SyncContext) -> None:

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from memsyncd.errors import EXIT_OK, EXIT_PARTIAL, MemsyncError
+from memsyncd.models import QueueKey
+
+_NOT_ON_THE_WIRE = {"wire": False}  # field metadata: kept in the process, never in a report's JSON
 
 
 @dataclass
@@ -30,11 +33,21 @@ class PushReport:
     not_found: int = 0  # queued pushes of ids OpenMemory does not have: dropped from the queue, reported
     invalid_ids: int = 0  # queued ids no memory can have: dropped from the queue, reported
     deletes_kept: int = 0  # queued deletes of memories still there locally: the cloud copy was kept
+    # the queue entries this push read (took on), and those of them still queued after it (failed,
+    # waiting, not reached): the daemon's "failed" set, so it never reads the queue again to find them
+    claimed_keys: frozenset[QueueKey] = field(default_factory=frozenset, compare=False, repr=False,
+                                              metadata=_NOT_ON_THE_WIRE)
+    pending_keys: frozenset[QueueKey] = field(default_factory=frozenset, compare=False, repr=False,
+                                              metadata=_NOT_ON_THE_WIRE)
 
     @property
     def synced(self) -> int:
         """Items that reached the cloud, or needed nothing there."""
         return self.created + self.updated + self.deleted + self.unchanged + self.duplicates
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts (the queue keys stay in the process)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata.get("wire", True)}
 
 
 @dataclass
@@ -124,7 +137,7 @@ class SyncReport:
             "mode": self.mode, "dry_run": self.dry_run, "exit_code": self.exit_code,
             "queue_path": self.queue_path, "conflicts_open": self.conflicts_open,
             "started_at": self.started_at, "duration_ms": self.duration_ms,
-            "push": asdict(self.push) if self.push else None,
+            "push": self.push.to_json() if self.push else None,
             "pull": asdict(self.pull) if self.pull else None,
             "reconcile": asdict(self.reconcile) if self.reconcile else None,
             "scan": asdict(self.scan) if self.scan else None,
@@ -155,9 +168,14 @@ class SyncReport:
 
 
 def _known(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
-    """The keys of ``data`` that ``cls`` has (a daemon of another version may send more)."""
-    names = {f.name for f in fields(cls)}
+    """The keys of ``data`` that ``cls`` has on the wire (a daemon of another version may send more)."""
+    names = {f.name for f in fields(cls) if f.metadata.get("wire", True)}
     return {k: v for k, v in data.items() if k in names}
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as ``asdict`` gives it (lists copied)."""
+    return list(value) if isinstance(value, list) else value
 
 
 @dataclass

@@ -13,14 +13,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar, cast, overload
+from typing import Any
 
 from memsyncd.config import Paths, Settings, find_api_key, load_settings
 from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short, verify_state
 from memsyncd.engine.decide import coalesce
 from memsyncd.engine.pull import run_pull
-from memsyncd.engine.push import ItemStatus, run_push
+from memsyncd.engine.push import ClaimCallback, ItemStatus, run_push
 from memsyncd.engine.reconcile import reconcile_due, run_reconcile
 from memsyncd.engine.replace import finish_local_replaces
 from memsyncd.engine.report import PullReport, PushReport, ReconcileReport, ScanReport, StatusReport, SyncReport
@@ -43,49 +44,39 @@ from memsyncd.store.state import StateStore
 from memsyncd.store.trust import require_trusted
 from memsyncd.wire import Keep
 
-__all__ = ["ItemStatus", "ProgressCallback", "ScanKind", "Syncer"]
-
-T = TypeVar("T")
+__all__ = ["ClaimCallback", "ItemStatus", "ProgressCallback", "PullCount", "ScanKind", "Syncer", "command_error"]
 
 
-class _InContext(Generic[T]):
-    """A façade attribute kept in the root's context, so the façade and the concerns always see the same value."""
+@dataclass
+class PullCount:
+    """A preview: how many cloud memories a pull would bring now, or the error that kept it from counting."""
 
-    def __set_name__(self, owner: type[Any], name: str) -> None:
-        self.name = name
+    report: SyncReport  # the dry-run pull that counted (its ``fatal`` is ``error``)
+    count: int | None  # new + updated + conflicting; None when not counted
+    error: MemsyncError | None = None
 
-    @overload
-    def __get__(self, syncer: None, owner: type[Any]) -> _InContext[T]: ...
 
-    @overload
-    def __get__(self, syncer: Syncer, owner: type[Any] | None = None) -> T: ...
+def command_error(report: SyncReport) -> MemsyncError | None:
+    """The failure a one-shot command shows as its own error (message, exit code) instead of the report's block.
 
-    def __get__(self, syncer: Syncer | None, owner: type[Any] | None = None) -> T | _InContext[T]:
-        if syncer is None:  # looked up on the class (help, inspect, mocks)
-            return self
-        return cast(T, getattr(syncer._ctx, self.name))
-
-    def __set__(self, syncer: Syncer, value: T) -> None:
-        setattr(syncer._ctx, self.name, value)
+    A run-level stop (401, network or OpenMemory down, a damaged state DB) is the run's outcome: the
+    report's SYNC ERROR block says it. Anything else that ended a run (the queue file unreadable or
+    locked, cloud sync not configured, OpenMemory answering with an error before the run began) is the
+    command's failure, shown the way every command shows one.
+    """
+    error = report.fatal
+    if error is None or isinstance(error, StateUnreadableError) or (isinstance(error, RemoteError)
+                                                                    and error.stops_run):
+        return None
+    return error
 
 
 class Syncer:
     """One root's sync engine with its clients, state and queue.
 
-    ``progress``, when set, is called as ``progress(phase, done, total)`` on the engine's
-    event loop: after each finished push item (``"push"``, total = coalesced items) and each
-    processed cloud memory of a pull (``"pull"``, total None). Never in a dry run; it must
-    be cheap, and one that raises is logged and not called again.
+    Whole runs (:meth:`run`, :meth:`reconcile_run`, :meth:`count_to_pull`) never raise a
+    :class:`~memsyncd.errors.MemsyncError`: a failure is the report's ``fatal``.
     """
-
-    settings: _InContext[Settings] = _InContext()
-    paths: _InContext[Paths] = _InContext()
-    clock: _InContext[Callable[[], datetime]] = _InContext()
-    queue: _InContext[QueueStore] = _InContext()
-    state: _InContext[StateStore] = _InContext()
-    local: _InContext[LocalClient] = _InContext()
-    cloud: _InContext[CloudClient | None] = _InContext()
-    progress: _InContext[ProgressCallback | None] = _InContext()
 
     def __init__(
         self,
@@ -99,6 +90,41 @@ class Syncer:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._ctx = SyncContext.create(settings, paths, api_key, local=local, cloud=cloud, state=state, clock=clock)
+
+    @property
+    def settings(self) -> Settings:
+        """The root's settings."""
+        return self._ctx.settings
+
+    @property
+    def paths(self) -> Paths:
+        """The root's files."""
+        return self._ctx.paths
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The engine's clock (UTC)."""
+        return self._ctx.clock
+
+    @property
+    def queue(self) -> QueueStore:
+        """The root's sync queue."""
+        return self._ctx.queue
+
+    @property
+    def state(self) -> StateStore:
+        """The root's state DB."""
+        return self._ctx.state
+
+    @property
+    def local(self) -> LocalClient:
+        """The OpenMemory client."""
+        return self._ctx.local
+
+    @property
+    def cloud(self) -> CloudClient | None:
+        """The mem0 client (None when cloud sync is not configured)."""
+        return self._ctx.cloud
 
     def request_stop(self) -> None:
         """Start no new queue items; items in flight finish and are recorded (graceful shutdown)."""
@@ -117,11 +143,14 @@ class Syncer:
         self._ctx.state.close()
 
     async def run(self, mode: SyncMode, *, dry_run: bool = False, reconcile: bool | None = None,
-                  scan: ScanKind | None = None, confirm_deletes: bool = False) -> SyncReport:
+                  scan: ScanKind | None = None, confirm_deletes: bool = False,
+                  progress: ProgressCallback | None = None, on_claimed: ClaimCallback | None = None) -> SyncReport:
         """One sync run (SPEC 4): scan, push, then pull, then ``last_sync`` := start time for a full sync.
 
         A dry run works on a copy of the context (shared clients and state, writes nothing,
-        no reconcile), so it never flips a concurrent real run into dry mode.
+        no reconcile), so it never flips a concurrent real run into dry mode. Never raises a
+        ``MemsyncError``: whatever ended the run is ``fatal`` in the report (:func:`command_error`
+        tells a one-shot command which of those it shows as its own error).
 
         Args:
             mode: full, push or pull.
@@ -129,14 +158,44 @@ class Syncer:
             reconcile: reconcile cloud deletions (None: when due, in a full sync).
             scan: scan OpenMemory for changes made outside the queue first (push and full modes).
             confirm_deletes: local deletions found by a full scan pass the max-delete guard.
-
-        Raises:
-            SyncUnavailableError: cloud not configured.
-            QueueUnreadableError: the queue file is corrupt (left untouched).
+            progress: called as ``progress(phase, done, total)`` on the engine's event loop during this
+                run: after each finished push item (``"push"``, total = coalesced items) and each
+                processed cloud memory of a pull (``"pull"``, total None). Never in a dry run; it must
+                be cheap, and one that raises is logged and not called again.
+            on_claimed: called with the keys of the queue entries the push read, before it works on them
+                (the push report's ``claimed_keys``; its ``pending_keys`` are those still queued after it).
         """
-        if dry_run:
-            return await _run(self._ctx.dry_view(), mode, reconcile=False, scan=scan, confirm_deletes=confirm_deletes)
-        return await _run(self._ctx, mode, reconcile=reconcile, scan=scan, confirm_deletes=confirm_deletes)
+        ctx = self._ctx.dry_view() if dry_run else self._ctx
+        if not dry_run:  # one real run at a time (the pair run lock); a dry run never reports progress
+            ctx.progress = progress
+        try:
+            return await _run(ctx, mode, reconcile=False if dry_run else reconcile, scan=scan,
+                              confirm_deletes=confirm_deletes, on_claimed=on_claimed)
+        except MemsyncError as exc:  # ended before or outside the phases that report their own failures
+            return SyncReport(mode=mode.value, queue_path=str(ctx.paths.queue), dry_run=dry_run, fatal=exc,
+                              started_at=format_ts(ctx.clock()))
+        finally:
+            if not dry_run:
+                ctx.progress = None
+
+    async def reconcile_run(self) -> SyncReport:
+        """A run that only reconciles cloud deletions (the daemon's reconcile schedule); failures are ``fatal``."""
+        report = SyncReport(mode="reconcile", queue_path=str(self._ctx.paths.queue),
+                            started_at=format_ts(self._ctx.clock()))
+        try:
+            self._ctx.require_cloud().begin_run()  # a run of its own: an earlier run's 401 stop does not carry over
+            report.reconcile = await self.reconcile()
+        except MemsyncError as exc:
+            report.fatal = exc
+            report.reconcile = ReconcileReport()
+        return report
+
+    async def count_to_pull(self) -> PullCount:
+        """The memories a pull would bring now (new, updated, conflicting), by a dry-run pull; writes nothing."""
+        report = await self.run(SyncMode.PULL, dry_run=True)
+        if report.fatal is not None or report.pull is None:
+            return PullCount(report, None, report.fatal)
+        return PullCount(report, report.pull.new + report.pull.updated + report.pull.conflicts)
 
     @property
     def scan_backlog(self) -> dict[str, QueueEntry]:
@@ -220,7 +279,7 @@ def fill_scan_status(status: StatusReport, state: StateStore, backlog: dict[str,
 
 
 async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncReport,
-                         scan: ScanKind | None, confirm_deletes: bool) -> bool:
+                         scan: ScanKind | None, confirm_deletes: bool, on_claimed: ClaimCallback | None) -> bool:
     """Scan (when asked), then push the queue with the scan's findings; True when the pull already ran.
 
     Scan findings not finished by this push stay in ``ctx.scan_backlog`` for the next push
@@ -267,7 +326,7 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
     if not ctx.dry:
         ctx.scan_backlog = backlog  # counted as pending while the push works through it
     try:
-        report.push = await run_push(ctx, cloud, extra, finished)
+        report.push = await run_push(ctx, cloud, extra, finished, on_claimed)
     finally:
         if not ctx.dry:
             ctx.scan_backlog = {i: e for i, e in backlog.items() if i not in finished}
@@ -275,7 +334,7 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
 
 
 async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None, scan: ScanKind | None = None,
-               confirm_deletes: bool = False) -> SyncReport:
+               confirm_deletes: bool = False, on_claimed: ClaimCallback | None = None) -> SyncReport:
     """Scan, push and/or pull, reconcile when asked or due, stamp ``last_sync``; a dry context writes nothing."""
     dry_run = ctx.dry
     cloud = ctx.require_cloud()
@@ -290,7 +349,7 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None, scan
         await finish_local_replaces(ctx)  # local rewrites a crash interrupted: one live version each
         pulled = False
         if mode in (SyncMode.FULL, SyncMode.PUSH):
-            pulled = await _scan_and_push(ctx, cloud, report, scan, confirm_deletes)
+            pulled = await _scan_and_push(ctx, cloud, report, scan, confirm_deletes, on_claimed)
         if mode in (SyncMode.FULL, SyncMode.PULL) and not pulled:
             report.pull = PullReport()
             await _pull_keeping_report(ctx, cloud, report.pull)

@@ -4,7 +4,7 @@ When another process holds a root's queue lock (another user who could open an o
 file, a stuck script), the hook must not block Claude Code and no id may be dropped. The entries
 then go to ``<runtime dir>/spool/<root id>/<unique>.json``: the runtime dir is
 ``$XDG_RUNTIME_DIR/memsyncd`` (else ``/tmp/memsyncd-<uid>``, only when it is a real 0700 directory
-of the user: :func:`memsyncd.daemon.runtime.runtime_dir`), directories 0700, files 0600, written
+of the user: :func:`memsyncd.store.paths.runtime_dir`), directories 0700, files 0600, written
 atomically (temp file, fsync, rename, fsync of the directory), never through a symlink.
 
 :func:`drain` moves a root's spooled entries into its queue under the queue lock, in one

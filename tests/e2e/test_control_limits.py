@@ -36,7 +36,7 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_half_sent_request_is_answered_408_and_closed_at_the_deadline() -> None:
     """A request whose body never completes is cut off at the total deadline, even while bytes keep coming."""
-    with serve(_ok, request_deadline=0.5) as s, socket.create_connection(("127.0.0.1", s.port), timeout=10) as conn:
+    with serve(_ok, request_deadline=0.5) as s, s.connect(timeout=10) as conn:
         t0 = time.monotonic()
         conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
         for _ in range(3):  # trickling keeps every single read short; the total deadline still holds
@@ -50,16 +50,16 @@ def test_half_sent_request_is_answered_408_and_closed_at_the_deadline() -> None:
 def test_connections_over_the_cap_get_503_and_are_closed() -> None:
     """With the cap reached by silent clients, one more connection gets 503 at once; a freed slot serves again."""
     with serve(_ok, max_connections=3, request_deadline=30) as s:
-        idle = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(3)]
+        idle = [s.connect(timeout=10) for _ in range(3)]
         try:
             time.sleep(0.2)
-            with socket.create_connection(("127.0.0.1", s.port), timeout=10) as extra:
+            with s.connect(timeout=10) as extra:
                 assert _read_all(extra).startswith(b"HTTP/1.1 503 ")
         finally:
             for conn in idle:
                 conn.close()
         time.sleep(0.2)
-        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as conn:
+        with s.connect(timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert _read_all(conn).startswith(b"HTTP/1.1 200 ")
 

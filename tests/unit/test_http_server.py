@@ -1,4 +1,7 @@
-"""Tests of memsyncd.daemon.http_server: framing, keep-alive, errors, Unix sockets, resets."""
+"""Tests of memsyncd.daemon.http_server: framing, keep-alive, errors, limits, Unix sockets (the control socket).
+
+What only the emulators add (TCP, resets, streamed bodies) is tested in test_emulator_http.py.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import asyncio
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,49 +21,69 @@ import h11
 import httpx
 import pytest
 
-from memsyncd.daemon.http_server import BadRequest, HTTPServer, Request, ResetConnection, Response
+from memsyncd.daemon.http_server import BadRequest, HTTPServer, Request, Response
 
 pytestmark = pytest.mark.timeout(30)
 
 
 class Served:
-    """An HTTPServer running in a background event loop."""
+    """An HTTPServer running in a background event loop, listening on a Unix socket or on 127.0.0.1 TCP."""
 
-    def __init__(self, server: HTTPServer, loop: asyncio.AbstractEventLoop, port: int | None) -> None:
+    def __init__(self, server: HTTPServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
         self.loop = loop
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.path: str | None = None
+        self.port: int | None = None
 
     def run(self, coro: Any, timeout: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def connect(self, timeout: float = 5) -> socket.socket:
+        """A raw client socket connected to the server."""
+        if self.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            return sock
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client whose relative URLs reach the server."""
+        if self.path is not None:
+            return httpx.Client(transport=httpx.HTTPTransport(uds=self.path), base_url="http://memsyncd", **kwargs)
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", **kwargs)
+
 
 @contextmanager
-def serve(handler: Callable[[Request], Any], *, unix_path: str | None = None, **kwargs: Any) -> Iterator[Served]:
+def running(server: HTTPServer, listen: Callable[[Served], Awaitable[None]]) -> Iterator[Served]:
+    """Run ``server`` in a background event loop; ``listen(served)`` starts its listener there."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = HTTPServer(handler, **kwargs)
-
-    async def start() -> int | None:
-        if unix_path:
-            await server.listen_unix(unix_path)
-            return None
-        return await server.listen_tcp("127.0.0.1", 0)
-
-    served = Served(server, loop, None)
+    served = Served(server, loop)
     try:
-        served.port = served.run(start())
+        served.run(listen(served))
         yield served
     finally:
         served.run(server.close())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+@contextmanager
+def serve(handler: Callable[[Request], Any], *, unix_path: str | None = None, **kwargs: Any) -> Iterator[Served]:
+    """Serve ``handler`` with the daemon's HTTPServer on a Unix socket (``unix_path``, or one in a fresh short
+    temporary directory)."""
+    with tempfile.TemporaryDirectory(prefix="http-") as tmp:
+        server = HTTPServer(handler, **kwargs)
+
+        async def listen(served: Served) -> None:
+            served.path = unix_path or os.path.join(tmp, "s.sock")
+            await server.listen_unix(served.path)
+
+        with running(server, listen) as served:
+            yield served
 
 
 async def echo(request: Request) -> Response:
@@ -94,11 +118,11 @@ def read_response(sock: socket.socket, conn: h11.Connection) -> tuple[int, dict[
             return status, headers, bytes(body)
 
 
-def raw_exchange(port: int, payload: bytes) -> bytes:
+def raw_exchange(served: Served, payload: bytes) -> bytes:
     """Send raw bytes, return everything the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with served.connect() as sock:
         sock.sendall(payload)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             data = sock.recv(65536)
             if not data:
@@ -108,20 +132,19 @@ def raw_exchange(port: int, payload: bytes) -> bytes:
 
 def test_request_fields_are_parsed() -> None:
     """Path is percent-decoded, the last query value wins, header names are lower-cased."""
-    with serve(echo) as s:
-        r = httpx.post(f"{s.url}/a%20b/c?x=1&x=2&y=", content=b"hi", headers={"X-Thing": "v"})
+    with serve(echo) as s, s.client() as client:
+        r = client.post("/a%20b/c?x=1&x=2&y=", content=b"hi", headers={"X-Thing": "v"})
     data = r.json()
     assert data["path"] == "/a b/c"
     assert data["target"] == "/a%20b/c?x=1&x=2&y="
     assert data["query"] == {"x": "2", "y": ""}
     assert data["headers"]["x-thing"] == "v"
     assert data["body"] == "hi"
-    assert data["peer_uid"] is None
 
 
 def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     """Two requests on the same socket both get answers and the socket stays open."""
-    with serve(echo) as s, socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+    with serve(echo) as s, s.connect() as sock:
         conn = h11.Connection(h11.CLIENT)
         for n in range(2):
             sock.sendall(conn.send(h11.Request(method="GET", target=f"/n{n}", headers=[("host", "x")])))
@@ -140,7 +163,7 @@ def test_chunked_request_body_is_reassembled() -> None:
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     )
     with serve(echo) as s:
-        answer = raw_exchange(s.port, payload)
+        answer = raw_exchange(s, payload)
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert b'"body": "hello world"' in answer
 
@@ -148,12 +171,13 @@ def test_chunked_request_body_is_reassembled() -> None:
 def test_malformed_request_gets_400_and_server_keeps_serving() -> None:
     """Garbage on one connection → 400 JSON and close; the next client is served."""
     with serve(echo) as s:
-        answer = raw_exchange(s.port, b"THIS IS NOT HTTP\r\n\r\n")
+        answer = raw_exchange(s, b"THIS IS NOT HTTP\r\n\r\n")
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400")
         assert b"connection: close" in head.lower()
         assert "detail" in json.loads(body)
-        assert httpx.get(f"{s.url}/still-alive").status_code == 200
+        with s.client() as client:
+            assert client.get("/still-alive").status_code == 200
 
 
 def test_handler_exception_is_500_json_and_not_fatal() -> None:
@@ -164,7 +188,7 @@ def test_handler_exception_is_500_json_and_not_fatal() -> None:
             raise RuntimeError("boom")
         return Response.text("ok")
 
-    with serve(handler) as s, httpx.Client(base_url=s.url) as client:
+    with serve(handler) as s, s.client() as client:
         r = client.get("/boom")
         assert r.status_code == 500
         assert r.json() == {"detail": "Internal Server Error"}
@@ -177,15 +201,15 @@ def test_bad_request_from_json_is_400_detail() -> None:
     async def handler(request: Request) -> Response:
         return Response.json(request.json())
 
-    with serve(handler) as s:
-        r = httpx.post(s.url, content=b"{nope")
+    with serve(handler) as s, s.client() as client:
+        r = client.post("/", content=b"{nope")
         assert r.status_code == 400
         assert "Invalid JSON" in r.json()["detail"]
-        r = httpx.post(s.url, content=b"")
+        r = client.post("/", content=b"")
         assert r.status_code == 400
-        r = httpx.post(s.url, content=b"[" * 200_000)  # json.loads raises RecursionError on this
+        r = client.post("/", content=b"[" * 200_000)  # json.loads raises RecursionError on this
         assert r.status_code == 400 and "nested too deeply" in r.json()["detail"]
-        r = httpx.post(s.url, content=b"\xff\xfe\x00")
+        r = client.post("/", content=b"\xff\xfe\x00")
         assert r.status_code == 400 and "Invalid JSON" in r.json()["detail"]
 
 
@@ -195,15 +219,15 @@ def test_bad_request_status_is_kept() -> None:
     async def handler(request: Request) -> Response:
         raise BadRequest("nope", status=409)
 
-    with serve(handler) as s:
-        r = httpx.get(s.url)
+    with serve(handler) as s, s.client() as client:
+        r = client.get("/")
     assert (r.status_code, r.json()) == (409, {"detail": "nope"})
 
 
 def test_body_over_limit_by_content_length_is_413() -> None:
     """A declared Content-Length over max_body is refused before reading."""
     with serve(echo, max_body=100) as s:
-        answer = raw_exchange(s.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
+        answer = raw_exchange(s, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
     assert answer.startswith(b"HTTP/1.1 413")
 
 
@@ -216,13 +240,13 @@ def test_chunked_body_over_limit_is_413() -> None:
         + b"0\r\n\r\n"
     )
     with serve(echo, max_body=100) as s:
-        answer = raw_exchange(s.port, payload)
+        answer = raw_exchange(s, payload)
     assert answer.startswith(b"HTTP/1.1 413")
 
 
 def test_expect_100_continue_is_honoured() -> None:
     """A client waiting for 100-continue gets it, then the final response."""
-    with serve(echo) as s, socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+    with serve(echo) as s, s.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
         first = sock.recv(1024)
         assert first.startswith(b"HTTP/1.1 100")
@@ -235,22 +259,6 @@ def test_expect_100_continue_is_honoured() -> None:
     assert status == 200 and json.loads(body)["body"] == "ok"
 
 
-def test_reset_connection_aborts_with_rst() -> None:
-    """ResetConnection from a handler resets the TCP connection."""
-
-    async def handler(request: Request) -> Response:
-        raise ResetConnection()
-
-    with serve(handler) as s:
-        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-            httpx.get(s.url)
-        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            with pytest.raises(ConnectionResetError):
-                sock.recv(1024)
-                sock.recv(1024)
-
-
 def test_client_disconnect_wakes_wait_disconnected() -> None:
     """A handler waiting on wait_disconnected() finishes when the client gives up."""
     finished = threading.Event()
@@ -260,9 +268,9 @@ def test_client_disconnect_wakes_wait_disconnected() -> None:
         finished.set()
         return Response.text("too late")
 
-    with serve(handler) as s:
+    with serve(handler) as s, s.client(timeout=0.2) as client:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.get(s.url, timeout=0.2)
+            client.get("/")
         assert finished.wait(5)
 
 
@@ -275,7 +283,7 @@ def test_close_is_bounded_with_a_stuck_handler() -> None:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    with serve(handler) as s, socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock:
+    with serve(handler) as s, s.connect() as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert started.wait(5)
         t0 = time.monotonic()

@@ -57,16 +57,18 @@ def test_push_and_pull_report_monotone_progress_ending_at_their_totals(tmp_path:
     syncer = make_syncer(tmp_path, servers, concurrency=3)
     enqueue(syncer, local_ids)
     calls: list[Call] = []
-    syncer.progress = lambda phase, done, total: calls.append((phase, done, total))
-    assert syncer.progress is not None
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        calls.append((phase, done, total))
 
     async def steps() -> tuple[Any, Any, Any, Any]:
-        dry = await syncer.run(SyncMode.FULL, dry_run=True)
+        dry = await syncer.run(SyncMode.FULL, dry_run=True, progress=progress)
         await syncer.status()  # its "to pull" figure is a dry-run pull
         assert calls == [], "a dry run or a status never reports progress"
-        pull = await syncer.run(SyncMode.PULL)
-        push = await syncer.run(SyncMode.PUSH)
-        echoes = await syncer.run(SyncMode.PULL)  # lists our own pushes (and the overlap): nothing to apply
+        pull = await syncer.run(SyncMode.PULL, progress=progress)
+        push = await syncer.run(SyncMode.PUSH, progress=progress)
+        echoes = await syncer.run(SyncMode.PULL, progress=progress)  # our own pushes (and the overlap)
+        await syncer.run(SyncMode.PULL)  # the callback was for those runs only
         return dry, pull, push, echoes
 
     dry, pull, push, echoes = with_syncer(syncer, steps)
@@ -101,9 +103,8 @@ def test_a_raising_progress_callback_never_stops_the_sync(tmp_path: Path, server
         calls.append((phase, done, total))
         raise RuntimeError("terminal gone")
 
-    syncer.progress = broken
-    report = with_syncer(syncer, lambda: syncer.run(SyncMode.FULL))
-    assert report.exit_code == 0 and report.push.created == 6 and report.push.errors == 0
+    report = with_syncer(syncer, lambda: syncer.run(SyncMode.FULL, progress=broken))
+    assert report.exit_code == 0 and report.push is not None and report.push.created == 6 and report.push.errors == 0
     assert len(calls) == 1
     assert syncer.queue.read().pending == [] and sorted(admin.cloud_texts()) == sorted(
         f"pushed past a broken display {i}" for i in range(6))
