@@ -83,8 +83,10 @@ def render_unavailable() -> str:
 def render_sync(report: SyncReport) -> str:
     """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
     pull_failed = bool(report.pull and report.pull.failed)
+    push_did = bool(report.push and (report.push.attempted or report.push.synced or report.push.errors))
+    pull_did = bool(report.pull and (report.pull.synced or report.pull.conflicts))
     if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE) \
-            and not pull_failed:
+            and not (pull_failed and (push_did or pull_did)):  # a pull stopped before anything was done: no partial
         return render_fatal(report.fatal)
     lines: list[str] = []
     push, pull = report.push, report.pull

@@ -1,0 +1,23 @@
+"""What a new user meets walking through the README end to end (the QA pass after a day of merges)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import Emulators, ctl, queue_path
+
+
+def test_a_rejected_key_with_nothing_queued_is_the_seed_block_alone(root: Path, emu: Emulators) -> None:
+    """The usual 'memsyncctl sync' after a key was revoked: nothing to push, so the pull meets the 401.
+
+    Before, that printed a PUSH block, 'SYNC PARTIAL / Pushed: 0 of 0 / Pulled: 0 of 0 / Pull
+    stopped early ...' and only then the seed's 401 block: a partial sync that never happened.
+    """
+    emu.local_add("synced before the key was revoked", level=1)
+    first = ctl(root, "--no-daemon", "sync")
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = queue_path(root).read_bytes()
+    result = ctl(root, "--no-daemon", "sync", key="m0-revoked-key")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stdout == "SYNC ERROR: mem0 API returned 401\nCheck MEM0_API_KEY environment variable.\n"
+    assert queue_path(root).read_bytes() == before
