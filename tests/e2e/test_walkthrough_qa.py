@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from harness import Emulators, ctl, queue_path
@@ -21,3 +22,16 @@ def test_a_rejected_key_with_nothing_queued_is_the_seed_block_alone(root: Path, 
     assert result.returncode == 4, result.stdout + result.stderr
     assert result.stdout == "SYNC ERROR: mem0 API returned 401\nCheck MEM0_API_KEY environment variable.\n"
     assert queue_path(root).read_bytes() == before
+
+
+def test_mem0_unreachable_says_what_to_do(root: Path, emu: Emulators) -> None:
+    """OpenMemory down names local.url and what to do; mem0 down said only 'cannot connect ... ConnectError'."""
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = ctl(root, "--no-daemon", "sync", MEMSYNC_CLOUD__URL=closed)
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert result.stdout.startswith("SYNC ERROR: Network unreachable\nPending changes preserved in queue.\n")
+    assert f"cannot connect to mem0 at {closed}" in result.stdout and "cloud.url" in result.stdout, result.stdout
+    status = ctl(root, "--no-daemon", "status", MEMSYNC_CLOUD__URL=closed)
+    assert "Needs attention:" in status.stdout and "cloud.url" in status.stdout, status.stdout
