@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 from harness import Emulators, ctl, queue_path
@@ -35,3 +37,22 @@ def test_mem0_unreachable_says_what_to_do(root: Path, emu: Emulators) -> None:
     assert f"cannot connect to mem0 at {closed}" in result.stdout and "cloud.url" in result.stdout, result.stdout
     status = ctl(root, "--no-daemon", "status", MEMSYNC_CLOUD__URL=closed)
     assert "Needs attention:" in status.stdout and "cloud.url" in status.stdout, status.stdout
+
+
+def test_doctor_does_not_ask_to_register_a_root_that_is_registered(root: Path, emu: Emulators,
+                                                                   tmp_path: Path) -> None:
+    """Right after 'init' (which registers the root) doctor's daemon fix said 'memsyncctl roots add ROOT && ...'."""
+    runtime = Path(tempfile.mkdtemp(prefix="mqa-", dir="/tmp"))  # short: a socket path must fit
+    runtime.chmod(0o700)
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_RUNTIME_DIR": str(runtime)}
+    try:
+        before = ctl(root, "doctor", **env)
+        assert f"memsyncctl roots add {root} && memsyncctl service install" in before.stdout, before.stdout
+        assert ctl(root, "roots", "add", **env).returncode == 0
+        after = ctl(root, "doctor", **env)
+        daemon = [line for line in after.stdout.splitlines() if "no memsyncd answers" in line]
+        assert daemon, after.stdout
+        fix = after.stdout.split(daemon[0], 1)[1].splitlines()[1]
+        assert "fix: memsyncctl service install (or run 'memsyncd run'" in fix and "roots add" not in fix, fix
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
