@@ -56,3 +56,11 @@ def test_doctor_does_not_ask_to_register_a_root_that_is_registered(root: Path, e
         assert "fix: memsyncctl service install (or run 'memsyncd run'" in fix and "roots add" not in fix, fix
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_a_rejected_key_reads_as_one_sentence_per_part(root: Path, emu: Emulators) -> None:
+    """mem0's own text ends with a period: 'api-keys.. The key came from' read as a typo."""
+    status = ctl(root, "--no-daemon", "status", key="m0-revoked-key")
+    attention = [line for line in status.stdout.splitlines() if line.startswith("Needs attention:")]
+    assert attention and "The key came from the MEM0_API_KEY environment variable" in attention[0], status.stdout
+    assert ".." not in attention[0], attention[0]
