@@ -225,8 +225,8 @@ class CloudClient:
         except RemoteError as exc:
             if isinstance(exc, AuthError) and self.key_source:
                 exc.key_source = self.key_source
-                exc.message = (f"{exc.message.rstrip('.')}. The key came from {self.key_source}; store a valid one with "
-                               "'memsyncctl init --key-stdin < FILE'")
+                exc.message = (f"{exc.message.rstrip('.')}. The key came from {self.key_source}; store a valid one "
+                               "with 'memsyncctl init --key-stdin < FILE'")
             if isinstance(exc, NetworkUnreachableError):  # the cause alone left the user without a next step
                 exc.message = (f"{exc.message.rstrip('.')}. Check this machine's network connection; if mem0 listens "
                                "elsewhere, fix cloud.url in .claude/memory/config.json (or MEMSYNC_CLOUD__URL)")
