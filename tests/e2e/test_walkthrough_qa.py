@@ -7,7 +7,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from harness import Emulators, ctl, queue_path
+from harness import Emulators, ctl, queue_path, running_daemon, wait_for
 
 
 def test_a_rejected_key_with_nothing_queued_is_the_seed_block_alone(root: Path, emu: Emulators) -> None:
@@ -64,3 +64,23 @@ def test_a_rejected_key_reads_as_one_sentence_per_part(root: Path, emu: Emulator
     attention = [line for line in status.stdout.splitlines() if line.startswith("Needs attention:")]
     assert attention and "The key came from the MEM0_API_KEY environment variable" in attention[0], status.stdout
     assert ".." not in attention[0], attention[0]
+
+
+def test_reading_the_state_while_the_daemon_runs_does_not_break_its_next_run(root: Path, emu: Emulators) -> None:
+    """'memsyncctl log' (or doctor) while the daemon serves the root, then a sync through the daemon.
+
+    The daemon's own header checks had dropped its SQLite locks, so the reader's close deleted
+    the -wal/-shm under it: 'SYNC ERROR: sync state is unreadable ... disk I/O error', exit 6,
+    until the daemon was restarted.
+    """
+    with running_daemon(root) as daemon:
+        first = emu.local_add("pushed by the daemon before a reader looks", level=1)
+        assert daemon.ctl("enqueue", first).returncode == 0
+        wait_for(lambda: "pushed by the daemon before a reader looks" in emu.cloud_texts())
+        logged = ctl(root, "--no-daemon", "log")
+        assert logged.returncode == 0 and first in logged.stdout, logged.stdout + logged.stderr
+        second = emu.local_add("pushed after the reader closed", level=1)
+        assert daemon.ctl("enqueue", second).returncode == 0
+        result = daemon.ctl("sync", "--push")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "pushed after the reader closed" in emu.cloud_texts()
