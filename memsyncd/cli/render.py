@@ -132,6 +132,9 @@ def render_sync(report: SyncReport) -> str:
         lines.append(f"Skipped: {push.deletes_kept} deletes of memories that still exist locally (cloud copy kept)")
     if pull and pull.skipped_private:
         lines.append(f"Not pulled: {pull.skipped_private} matching a local-only (level 0) memory")
+    if pull and pull.already_here:
+        lines.append(f"Not pulled: {pull.already_here} copies of memories already synced here "
+                     "(the same memory in another mem0 scope)")
     if push and push.conflicts and not pull:
         lines.append(f"Conflicts: {push.conflicts}")
     if report.reconcile and (report.reconcile.deleted_local or report.reconcile.conflicts):

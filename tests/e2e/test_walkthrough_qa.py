@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 
-from harness import Emulators, ctl, queue_path, running_daemon, wait_for
+from harness import Emulators, ctl, make_root, queue_path, running_daemon, wait_for
 
 
 def test_a_rejected_key_with_nothing_queued_is_the_seed_block_alone(root: Path, emu: Emulators) -> None:
@@ -84,3 +85,30 @@ def test_reading_the_state_while_the_daemon_runs_does_not_break_its_next_run(roo
         result = daemon.ctl("sync", "--push")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "pushed after the reader closed" in emu.cloud_texts()
+
+
+def test_a_root_whose_scope_holds_another_roots_copies_does_not_duplicate_them_locally(
+        tmp_path: Path, emu: Emulators) -> None:
+    """Home (user scope) and a project (app_id): the user scope also lists the project's cloud copies.
+
+    Those copies name the local memory they came from (``memsync_local_id``), which home already
+    syncs under its own cloud copy: home's pull wrote each of them into OpenMemory a second time
+    (agents then saw every memory twice).
+    """
+    home, project = make_root(tmp_path / "home", emu), make_root(tmp_path / "project", emu)
+    config = project / ".claude" / "memory" / "config.json"
+    data = json.loads(config.read_text())
+    data["cloud"]["app_id"] = "qa-project"
+    config.write_text(json.dumps(data))
+    text = f"shared by two roots {tmp_path.name}"
+    memory_id = emu.local_add(text, level=1)
+    for root in (home, project):
+        assert ctl(root, "--no-daemon", "enqueue", memory_id).returncode == 0
+    for root in (home, project):
+        synced = ctl(root, "--no-daemon", "sync")
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert emu.cloud_texts().count(text) == 2  # one copy per scope, as the README says
+    again = ctl(home, "--no-daemon", "sync")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert emu.local_texts().count(text) == 1, again.stdout
+    assert "New: 0" in again.stdout, again.stdout
