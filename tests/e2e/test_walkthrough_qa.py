@@ -112,3 +112,15 @@ def test_a_root_whose_scope_holds_another_roots_copies_does_not_duplicate_them_l
     assert again.returncode == 0, again.stdout + again.stderr
     assert emu.local_texts().count(text) == 1, again.stdout
     assert "New: 0" in again.stdout, again.stdout
+
+
+def test_init_with_an_unknown_openmemory_user_says_it_saved_and_how_to_fix_it(tmp_path: Path,
+                                                                              emu: Emulators) -> None:
+    """Exit 2 after 'Wrote config.json' and the usual next steps, with no word about what to do."""
+    (tmp_path / "home").mkdir()
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    result = ctl(tmp_path, "init", "--no-input", "--local-url", emu.openmemory, "--user-id", "nobody-here",
+                 "--no-cloud", key=None, **env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "saved with OpenMemory user 'nobody-here'" in result.stdout, result.stdout
+    assert f"memsyncctl --root {tmp_path} init --force --user-id NAME" in result.stdout, result.stdout
