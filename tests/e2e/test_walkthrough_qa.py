@@ -124,3 +124,18 @@ def test_init_with_an_unknown_openmemory_user_says_it_saved_and_how_to_fix_it(tm
     assert result.returncode == 2, result.stdout + result.stderr
     assert "saved with OpenMemory user 'nobody-here'" in result.stdout, result.stdout
     assert f"memsyncctl --root {tmp_path} init --force --user-id NAME" in result.stdout, result.stdout
+
+
+def test_resolving_with_merged_text_says_so(root: Path, emu: Emulators) -> None:
+    """'--text' answered 'Resolved conflict N: kept text; ...', which reads like a typo."""
+    tag = f"merged-{root.name}"
+    local_id = emu.local_add(f"{tag}: base", level=1)
+    assert ctl(root, "enqueue", local_id).returncode == 0 and ctl(root, "sync").returncode == 0
+    (cloud,) = [m for m in emu.cloud_memories() if m["memory"] == f"{tag}: base"]
+    emu.local_edit(local_id, f"{tag}: local")
+    emu.cloud_edit(cloud["id"], f"{tag}: cloud")
+    assert ctl(root, "enqueue", local_id).returncode == 0 and ctl(root, "sync").returncode == 0
+    (conflict,) = [c for c in json.loads(ctl(root, "conflicts", "list", "--json").stdout) if c["local_id"] == local_id]
+    resolved = ctl(root, "conflicts", "resolve", str(conflict["id"]), "--text", f"{tag}: merged")
+    assert resolved.returncode == 0, resolved.stdout + resolved.stderr
+    assert resolved.stdout == f"Resolved conflict {conflict['id']}: your text is now on both sides.\n"
