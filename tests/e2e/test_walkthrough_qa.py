@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from harness import Emulators, ctl, make_root, queue_path, running_daemon, wait_for
+from harness import Emulators, base_env, ctl, make_root, queue_path, running_daemon, wait_for
 
 
 def test_a_rejected_key_with_nothing_queued_is_the_seed_block_alone(root: Path, emu: Emulators) -> None:
@@ -139,3 +142,23 @@ def test_resolving_with_merged_text_says_so(root: Path, emu: Emulators) -> None:
     resolved = ctl(root, "conflicts", "resolve", str(conflict["id"]), "--text", f"{tag}: merged")
     assert resolved.returncode == 0, resolved.stdout + resolved.stderr
     assert resolved.stdout == f"Resolved conflict {conflict['id']}: your text is now on both sides.\n"
+
+
+def test_the_readme_demo_runs_and_keep_says_where_the_root_is() -> None:
+    """'pip install . && memsyncd demo' is the README's first command; '--keep' kept a root it never named."""
+    result = subprocess.run([sys.executable, "-m", "memsyncd", "demo", "--keep"], capture_output=True, text=True,
+                            timeout=120, env=base_env())
+    kept = re.search(r"Kept the throw-away root for inspection: (\S+) ", result.stdout)
+    made = re.search(r"Throw-away root (\S+): config written", result.stdout)  # step 2 names it too
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        for needle in ("requests to mem0 mentioning the level-0 memory: 0", "PULL: 1 memories synced from cloud",
+                       "Conflicts: 1", "kept both; both sides now agree", "SYNC STATUS"):
+            assert needle in result.stdout, result.stdout
+        assert "Traceback" not in result.stdout + result.stderr
+        assert kept is not None, result.stdout
+        assert (Path(kept.group(1)) / ".claude" / "memory" / "config.json").is_file()
+    finally:
+        for found in (kept, made):
+            if found is not None:
+                shutil.rmtree(found.group(1), ignore_errors=True)
