@@ -23,8 +23,8 @@ from harness import stop_process, wait_for
 
 from memsyncd.emulators.isolation import MARKER, isolated_locations
 
-TESTS = Path(__file__).parent
-SAMPLE = ["test_hook.py", "test_roots.py"]
+TESTS = Path(__file__).parent.parent  # tests/
+SAMPLE = ["e2e/test_hook.py", "unit/test_roots.py"]  # the hook's queue writes, the user's roots registry
 
 
 @pytest.fixture()
