@@ -178,6 +178,8 @@ def run_demo(keep: bool = False) -> int:
             demo.ctl("status")
             stopped = demo.stop_daemon()
             _say(f"8. Daemon stopped (exit {stopped}); emulators stopped. Done in {time.monotonic() - started:.1f} s.")
+            if keep:  # --keep is for looking at the files: say where they are
+                _say(f"   Kept the throw-away root for inspection: {root} (remove it with 'rm -r {root}')")
             return EXIT_OK if stopped == 0 else 1
         except DemoFailed as exc:
             _say(f"DEMO FAILED: {exc}")

@@ -176,7 +176,9 @@ async def _conflicts(backend: Backend, args: argparse.Namespace) -> int:
     elif result.get("local_only"):
         sys.stdout.write(_render_local_only(args.conflict_id, keep, result))
     else:
-        sys.stdout.write(f"Resolved conflict {args.conflict_id}: kept {keep.value}; both sides now agree.\n")
+        done = "your text is now on both sides" if keep is Keep.TEXT else \
+            f"kept {keep.value}; both sides now agree"  # never "kept text"
+        sys.stdout.write(f"Resolved conflict {args.conflict_id}: {done}.\n")
     return EXIT_OK
 
 

@@ -257,9 +257,12 @@ async def check_daemon(ctx: DoctorContext) -> Check:
     except MemsyncError as exc:
         return Check("daemon", Status.FAIL, str(exc), "fix the runtime directory named above")
     if client is None:
+        from memsyncd.store.roots import RootRegistry
+
+        start = "memsyncctl service install" if RootRegistry().contains(root) else \
+            f"memsyncctl roots add {root} && memsyncctl service install"  # 'roots add' only when it is needed
         return Check("daemon", Status.FAIL, f"no memsyncd answers for {root}: changes are not synced in the background",
-                     f"memsyncctl roots add {root} && memsyncctl service install "
-                     "(or run 'memsyncd run' in your login session)")
+                     f"{start} (or run 'memsyncd run' in your login session)")
     attention: list[dict[str, Any]] = []
     try:
         health = await client.health()

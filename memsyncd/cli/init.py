@@ -275,7 +275,7 @@ def _exit_code(answer: Answer) -> int:
 
 def next_steps(paths: Paths, settings: Settings) -> str:
     """What to run after init, in order."""
-    ctl = "memsyncctl" if paths.root == Path.home().resolve() else f"memsyncctl --root {paths.root}"
+    ctl = _ctl(paths)
     steps = [
         (f"{ctl} doctor", "check everything: servers, key, daemon, hook"),
         ("memsyncctl service install", "run the daemon in the background (systemd user unit / LaunchAgent)"),
@@ -356,6 +356,11 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
         elif source.startswith("the "):
             say(f"The key comes from {source} only; the service reads {key_file_path()}. Store it with: "
                 f"printenv {KEY_ENV} | memsyncctl init --key-stdin")
+    for answer in refused:
+        if answer.service == "OpenMemory" and document is not None:  # saved: say so, and how to fix the user
+            say(f"Warning: the setup was saved with OpenMemory user '{settings.local.user_id}', which that server "
+                "does not know. Use the user OpenMemory was started for (its $USER): "
+                f"{_ctl(paths)} init --force --user-id NAME")
     for answer in down:
         say(f"Warning: {answer.service} could not be reached; the setup was saved anyway. "
             "Run 'memsyncctl doctor' once it is up (or use --strict to save only when both answer).")
@@ -367,6 +372,11 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
     if refused:
         return _exit_code(refused[0])
     return EXIT_OK
+
+
+def _ctl(paths: Paths) -> str:
+    """How to call memsyncctl for this root from anywhere."""
+    return "memsyncctl" if paths.root == Path.home().resolve() else f"memsyncctl --root {paths.root}"
 
 
 def _stored_key() -> str | None:

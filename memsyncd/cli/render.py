@@ -84,8 +84,10 @@ def render_unavailable() -> str:
 def render_sync(report: SyncReport) -> str:
     """The seed's PUSH / PULL / SYNC PARTIAL blocks (plus extra lines after them)."""
     pull_failed = bool(report.pull and report.pull.failed)
+    push_did = bool(report.push and (report.push.attempted or report.push.synced or report.push.errors))
+    pull_did = bool(report.pull and (report.pull.synced or report.pull.conflicts))
     if report.fatal is not None and report.exit_code in (EXIT_AUTH, EXIT_NETWORK, EXIT_UNREADABLE) \
-            and not pull_failed:
+            and not (pull_failed and (push_did or pull_did)):  # a pull stopped before anything was done: no partial
         return render_fatal(report.fatal)
     lines: list[str] = []
     push, pull = report.push, report.pull
@@ -131,6 +133,9 @@ def render_sync(report: SyncReport) -> str:
         lines.append(f"Skipped: {push.deletes_kept} deletes of memories that still exist locally (cloud copy kept)")
     if pull and pull.skipped_private:
         lines.append(f"Not pulled: {pull.skipped_private} matching a local-only (level 0) memory")
+    if pull and pull.already_here:
+        lines.append(f"Not pulled: {pull.already_here} copies of memories already synced here "
+                     "(the same memory in another mem0 scope)")
     if push and push.conflicts and not pull:
         lines.append(f"Conflicts: {push.conflicts}")
     if report.reconcile and (report.reconcile.deleted_local or report.reconcile.conflicts):

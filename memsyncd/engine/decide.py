@@ -236,6 +236,7 @@ class PullStep(enum.Enum):
     CONFLICT_LOCAL_DELETED = "conflict_local_deleted"  # deleted here, edited in the cloud
     ADOPT = "adopt"  # the same memory exists locally: just record the mapping
     SKIP_PRIVATE = "skip_private"  # it matches a local-only memory: neither adopted nor copied
+    ALREADY_HERE = "already_here"  # another scope's copy of a memory synced here with the same text: not copied
     CREATE_LOCAL = "create_local"
 
 
@@ -245,6 +246,7 @@ def plan_pull(
     local: LocalMemory | None,
     adoptable: LocalMemory | None = None,
     adoptable_level: int | None = None,
+    copy_of_synced: bool = False,
 ) -> PullStep:
     """Decide what a pulled cloud memory means locally (SPEC 4, Pull).
 
@@ -261,10 +263,14 @@ def plan_pull(
             (pushed from this device, or with an identical content hash).
         adoptable_level: that local memory's current level (:func:`current_level`); None: unknown,
             taken as private.
+        copy_of_synced: for an unmapped memory, its ``memsync_local_id`` names a local memory this
+            root already syncs with another cloud memory, whose merge base has this text (a root on
+            a wider mem0 scope lists the copies a narrower root pushed): copying it would be a
+            second local memory with the same text.
     """
     if mapping is None:
         if adoptable is None:
-            return PullStep.CREATE_LOCAL
+            return PullStep.ALREADY_HERE if copy_of_synced else PullStep.CREATE_LOCAL
         if adoptable_level is None or adoptable_level == PRIVATE_LEVEL:
             return PullStep.SKIP_PRIVATE
         return PullStep.ADOPT

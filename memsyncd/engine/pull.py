@@ -50,6 +50,7 @@ class _PullPlan:
     mapping: Mapping | None
     local: LocalMemory | None = None
     adoptable: LocalMemory | None = None
+    copy_of_synced: bool = False  # see plan_pull
     step: PullStep = PullStep.ECHO
 
 
@@ -174,7 +175,7 @@ async def _start_page(pool: WorkerPool, page: list[CloudMemory], run: _PullRun) 
             if run.index is not None:
                 run.index.discard(seen.adoptable)
         level = await run.local_level(seen.adoptable) if seen.adoptable is not None else None
-        seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable, level)
+        seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable, level, seen.copy_of_synced)
         log.debug("pull.plan", cloud_id=memory.id, step=seen.step.value)
         plans.append(seen)
     run.in_flight.update(plan.memory.id for plan in plans)
@@ -213,7 +214,17 @@ async def _finish_page(work: _PageWork, run: _PullRun) -> None:
 async def _observe_pull(ctx: SyncContext, memory: CloudMemory, mapping: Mapping | None, device: str) -> _PullPlan:
     if mapping is not None:
         return _PullPlan(memory, mapping, local=await ctx.local.get(mapping.local_id))
-    return _PullPlan(memory, None, adoptable=await _adoptable(ctx, memory, device))
+    return _PullPlan(memory, None, adoptable=await _adoptable(ctx, memory, device),
+                     copy_of_synced=_copy_of_synced(ctx, memory))
+
+
+def _copy_of_synced(ctx: SyncContext, memory: CloudMemory) -> bool:
+    """Whether this unmapped cloud memory names a local memory synced here, with the same text, as its source."""
+    local_id = memory.metadata.get("memsync_local_id")
+    if not isinstance(local_id, str) or id_problem(local_id) is not None:
+        return False
+    mapping = ctx.state.mapping_for_local(local_id)
+    return mapping is not None and mapping.cloud_id != memory.id and mapping.base_hash == memory.hash
 
 
 def _pull_failed(report: PullReport, memory: CloudMemory, exc: BaseException) -> None:
@@ -253,6 +264,11 @@ async def _apply_pull(ctx: SyncContext, plan: _PullPlan, report: PullReport) -> 
         report.skipped_private += 1
         log.info("pull.skipped", cloud_id=memory.id, local_id=adoptable.id,
                  reason="matches a local-only (level 0) memory: not adopted, not copied")
+        return None
+    if step is PullStep.ALREADY_HERE:
+        report.already_here += 1
+        log.info("pull.skipped", cloud_id=memory.id, local_id=memory.metadata.get("memsync_local_id"),
+                 reason="a copy of a memory already synced here (another mem0 scope): not copied")
         return None
     if step is PullStep.UPDATE_LOCAL:
         assert mapping is not None

@@ -63,6 +63,7 @@ class PullReport:
     error_messages: list[str] = field(default_factory=list)
     failed: str = ""  # the error that ended the pull early (a page could not be listed, ...); "" when it finished
     skipped_private: int = 0  # cloud memories matching a local-only memory: neither adopted nor copied
+    already_here: int = 0  # copies (another mem0 scope's) of memories synced here with the same text: not copied
 
     @property
     def to_apply(self) -> int:

@@ -25,7 +25,14 @@ from typing import Any
 
 import httpx
 
-from memsyncd.errors import AuthError, NotFoundError, RemoteError, RemoteRejectedError, ResponseTooLargeError
+from memsyncd.errors import (
+    AuthError,
+    NetworkUnreachableError,
+    NotFoundError,
+    RemoteError,
+    RemoteRejectedError,
+    ResponseTooLargeError,
+)
 from memsyncd.ids import id_problem, path_segment
 from memsyncd.logs import register_secret
 from memsyncd.models import CloudMemory, parse_ts
@@ -218,8 +225,11 @@ class CloudClient:
         except RemoteError as exc:
             if isinstance(exc, AuthError) and self.key_source:
                 exc.key_source = self.key_source
-                exc.message = (f"{exc.message}. The key came from {self.key_source}; store a valid one with "
-                               "'memsyncctl init --key-stdin < FILE'")
+                exc.message = (f"{exc.message.rstrip('.')}. The key came from {self.key_source}; store a valid one "
+                               "with 'memsyncctl init --key-stdin < FILE'")
+            if isinstance(exc, NetworkUnreachableError):  # the cause alone left the user without a next step
+                exc.message = (f"{exc.message.rstrip('.')}. Check this machine's network connection; if mem0 listens "
+                               "elsewhere, fix cloud.url in .claude/memory/config.json (or MEMSYNC_CLOUD__URL)")
             if exc.stops_run:
                 self._stopped = exc
             elif isinstance(exc, (NotFoundError, RemoteRejectedError)) and not isinstance(exc, ResponseTooLargeError):

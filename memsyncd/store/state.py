@@ -188,6 +188,60 @@ def _guarded(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concat
     return wrapper
 
 
+class _HeaderFds:
+    """One read-only descriptor per database file and process, shared by every store open on it.
+
+    POSIX record locks belong to the process and the inode: closing *any* descriptor of the
+    file drops every lock the process holds on it, SQLite's included. Reading the header with
+    ``open()``/``close()`` therefore unlocked the store's own connections, and the next other
+    process closing its connection took itself for the last one and deleted the ``-wal`` and
+    ``-shm`` files under them (the daemon's next run: ``disk I/O error``). The descriptor is
+    opened once and closed only when the last store of this process on that file closes,
+    when no connection of ours holds a lock on it any more.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, int], list[int]] = {}  # identity -> [fd, stores using it]
+
+    def hold(self, path: Path, identity: tuple[int, int]) -> None:
+        """Count one more store on ``identity``; open the descriptor on first use (nothing on failure)."""
+        with self._lock:
+            entry = self._held.get(identity)
+            if entry is not None:
+                entry[1] += 1
+                return
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                return
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != identity:  # replaced in between: never cache another file's fd
+                os.close(fd)  # no lock of ours is on that other inode
+                return
+            self._held[identity] = [fd, 1]
+
+    def release(self, identity: tuple[int, int]) -> None:
+        """One store fewer on ``identity``; the last one closes the descriptor."""
+        with self._lock:
+            entry = self._held.get(identity)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._held[identity]
+                os.close(entry[0])
+
+    def read(self, identity: tuple[int, int], size: int) -> bytes | None:
+        """The first ``size`` bytes of the file through the shared descriptor; None when none is held."""
+        with self._lock:
+            entry = self._held.get(identity)
+            return None if entry is None else os.pread(entry[0], size, 0)
+
+
+_HEADER_FDS = _HeaderFds()
+
+
 def _file_identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of the file, None when it is missing."""
     try:
@@ -226,12 +280,16 @@ class StateStore:
             self._migrate()
             problem = self._quick_check() if verify else None
             self._identity = _file_identity(path)
+            if self._identity is not None:
+                _HEADER_FDS.hold(path, self._identity)
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(sqlite3.Error, AttributeError):
                 self._db.close()
             raise unreadable(path, exc) from None
         if problem is not None:
             self._db.close()
+            if self._identity is not None:
+                _HEADER_FDS.release(self._identity)
             raise unreadable(path, sqlite3.DatabaseError(f"database disk image is malformed ({problem})"))
 
     def close(self) -> None:
@@ -244,6 +302,9 @@ class StateStore:
             if self._intent_db is not None:
                 self._intent_db.close()
                 self._intent_db = None
+        identity, self._identity = self._identity, None
+        if identity is not None:  # after the connections: the last store's close drops no lock in use
+            _HEADER_FDS.release(identity)
 
     @_guarded
     def check(self) -> str | None:
@@ -297,11 +358,12 @@ class StateStore:
             return "the file is gone"
         if identity != self._identity:
             return "the file was replaced while memsyncd had it open"
-        try:
-            with open(self.path, "rb") as handle:
-                head = handle.read(len(_SQLITE_MAGIC))
+        try:  # never open()/close() the file here: that would drop our connections' locks (see _HeaderFds)
+            head = _HEADER_FDS.read(identity, len(_SQLITE_MAGIC))
         except OSError as exc:
             return f"cannot read it ({exc.strerror or exc})"
+        if head is None:
+            return "it could not be opened for reading"
         if head != _SQLITE_MAGIC:
             return "truncated" if len(head) < len(_SQLITE_MAGIC) else "its header is overwritten"
         return None
