@@ -52,9 +52,10 @@ from memsyncd.daemon.engine_thread import CANCEL_GRACE_SECONDS, EngineThread
 from memsyncd.daemon.metrics import Metrics
 from memsyncd.daemon.runtime import sd_notify
 from memsyncd.daemon.watcher import Debouncer, FileWatcher
+from memsyncd.engine.context import META_LAST_RUN
 from memsyncd.engine.decide import coalesce
 from memsyncd.engine.report import StatusReport, SyncReport
-from memsyncd.engine.syncer import ScanKind, Syncer, command_error, fill_scan_status
+from memsyncd.engine.syncer import ScanKind, Syncer, command_error, fill_scan_status, latest
 from memsyncd.errors import MemsyncError, QueueBusyError, SyncUnavailableError, UsageError
 from memsyncd.models import Conflict, QueueEntry, QueueKey, SyncMode, format_ts, utc_now
 from memsyncd.store import spool
@@ -150,7 +151,6 @@ class RootService:
         self._drain_again = False  # something was spooled since that task last looked
         # what the last runs left for the user (kind -> problem with "since"), and when a run last synced
         self._attention: dict[str, dict[str, Any]] = {}
-        self._last_run_at: str | None = None
 
     def _job(self, name: str) -> str:
         return f"{self.id}:{name}"
@@ -336,9 +336,6 @@ class RootService:
                     "sync.max_delete_fraction in config.json for one sync.", title="cloud deletions refused"))
             else:
                 self._attention.pop("reconcile", None)
-        synced = report.pull is not None or (report.push is not None and report.push.attempted > 0)
-        if fatal is None and not report.dry_run and synced:
-            self._last_run_at = format_ts(utc_now().replace(microsecond=0))
 
     def _set_attention(self, kind: str, error: MemsyncError) -> None:
         known = self._attention.get(kind)
@@ -451,13 +448,14 @@ class RootService:
         """Counts from the queue file and the state DB (a thread) and "to pull" from memory: no network."""
         self._require_configured()
         backlog = self.syncer.scan_backlog  # swapped whole by the engine thread: a consistent snapshot
-        doc, conflicts = await self._read(lambda state: (self.queue.read(), len(state.conflicts())))
+        doc, conflicts, last_run = await self._read(
+            lambda state: (self.queue.read(), len(state.conflicts()), state.get_meta(META_LAST_RUN)))
         note = ""
         if self._to_pull is None:
             note = (f"(cloud not checked: {self._pull_error.title})" if self._pull_error is not None
                     else "(not counted yet: the daemon counts at its first pull)")
         as_of = self._to_pull_as_of
-        last_sync = max((t for t in (doc.last_sync, self._last_run_at) if t), default=None)
+        last_sync = latest(doc.last_sync, last_run)
         report = StatusReport(
             local_url=self.settings.local.url,
             cloud_configured=True,

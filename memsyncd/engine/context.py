@@ -35,6 +35,7 @@ log = structlog.get_logger("memsyncd.sync")
 REPLACE_TOKEN = "memsync_replace_token"  # local metadata key: the local rewrite that created this copy
 META_CURSOR = "pull_cursor"  # state meta key: the newest cloud ``updated_at`` a complete pull saw
 META_RECONCILE = "last_reconcile"  # state meta key: when the last reconcile started
+META_LAST_RUN = "last_run"  # state meta key: when a run last pushed or pulled without failing (status' "Last sync")
 
 ProgressCallback = Callable[[str, int, int | None], None]
 """``(phase, done, total)``: phase ``"push"`` or ``"pull"``, items finished so far, total or None when unknown."""

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from memsyncd.config import Paths, Settings, find_api_key, load_settings
-from memsyncd.engine.context import ProgressCallback, RunStop, SyncContext, log, short, verify_state
+from memsyncd.engine.context import META_LAST_RUN, ProgressCallback, RunStop, SyncContext, log, short, verify_state
 from memsyncd.engine.decide import coalesce
 from memsyncd.engine.pull import run_pull
 from memsyncd.engine.push import ClaimCallback, ItemStatus, run_push
@@ -250,7 +250,7 @@ class Syncer:
             pending_push=len(coalesce([*doc.pending, *backlog.values()])),
             pending_pull=None,
             conflicts=len(ctx.state.conflicts()),
-            last_sync=doc.last_sync,
+            last_sync=latest(doc.last_sync, ctx.state.get_meta(META_LAST_RUN)),
             errors=len(doc.sync_errors),
             queue_path=str(ctx.paths.queue),
         )
@@ -368,6 +368,9 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None, scan
         report.fatal = exc
     except StateUnreadableError as exc:
         report.fatal = exc
+    synced = report.pull is not None or (report.push is not None and report.push.attempted > 0)
+    if not dry_run and report.fatal is None and synced:  # what "Last sync" shows, across restarts too
+        ctx.state.set_meta(META_LAST_RUN, format_ts(ctx.clock().replace(microsecond=0)))
     if not isinstance(report.fatal, StateUnreadableError):
         report.conflicts_open = len(ctx.state.conflicts())
     if not dry_run and not isinstance(report.fatal, StateUnreadableError):
@@ -432,3 +435,8 @@ def build_syncer(paths: Paths, settings: Settings | None = None) -> Syncer:
     if syncer.cloud is not None:
         syncer.cloud.key_source = source  # a 401 names the variable or file the key came from
     return syncer
+
+
+def latest(*stamps: str | None) -> str | None:
+    """The newest of RFC 3339 "Z" timestamps (they sort as text), None when there is none."""
+    return max((stamp for stamp in stamps if stamp), default=None)

@@ -43,7 +43,6 @@ def test_readme_names_every_question_init_asks() -> None:
 def _service() -> RootService:
     service = RootService.__new__(RootService)  # only the outcome memory is exercised here
     service._attention = {}
-    service._last_run_at = None
     return service
 
 
@@ -56,12 +55,12 @@ def test_status_keeps_the_last_runs_problems_until_a_run_clears_them() -> None:
     down = LocalUnreachableError("cannot connect to openmemory at http://127.0.0.1:9: ConnectError")
     down.title = "OpenMemory at http://127.0.0.1:9 is not reachable"
     service._remember_outcome(SyncReport(mode="push", queue_path="q", fatal=down), None)
-    assert len(service.attention()) == 2 and service._last_run_at is None
+    assert len(service.attention()) == 2
     since = service.attention()[1]["since"]
     service._remember_outcome(SyncReport(mode="push", queue_path="q", fatal=down), None)
     assert service.attention()[1]["since"] == since, "the same problem keeps its first time"
     service._remember_outcome(SyncReport(mode="push", queue_path="q", push=PushReport(attempted=1, created=1)), None)
-    assert [p["title"] for p in service.attention()] == ["cloud deletions refused"] and service._last_run_at
+    assert [p["title"] for p in service.attention()] == ["cloud deletions refused"]  # a run that synced clears it
     service._remember_outcome(SyncReport(mode="full", queue_path="q", reconcile=ReconcileReport()), None)
     assert service.attention() == []
     service._remember_outcome(SyncReport(mode="pull", queue_path="q", dry_run=True), AuthError("401"))

@@ -198,3 +198,24 @@ def test_local_delete_of_a_cloud_edited_memory_is_a_conflict(tmp_path: Path, ser
     assert admin.cloud_texts() == ["draft, improved in the cloud"]
     (conflict,) = syncer.conflicts()
     assert (conflict.local_text, conflict.cloud_text) == (None, "draft, improved in the cloud")
+
+
+def test_last_sync_counts_push_runs_and_outlives_a_restart(tmp_path: Path, servers: RunningEmulators,
+                                                           admin: EmulatorAdmin) -> None:
+    """A push-only run stamps no queue ``last_sync``, yet status (a new process: a new Syncer) shows it."""
+    local_id = admin.local_add("pushed by a push-only run")
+    syncer = make_syncer(tmp_path, servers)
+    before = aio(syncer.status())
+    assert before.last_sync is None
+    enqueue(syncer, local_id)
+    assert run(syncer, SyncMode.PUSH).push.created == 1
+    aio(syncer.aclose())
+    assert make_syncer(tmp_path, servers).queue.read().last_sync is None  # the queue says "never" ...
+    restarted = make_syncer(tmp_path, servers)
+    assert aio(restarted.status()).last_sync is not None  # ... status does not
+    aio(restarted.aclose())
+    dry = make_syncer(tmp_path, servers)
+    stamp = aio(dry.status()).last_sync
+    run(dry, SyncMode.PUSH, dry_run=True)  # a dry run changes nothing
+    assert aio(dry.status()).last_sync == stamp
+    aio(dry.aclose())
