@@ -361,3 +361,27 @@ def run_with_rig(root: Path, body: Callable[[EngineRig], Awaitable[T]], **rig: A
             await built.aclose()
 
     return asyncio.run(go())
+
+
+# --- one event loop per test for helpers that are not handed it (tests/unit/conftest.py: one_loop_per_test) ---
+
+from collections.abc import Coroutine  # noqa: E402
+
+_AIO_RUNNER: asyncio.Runner | None = None
+
+
+@contextlib.contextmanager
+def running_aio(runner: asyncio.Runner) -> Iterator[None]:
+    """While inside, :func:`aio` runs its coroutines on ``runner``."""
+    global _AIO_RUNNER
+    _AIO_RUNNER = runner
+    try:
+        yield
+    finally:
+        _AIO_RUNNER = None
+
+
+def aio(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the test's event loop (the ``one_loop_per_test`` fixture)."""
+    assert _AIO_RUNNER is not None, "aio() needs the one_loop_per_test fixture"
+    return _AIO_RUNNER.run(coro)

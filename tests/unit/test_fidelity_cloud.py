@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import INPROC_KEY, INPROC_USER, emulator_settings, fresh_admin
+from harness import INPROC_KEY, INPROC_USER, emulator_settings
 
 from memsyncd.cli.render import render_sync
 from memsyncd.config import Paths
@@ -28,17 +28,9 @@ from memsyncd.remote.cloud import CloudClient, Scope
 
 
 @pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
+def admin(admin: EmulatorAdmin, servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
+    yield admin
     servers.mem0.set_add_mode("immediate", shape="results", dedup="empty")  # the module shares the servers
-    client.close()
-
-
-@pytest.fixture()
-def loop() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as runner:
-        yield runner
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators, **sync: Any) -> Syncer:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -31,18 +30,9 @@ PRIVATE = "PRIVATE: the door code is 4711, never share it"
 
 
 @pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
+def admin(admin: EmulatorAdmin, servers: RunningEmulators) -> EmulatorAdmin:
     servers.clear_requests()  # the witness starts empty: /_admin/reset wipes data, not the request logs
-    yield client
-    client.close()
-
-
-@pytest.fixture()
-def loop() -> Iterator[asyncio.Runner]:
-    """One event loop per test: a Syncer's httpx clients belong to it."""
-    with asyncio.Runner() as runner:
-        yield runner
+    return admin
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators, default_level: int = 0) -> Syncer:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-from harness import INPROC_KEY, INPROC_USER, emulator_settings, fresh_admin
+from harness import INPROC_KEY, INPROC_USER, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -18,13 +17,6 @@ from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
 
 T = TypeVar("T")
 Call = tuple[str, int, "int | None"]
-
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
 
 
 def make_syncer(root: Path, servers: RunningEmulators, **sync: Any) -> Syncer:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, aio, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -17,34 +15,12 @@ from memsyncd.engine.syncer import Syncer
 from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
 
 
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
-
-
 def make_syncer(tmp_path: Path, servers: RunningEmulators, **sync: Any) -> Syncer:
     settings = emulator_settings(servers, default_level=1, **sync)
     return Syncer(settings, Paths(tmp_path), INPROC_KEY)
 
 
-_RUNNER: asyncio.Runner | None = None
-
-
-@pytest.fixture(autouse=True)
-def one_loop_per_test() -> Iterator[None]:
-    """A Syncer's httpx clients belong to one event loop: every step of a test shares it."""
-    global _RUNNER
-    with asyncio.Runner() as runner:
-        _RUNNER = runner
-        yield
-    _RUNNER = None
-
-
-def aio(coro: Any) -> Any:
-    assert _RUNNER is not None
-    return _RUNNER.run(coro)
+pytestmark = pytest.mark.usefixtures("one_loop_per_test")  # aio(): every step of a test on one event loop
 
 
 def run(syncer: Syncer, mode: SyncMode = SyncMode.FULL, **kwargs: Any):  # type: ignore[no-untyped-def]

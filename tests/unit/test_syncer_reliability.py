@@ -6,12 +6,12 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, emulator_settings
 
 from memsyncd.cli.render import render_sync
 from memsyncd.config import Paths
@@ -23,13 +23,6 @@ from memsyncd.errors import EXIT_AUTH, EXIT_PARTIAL, EXIT_UNREADABLE, AuthError,
 from memsyncd.logs import register_secret
 from memsyncd.models import Mapping, QueueEntry, SyncMode, content_hash, format_ts, utc_now
 from memsyncd.store.state import StateStore
-
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
 
 
 def make_syncer(root: Path, servers: RunningEmulators, key: str = INPROC_KEY, **sync: Any) -> Syncer:
