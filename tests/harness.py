@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,137 @@ def running_daemon(root: Path, **kwargs: Any) -> Iterator[DaemonProc]:
         yield daemon
     finally:
         daemon.stop()
+
+
+def write_config(root: Path, config: dict[str, Any] | str) -> Path:
+    """Replace ``root``'s config.json atomically (as editors and ``init`` do) with ``config``; returns ``root``."""
+    path = root / ".claude" / "memory" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("config.json.tmp")
+    tmp.write_text(config if isinstance(config, str) else json.dumps(config))
+    os.replace(tmp, path)
+    return root
+
+
+def user_root(root: Path, emu: Emulators, *, local_url: str | None = None) -> Path:
+    """A root for a user daemon on the emulators: default level 1, 50 ms debounce, local scans at their defaults."""
+    return write_config(root, {"local": {"url": local_url or emu.openmemory, "user_id": USER},
+                               "cloud": {"enabled": True, "url": emu.mem0, "user_id": USER},
+                               "sync": {"default_level": 1, "debounce_ms": 50}})
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+ADD_TOOL = "mcp__openmemory__add_memories"
+
+
+def hook_payload(*ids: str) -> str:
+    """What Claude Code hands the post-tool-use hook after an OpenMemory add of ``ids``."""
+    return json.dumps({"tool_name": ADD_TOOL,
+                       "tool_response": json.dumps({"results": [{"id": i, "event": "ADD"} for i in ids]})})
+
+
+# a systemctl that finds no user bus (a container, an SSH session without lingering)
+NO_BUS = 'echo "Failed to connect to bus: No medium found" >&2; exit 1'
+
+
+def service_env(tmp: Path, systemctl: str | None) -> dict[str, str]:
+    """HOME/XDG in ``tmp``; PATH holds only a fake systemctl running ``systemctl`` (or none at all).
+
+    ``service install`` finds memsyncd next to the interpreter (the venv's script).
+    """
+    bin_dir = tmp / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    if systemctl is not None:
+        (bin_dir / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp}/systemctl.calls\n{systemctl}\n")
+        (bin_dir / "systemctl").chmod(0o755)
+    (tmp / "home").mkdir(exist_ok=True)
+    return {"PATH": str(bin_dir), "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "cfg")}
+
+
+# --- the user daemon: `memsyncd run` without --root, with its own XDG_CONFIG_HOME and XDG_RUNTIME_DIR ---
+
+
+@dataclass
+class UserDaemon:
+    """A ``memsyncd run`` in user mode with its private config and runtime directories."""
+
+    proc: subprocess.Popen[bytes]
+    config_home: Path
+    runtime: Path
+    log_path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"XDG_CONFIG_HOME": str(self.config_home), "XDG_RUNTIME_DIR": str(self.runtime)}
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "memsyncd" / "memsyncd.sock"
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://memsyncd",
+                          timeout=30) as client:
+            return client.request(method, path, **kwargs)
+
+    def roots(self) -> dict[str, dict[str, Any]]:
+        return {row["root"]: row for row in self.api("GET", "/v1/roots").json()["roots"]}
+
+    def ctl(self, root: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return ctl(root, *args, **self.env, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record)
+        return found
+
+
+@contextlib.contextmanager
+def user_daemon(config_home: Path, runtime: Path, log_dir: Path, *, key: str | None = API_KEY,
+                timeout: float = 20.0, clean_log: bool = True) -> Iterator[UserDaemon]:
+    """A user daemon, ready (its health says so) within ``timeout`` seconds, stopped on exit.
+
+    ``key`` is its MEM0_API_KEY (None: the key file under ``config_home``, if any). With ``clean_log``
+    its log must, at the end, hold no traceback (unless it exited with an error) and never the key.
+    """
+    log_path = log_dir / f"user-daemon-{time.monotonic_ns()}.log"
+    extra = {"XDG_CONFIG_HOME": str(config_home), "XDG_RUNTIME_DIR": str(runtime)}
+    if key is not None:
+        extra["MEM0_API_KEY"] = key
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--log-level", "debug",
+                                 "--log-format", "json"], stdout=log, stderr=log, env=base_env(**extra))
+    daemon = UserDaemon(proc, config_home, runtime, log_path)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}: {daemon.log()[-3000:]}")
+        try:
+            return bool(daemon.api("GET", "/v1/health").json().get("ready"))
+        except (httpx.TransportError, OSError):
+            return False
+
+    try:
+        wait_for(up, timeout=timeout)
+        yield daemon
+    finally:
+        code = stop_process(proc)
+        if clean_log:
+            assert "Traceback" not in daemon.log() or code != 0, daemon.log()[-3000:]
+            assert API_KEY not in daemon.log()
 
 
 # --- in-process emulators (tests that drive the Syncer directly) -------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from chaos_checks import (
     start_served,
     with_prefix,
 )
-from harness import API_KEY, DaemonProc, Emulators, make_root, queue_path, read_queue, wait_for
+from harness import API_KEY, DaemonProc, Emulators, closed_port_url, make_root, queue_path, read_queue, wait_for
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.store.queue import QueueStore
@@ -74,14 +73,6 @@ def expected_codes(fault: str, command: str) -> set[int]:
     if fault.startswith("openmemory-"):
         return {1, 5}  # OpenMemory answering errors: a partial run (1) or "local server down" (5)
     return {1}
-
-
-def closed_port_url() -> str:
-    """A loopback URL nobody listens on: connection refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def apply_fault(emu: Emulators, root: Path, fault: str) -> bool:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Emulators, ctl, read_queue, wait_for
-from test_status_truth import user_daemon, write_config
+from harness import Emulators, ctl, read_queue, user_daemon, user_root, wait_for
 
 from memsyncd.errors import RootNotServedError
 from memsyncd.store.roots import RootRegistry
@@ -34,7 +33,7 @@ def test_registry_remembers_removed_roots_until_added_by_hand(tmp_path: Path) ->
 
 
 def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulators) -> None:
-    root = write_config(tmp_path / "p", emu)
+    root = user_root(tmp_path / "p", emu)
     runtime = Path(tempfile.mkdtemp(prefix="msi-", dir="/tmp"))
     env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_RUNTIME_DIR": str(runtime), "MEM0_API_KEY": emu.api_key}
     registry = RootRegistry(tmp_path / "cfg" / "memsyncd" / "roots.json")
@@ -46,7 +45,7 @@ def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulato
             return {row["root"] for row in client.get("/v1/roots").json()["roots"]}
 
     try:
-        with user_daemon(env, tmp_path / "daemon.log"):
+        with user_daemon(tmp_path / "cfg", runtime, tmp_path, key=emu.api_key, timeout=30, clean_log=False):
             assert str(root) in served()
             removed = ctl(root, "roots", "remove", str(root), key=None, **env)
             assert removed.returncode == 0 and "will not register it again" in removed.stdout, removed.stdout

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import API_KEY, USER, Emulators, base_env, read_queue, wait_for
-from test_many_roots import hook_payload, user_daemon, write_config
+from harness import API_KEY, USER, Emulators, base_env, hook_payload, read_queue, user_daemon, wait_for, write_config
 
 from memsyncd.errors import UntrustedRootError
 from memsyncd.store import trust
