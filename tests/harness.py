@@ -22,6 +22,8 @@ from memsyncd.config import Settings
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
+from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.store.queue import QueueStore
 
 isolate_user_environment()  # whoever uses the harness never reaches the user's daemon, registry or key
 
@@ -129,6 +131,12 @@ def queue_path(root: Path) -> Path:
 def read_queue(root: Path) -> dict[str, Any]:
     path = queue_path(root)
     return json.loads(path.read_text()) if path.exists() else {"pending": [], "sync_errors": [], "last_sync": None}
+
+
+def fill_queue(root: Path, ids: list[str]) -> None:
+    """One push entry per id (one timestamp, in order) appended to ``root``'s queue in one locked update."""
+    stamp = format_ts(utc_now())
+    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", stamp) for i in ids))
 
 
 def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
@@ -372,7 +380,7 @@ from memsyncd.emulators.openmemory import OpenMemoryEmulator  # noqa: E402
 from memsyncd.emulators.openmemory_store import OpenMemoryStore  # noqa: E402
 from memsyncd.emulators.service import EmulatorService  # noqa: E402
 from memsyncd.engine.context import SyncContext  # noqa: E402
-from memsyncd.models import Action, QueueEntry, format_ts, utc_now  # noqa: E402
+from memsyncd.models import Action  # noqa: E402
 from memsyncd.remote.cloud import CloudClient, Scope  # noqa: E402
 from memsyncd.remote.http_edge import RetryPolicy  # noqa: E402
 from memsyncd.remote.local import LocalClient  # noqa: E402
