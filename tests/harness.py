@@ -525,3 +525,102 @@ def aio(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the test's event loop (the ``one_loop_per_test`` fixture)."""
     assert _AIO_RUNNER is not None, "aio() needs the one_loop_per_test fixture"
     return _AIO_RUNNER.run(coro)
+
+
+# --- the daemon's HTTPServer in a background event loop (tests of the control socket and the emulators) ---
+
+import threading  # noqa: E402
+
+from memsyncd.daemon.http_server import HTTPServer, Request, Response  # noqa: E402
+
+
+class Served:
+    """An HTTPServer running in a background event loop, listening on a Unix socket or on 127.0.0.1 TCP."""
+
+    def __init__(self, server: HTTPServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.loop = loop
+        self.path: str | None = None
+        self.port: int | None = None
+
+    def run(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def connect(self, timeout: float = 5) -> socket.socket:
+        """A raw client socket connected to the server."""
+        if self.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            return sock
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client whose relative URLs reach the server."""
+        if self.path is not None:
+            return httpx.Client(transport=httpx.HTTPTransport(uds=self.path), base_url="http://memsyncd", **kwargs)
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", **kwargs)
+
+
+@contextlib.contextmanager
+def running(server: HTTPServer, listen: Callable[[Served], Awaitable[None]]) -> Iterator[Served]:
+    """Run ``server`` in a background event loop; ``listen(served)`` starts its listener there."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    served = Served(server, loop)
+    try:
+        served.run(listen(served))
+        yield served
+    finally:
+        served.run(server.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@contextlib.contextmanager
+def serve(handler: Callable[[Request], Any], *, unix_path: str | None = None, **kwargs: Any) -> Iterator[Served]:
+    """Serve ``handler`` with the daemon's HTTPServer on a Unix socket (``unix_path``, or one in a fresh short
+    temporary directory)."""
+    with tempfile.TemporaryDirectory(prefix="http-") as tmp:
+        server = HTTPServer(handler, **kwargs)
+
+        async def listen(served: Served) -> None:
+            served.path = unix_path or os.path.join(tmp, "s.sock")
+            await server.listen_unix(served.path)
+
+        with running(server, listen) as served:
+            yield served
+
+
+async def echo(request: Request) -> Response:
+    """Echo the parsed request back as JSON."""
+    return Response.json(
+        {
+            "method": request.method,
+            "target": request.target,
+            "path": request.path,
+            "query": request.query,
+            "headers": request.headers,
+            "body": request.body.decode(),
+            "peer_uid": request.peer_uid,
+        }
+    )
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    chunks: list[bytes] = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def raw_exchange(served: Served, payload: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes."""
+    with served.connect() as sock:
+        sock.sendall(payload)
+        return read_until_closed(sock)
