@@ -107,6 +107,7 @@ EVENTS_KEPT = 10_000  # 'memsyncctl log' keeps this many of the most recent chan
 EVENT_PREVIEW_CHARS = 60
 EVENT_BATCH = 200
 SCHEMA_VERSION = len(MIGRATIONS)
+_SELECT_MAPPINGS = "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings"  # StateStore._mapping
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
@@ -369,7 +370,7 @@ class StateStore:
     def mapping_for_local(self, local_id: str) -> Mapping | None:
         """The mapping of a local id."""
         row = self._db.execute(
-            "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id = ?", (local_id,)
+            _SELECT_MAPPINGS + " WHERE local_id = ?", (local_id,)
         ).fetchone()
         return self._mapping(row) if row else None
 
@@ -377,7 +378,7 @@ class StateStore:
     def mapping_for_cloud(self, cloud_id: str) -> Mapping | None:
         """The mapping of a cloud id."""
         row = self._db.execute(
-            "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE cloud_id = ?", (cloud_id,)
+            _SELECT_MAPPINGS + " WHERE cloud_id = ?", (cloud_id,)
         ).fetchone()
         return self._mapping(row) if row else None
 
@@ -385,7 +386,7 @@ class StateStore:
         """Every mapping (read lazily; a damaged page raises ``StateUnreadableError`` while iterating)."""
         try:
             with self._lock:
-                rows = self._db.execute("SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings")
+                rows = self._db.execute(_SELECT_MAPPINGS)
                 for row in rows:
                     yield self._mapping(row)
         except sqlite3.DatabaseError as exc:
@@ -396,7 +397,7 @@ class StateStore:
         """The mappings of many cloud ids at once (cloud id -> mapping; unmapped ids are absent)."""
         return {row[1]: self._mapping(row) for row in _select_in(
             self._db,
-            "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE cloud_id IN ({marks})",
+            _SELECT_MAPPINGS + " WHERE cloud_id IN ({marks})",
             cloud_ids)}
 
     @_guarded
@@ -410,7 +411,7 @@ class StateStore:
         """The mappings of many local ids at once (local id -> mapping; unmapped ids are absent)."""
         return {row[0]: self._mapping(row) for row in _select_in(
             self._db,
-            "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id IN ({marks})",
+            _SELECT_MAPPINGS + " WHERE local_id IN ({marks})",
             local_ids)}
 
     def mapped_ids(self) -> Iterator[str]:
@@ -628,7 +629,7 @@ class StateStore:
         """
         with self._tx():
             row = self._db.execute(
-                "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id = ?",
+                _SELECT_MAPPINGS + " WHERE local_id = ?",
                 (old_local_id,)).fetchone()
             moved: Mapping | None = None
             if row is not None:
