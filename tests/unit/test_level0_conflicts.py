@@ -23,7 +23,7 @@ from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.engine.syncer import Syncer
-from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.wire import Keep
 
 PRIVATE = "PRIVATE: the door code is 4711, never share it"
@@ -80,6 +80,20 @@ def conflict_of_a_memory_made_private(tmp_path: Path, servers: RunningEmulators,
     return syncer, local_id, cloud["id"], conflict.id
 
 
+def conflict_of_a_shared_memory(syncer: Syncer, admin: EmulatorAdmin, loop: asyncio.Runner, text: str,
+                                local_text: str, cloud_text: str) -> tuple[str, Conflict]:
+    """A memory synced at level 1, then edited on both sides, then pulled: its local id and its one conflict."""
+    local_id = admin.local_add(text, level=1)
+    enqueue(syncer, local_id)
+    loop.run(syncer.run(SyncMode.FULL))
+    admin.local_edit(local_id, local_text)
+    (cloud,) = admin.cloud_memories()
+    admin.cloud_edit(cloud["id"], cloud_text)
+    loop.run(syncer.run(SyncMode.PULL))
+    (conflict,) = syncer.conflicts()
+    return local_id, conflict
+
+
 @pytest.mark.parametrize(("keep", "text"), [(Keep.LOCAL, None), (Keep.TEXT, PRIVATE + " (merged)"),
                                             (Keep.BOTH, None), (Keep.CLOUD, None)])
 def test_resolving_a_conflict_of_a_level0_memory_sends_nothing(
@@ -121,14 +135,8 @@ def test_a_level0_entry_in_the_queue_makes_the_resolution_local_only(
         tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
     """The level is read when resolving: a pending 'enqueue ID --level 0' counts even if metadata says 1."""
     syncer = make_syncer(tmp_path, servers)
-    local_id = admin.local_add("shared for now", level=1)
-    enqueue(syncer, local_id)
-    loop.run(syncer.run(SyncMode.FULL))
-    admin.local_edit(local_id, PRIVATE)
-    (cloud,) = admin.cloud_memories()
-    admin.cloud_edit(cloud["id"], "edited in the cloud")
-    loop.run(syncer.run(SyncMode.PULL))
-    (conflict,) = syncer.conflicts()
+    local_id, conflict = conflict_of_a_shared_memory(syncer, admin, loop, "shared for now", PRIVATE,
+                                                     "edited in the cloud")
     enqueue(syncer, local_id, level=0)  # the user makes it private before resolving
     servers.clear_requests("mem0")
     result = loop.run(syncer.resolve(conflict.id, Keep.LOCAL))
@@ -141,14 +149,8 @@ def test_a_shared_memory_still_resolves_to_both_sides(
         tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
     """The control case: at level 1, --keep local writes the local text to the cloud (as before)."""
     syncer = make_syncer(tmp_path, servers)
-    local_id = admin.local_add("shared", level=1)
-    enqueue(syncer, local_id)
-    loop.run(syncer.run(SyncMode.FULL))
-    admin.local_edit(local_id, "shared, edited here")
-    (cloud,) = admin.cloud_memories()
-    admin.cloud_edit(cloud["id"], "shared, edited there")
-    loop.run(syncer.run(SyncMode.PULL))
-    (conflict,) = syncer.conflicts()
+    _, conflict = conflict_of_a_shared_memory(syncer, admin, loop, "shared", "shared, edited here",
+                                              "shared, edited there")
     result = loop.run(syncer.resolve(conflict.id, Keep.LOCAL))
     assert result["local_only"] is False
     assert admin.cloud_texts() == ["shared, edited here"] and admin.local_texts() == ["shared, edited here"]
