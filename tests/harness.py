@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from memsyncd.config import Settings
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
-from memsyncd.models import QueueEntry, format_ts, utc_now
+from memsyncd.models import Action, QueueEntry, format_ts, utc_now
 from memsyncd.store.queue import QueueStore
 
 isolate_user_environment()  # whoever uses the harness never reaches the user's daemon, registry or key
@@ -133,10 +133,18 @@ def read_queue(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"pending": [], "sync_errors": [], "last_sync": None}
 
 
+def append_entries(store: QueueStore, ids: Iterable[str], *, action: Action = "push",
+                   level: int | None = None) -> list[QueueEntry]:
+    """One entry per id (one timestamp, in order) appended to ``store`` in one locked update; returns them."""
+    stamp = format_ts(utc_now())
+    entries = [QueueEntry(i, action, stamp, level=level) for i in ids]
+    store.update(lambda doc: doc.pending.extend(entries))
+    return entries
+
+
 def fill_queue(root: Path, ids: list[str]) -> None:
     """One push entry per id (one timestamp, in order) appended to ``root``'s queue in one locked update."""
-    stamp = format_ts(utc_now())
-    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", stamp) for i in ids))
+    append_entries(QueueStore(queue_path(root)), ids)
 
 
 def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
@@ -380,7 +388,6 @@ from memsyncd.emulators.openmemory import OpenMemoryEmulator  # noqa: E402
 from memsyncd.emulators.openmemory_store import OpenMemoryStore  # noqa: E402
 from memsyncd.emulators.service import EmulatorService  # noqa: E402
 from memsyncd.engine.context import SyncContext  # noqa: E402
-from memsyncd.models import Action  # noqa: E402
 from memsyncd.remote.cloud import CloudClient, Scope  # noqa: E402
 from memsyncd.remote.http_edge import RetryPolicy  # noqa: E402
 from memsyncd.remote.local import LocalClient  # noqa: E402
@@ -455,10 +462,7 @@ class EngineRig:
 
     def enqueue(self, *ids: str, action: Action = "push", level: int | None = None) -> list[QueueEntry]:
         """Append one queue entry per id (one timestamp, in order); returns them."""
-        stamp = format_ts(utc_now())
-        entries = [QueueEntry(i, action, stamp, level=level) for i in ids]
-        self.ctx.queue.update(lambda doc: doc.pending.extend(entries))
-        return entries
+        return append_entries(self.ctx.queue, ids, action=action, level=level)
 
     async def aclose(self) -> None:
         await self.ctx.local.aclose()
