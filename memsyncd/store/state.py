@@ -107,7 +107,6 @@ EVENTS_KEPT = 10_000  # 'memsyncctl log' keeps this many of the most recent chan
 EVENT_PREVIEW_CHARS = 60
 EVENT_BATCH = 200
 SCHEMA_VERSION = len(MIGRATIONS)
-_SELECT_MAPPINGS = "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings"  # StateStore._mapping
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
@@ -362,6 +361,8 @@ class StateStore:
 
     # --- mappings ---------------------------------------------------------------------------
 
+    _MAPPING_COLS = "local_id, cloud_id, base_hash, base_text, level"  # the order _mapping reads
+
     @staticmethod
     def _mapping(row: tuple[str, str, str, str, int]) -> Mapping:
         return Mapping(local_id=row[0], cloud_id=row[1], base_hash=row[2], base_text=row[3], level=row[4])
@@ -370,7 +371,7 @@ class StateStore:
     def mapping_for_local(self, local_id: str) -> Mapping | None:
         """The mapping of a local id."""
         row = self._db.execute(
-            _SELECT_MAPPINGS + " WHERE local_id = ?", (local_id,)
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE local_id = ?", (local_id,)
         ).fetchone()
         return self._mapping(row) if row else None
 
@@ -378,7 +379,7 @@ class StateStore:
     def mapping_for_cloud(self, cloud_id: str) -> Mapping | None:
         """The mapping of a cloud id."""
         row = self._db.execute(
-            _SELECT_MAPPINGS + " WHERE cloud_id = ?", (cloud_id,)
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE cloud_id = ?", (cloud_id,)
         ).fetchone()
         return self._mapping(row) if row else None
 
@@ -386,7 +387,7 @@ class StateStore:
         """Every mapping (read lazily; a damaged page raises ``StateUnreadableError`` while iterating)."""
         try:
             with self._lock:
-                rows = self._db.execute(_SELECT_MAPPINGS)
+                rows = self._db.execute(f"SELECT {self._MAPPING_COLS} FROM mappings")
                 for row in rows:
                     yield self._mapping(row)
         except sqlite3.DatabaseError as exc:
@@ -397,7 +398,7 @@ class StateStore:
         """The mappings of many cloud ids at once (cloud id -> mapping; unmapped ids are absent)."""
         return {row[1]: self._mapping(row) for row in _select_in(
             self._db,
-            _SELECT_MAPPINGS + " WHERE cloud_id IN ({marks})",
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE cloud_id IN ({{marks}})",
             cloud_ids)}
 
     @_guarded
@@ -411,7 +412,7 @@ class StateStore:
         """The mappings of many local ids at once (local id -> mapping; unmapped ids are absent)."""
         return {row[0]: self._mapping(row) for row in _select_in(
             self._db,
-            _SELECT_MAPPINGS + " WHERE local_id IN ({marks})",
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE local_id IN ({{marks}})",
             local_ids)}
 
     def mapped_ids(self) -> Iterator[str]:
@@ -629,7 +630,7 @@ class StateStore:
         """
         with self._tx():
             row = self._db.execute(
-                _SELECT_MAPPINGS + " WHERE local_id = ?",
+                f"SELECT {self._MAPPING_COLS} FROM mappings WHERE local_id = ?",
                 (old_local_id,)).fetchone()
             moved: Mapping | None = None
             if row is not None:
