@@ -142,6 +142,12 @@ def append_entries(store: QueueStore, ids: Iterable[str], *, action: Action = "p
     return entries
 
 
+def enqueue_each(store: QueueStore, *ids: str, action: Action = "push", level: int | None = None) -> None:
+    """One entry per id, each appended with its own timestamp and locked write (as one ``enqueue`` each)."""
+    for memory_id in ids:
+        store.enqueue(QueueEntry(memory_id, action, format_ts(utc_now()), level=level))
+
+
 def fill_queue(root: Path, ids: list[str]) -> None:
     """One push entry per id (one timestamp, in order) appended to ``root``'s queue in one locked update."""
     append_entries(QueueStore(queue_path(root)), ids)
