@@ -9,12 +9,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +37,9 @@ from memsyncd.store.roots import RootRegistry
 
 
 @pytest.fixture()
-def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+def dirs(tmp_path: Path, runtime: Path) -> tuple[Path, Path]:
     """A config home and a runtime dir (short path: Unix socket paths are limited to ~100 bytes)."""
-    runtime = Path(tempfile.mkdtemp(prefix="msr-", dir="/tmp"))
-    runtime.chmod(0o700)
-    try:
-        yield tmp_path / "config-home", runtime
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    return tmp_path / "config-home", runtime
 
 
 def make_project(path: Path, emu: Emulators, *, app_id: str | None = None, **sync: Any) -> Path:

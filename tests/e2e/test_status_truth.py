@@ -8,9 +8,6 @@ fail: the key from the key file rejected, OpenMemory down, a config edited into 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +18,14 @@ from memsyncd.store.roots import RootRegistry
 
 
 @pytest.fixture()
-def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def user_env(tmp_path: Path, runtime: Path) -> dict[str, str]:
     """The variables of a user whose key is in the key file (MEM0_API_KEY unset) and whose key is wrong."""
-    runtime = Path(tempfile.mkdtemp(prefix="mst-", dir="/tmp"))
-    runtime.chmod(0o700)
     config_home = tmp_path / "cfg"
     key_file = config_home / "memsyncd" / "mem0_api_key"
     key_file.parent.mkdir(parents=True, mode=0o700)
     key_file.write_text("m0-wrong-key-from-the-file")
     key_file.chmod(0o600)
-    try:
-        yield {"XDG_CONFIG_HOME": str(config_home), "XDG_RUNTIME_DIR": str(runtime)}
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    return {"XDG_CONFIG_HOME": str(config_home), "XDG_RUNTIME_DIR": str(runtime)}
 
 
 def status_json(root: Path, env: dict[str, str]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,16 +243,6 @@ def test_attack_a_another_users_planted_root_is_never_picked_up(tmp_path: Path, 
 
 
 # --- attack (b): a cloned repository with the config, the hook and the user daemon ---------------
-
-@pytest.fixture()
-def runtime() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mstr-", dir="/tmp"))  # short: Unix socket paths are limited
-    path.chmod(0o700)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
 
 def test_attack_b_cloned_repo_is_queued_but_never_served_until_trusted(emu: Emulators, tmp_path: Path,
                                                                        listener: Listener, runtime: Path) -> None:
