@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Emulators, ctl, read_queue, user_daemon, user_root, wait_for
+from harness import Emulators, ctl, hook_payload, read_queue, user_daemon, user_root, wait_for
 
 from memsyncd.errors import RootNotServedError
 from memsyncd.store.roots import RootRegistry
@@ -54,9 +54,7 @@ def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulato
         assert queued.returncode == 0, queued.stderr
         assert "roots remove" in queued.stderr and "roots add" in queued.stderr, queued.stderr
         assert memory_id in {e["id"] for e in read_queue(root)["pending"]}  # never lost
-        hook = json.dumps({"tool_name": "mcp__openmemory__add_memories",
-                           "tool_response": json.dumps({"results": [{"id": memory_id, "event": "ADD"}]})})
-        assert ctl(root, "hook", "post-tool-use", stdin=hook, key=None, **env).returncode == 0
+        assert ctl(root, "hook", "post-tool-use", stdin=hook_payload(memory_id), key=None, **env).returncode == 0
         assert str(root) not in served() and not registry.contains(root)
 
         added = ctl(root, "roots", "add", str(root), key=None, **env)
