@@ -13,7 +13,6 @@ import stamina
 
 os.environ.setdefault("MEM0_TELEMETRY", "false")
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(1, str(Path(__file__).parent / "unit"))  # e2e tests reuse a few unit helpers (test_http_server.serve)
 
 from harness import INPROC_KEY, INPROC_USER, Emulators, make_root, running_emulators  # noqa: E402
 

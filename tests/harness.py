@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from memsyncd.config import Settings
 from memsyncd.emulators.admin import EmulatorAdmin, wait_until
 from memsyncd.emulators.isolation import isolate_user_environment
 from memsyncd.emulators.runner import RunningEmulators
+from memsyncd.models import Action, QueueEntry, format_ts, utc_now
+from memsyncd.store.queue import QueueStore
 
 isolate_user_environment()  # whoever uses the harness never reaches the user's daemon, registry or key
 
@@ -130,6 +133,26 @@ def read_queue(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"pending": [], "sync_errors": [], "last_sync": None}
 
 
+def append_entries(store: QueueStore, ids: Iterable[str], *, action: Action = "push",
+                   level: int | None = None) -> list[QueueEntry]:
+    """One entry per id (one timestamp, in order) appended to ``store`` in one locked update; returns them."""
+    stamp = format_ts(utc_now())
+    entries = [QueueEntry(i, action, stamp, level=level) for i in ids]
+    store.update(lambda doc: doc.pending.extend(entries))
+    return entries
+
+
+def enqueue_each(store: QueueStore, *ids: str, action: Action = "push", level: int | None = None) -> None:
+    """One entry per id, each appended with its own timestamp and locked write (as one ``enqueue`` each)."""
+    for memory_id in ids:
+        store.enqueue(QueueEntry(memory_id, action, format_ts(utc_now()), level=level))
+
+
+def fill_queue(root: Path, ids: list[str]) -> None:
+    """One push entry per id (one timestamp, in order) appended to ``root``'s queue in one locked update."""
+    append_entries(QueueStore(queue_path(root)), ids)
+
+
 def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail the test at the deadline."""
     try:
@@ -203,6 +226,137 @@ def running_daemon(root: Path, **kwargs: Any) -> Iterator[DaemonProc]:
         daemon.stop()
 
 
+def write_config(root: Path, config: dict[str, Any] | str) -> Path:
+    """Replace ``root``'s config.json atomically (as editors and ``init`` do) with ``config``; returns ``root``."""
+    path = root / ".claude" / "memory" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("config.json.tmp")
+    tmp.write_text(config if isinstance(config, str) else json.dumps(config))
+    os.replace(tmp, path)
+    return root
+
+
+def user_root(root: Path, emu: Emulators, *, local_url: str | None = None) -> Path:
+    """A root for a user daemon on the emulators: default level 1, 50 ms debounce, local scans at their defaults."""
+    return write_config(root, {"local": {"url": local_url or emu.openmemory, "user_id": USER},
+                               "cloud": {"enabled": True, "url": emu.mem0, "user_id": USER},
+                               "sync": {"default_level": 1, "debounce_ms": 50}})
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+ADD_TOOL = "mcp__openmemory__add_memories"
+
+
+def hook_payload(*ids: str) -> str:
+    """What Claude Code hands the post-tool-use hook after an OpenMemory add of ``ids``."""
+    return json.dumps({"tool_name": ADD_TOOL,
+                       "tool_response": json.dumps({"results": [{"id": i, "event": "ADD"} for i in ids]})})
+
+
+# a systemctl that finds no user bus (a container, an SSH session without lingering)
+NO_BUS = 'echo "Failed to connect to bus: No medium found" >&2; exit 1'
+
+
+def service_env(tmp: Path, systemctl: str | None) -> dict[str, str]:
+    """HOME/XDG in ``tmp``; PATH holds only a fake systemctl running ``systemctl`` (or none at all).
+
+    ``service install`` finds memsyncd next to the interpreter (the venv's script).
+    """
+    bin_dir = tmp / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    if systemctl is not None:
+        (bin_dir / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp}/systemctl.calls\n{systemctl}\n")
+        (bin_dir / "systemctl").chmod(0o755)
+    (tmp / "home").mkdir(exist_ok=True)
+    return {"PATH": str(bin_dir), "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "cfg")}
+
+
+# --- the user daemon: `memsyncd run` without --root, with its own XDG_CONFIG_HOME and XDG_RUNTIME_DIR ---
+
+
+@dataclass
+class UserDaemon:
+    """A ``memsyncd run`` in user mode with its private config and runtime directories."""
+
+    proc: subprocess.Popen[bytes]
+    config_home: Path
+    runtime: Path
+    log_path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"XDG_CONFIG_HOME": str(self.config_home), "XDG_RUNTIME_DIR": str(self.runtime)}
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "memsyncd" / "memsyncd.sock"
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://memsyncd",
+                          timeout=30) as client:
+            return client.request(method, path, **kwargs)
+
+    def roots(self) -> dict[str, dict[str, Any]]:
+        return {row["root"]: row for row in self.api("GET", "/v1/roots").json()["roots"]}
+
+    def ctl(self, root: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return ctl(root, *args, **self.env, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record)
+        return found
+
+
+@contextlib.contextmanager
+def user_daemon(config_home: Path, runtime: Path, log_dir: Path, *, key: str | None = API_KEY,
+                timeout: float = 20.0, clean_log: bool = True) -> Iterator[UserDaemon]:
+    """A user daemon, ready (its health says so) within ``timeout`` seconds, stopped on exit.
+
+    ``key`` is its MEM0_API_KEY (None: the key file under ``config_home``, if any). With ``clean_log``
+    its log must, at the end, hold no traceback (unless it exited with an error) and never the key.
+    """
+    log_path = log_dir / f"user-daemon-{time.monotonic_ns()}.log"
+    extra = {"XDG_CONFIG_HOME": str(config_home), "XDG_RUNTIME_DIR": str(runtime)}
+    if key is not None:
+        extra["MEM0_API_KEY"] = key
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--log-level", "debug",
+                                 "--log-format", "json"], stdout=log, stderr=log, env=base_env(**extra))
+    daemon = UserDaemon(proc, config_home, runtime, log_path)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {proc.returncode}: {daemon.log()[-3000:]}")
+        try:
+            return bool(daemon.api("GET", "/v1/health").json().get("ready"))
+        except (httpx.TransportError, OSError):
+            return False
+
+    try:
+        wait_for(up, timeout=timeout)
+        yield daemon
+    finally:
+        code = stop_process(proc)
+        if clean_log:
+            assert "Traceback" not in daemon.log() or code != 0, daemon.log()[-3000:]
+            assert API_KEY not in daemon.log()
+
+
 # --- in-process emulators (tests that drive the Syncer directly) -------------------------------
 
 INPROC_KEY = "m0-inprocess-key"
@@ -240,7 +394,6 @@ from memsyncd.emulators.openmemory import OpenMemoryEmulator  # noqa: E402
 from memsyncd.emulators.openmemory_store import OpenMemoryStore  # noqa: E402
 from memsyncd.emulators.service import EmulatorService  # noqa: E402
 from memsyncd.engine.context import SyncContext  # noqa: E402
-from memsyncd.models import Action, QueueEntry, format_ts, utc_now  # noqa: E402
 from memsyncd.remote.cloud import CloudClient, Scope  # noqa: E402
 from memsyncd.remote.http_edge import RetryPolicy  # noqa: E402
 from memsyncd.remote.local import LocalClient  # noqa: E402
@@ -315,10 +468,7 @@ class EngineRig:
 
     def enqueue(self, *ids: str, action: Action = "push", level: int | None = None) -> list[QueueEntry]:
         """Append one queue entry per id (one timestamp, in order); returns them."""
-        stamp = format_ts(utc_now())
-        entries = [QueueEntry(i, action, stamp, level=level) for i in ids]
-        self.ctx.queue.update(lambda doc: doc.pending.extend(entries))
-        return entries
+        return append_entries(self.ctx.queue, ids, action=action, level=level)
 
     async def aclose(self) -> None:
         await self.ctx.local.aclose()
@@ -361,3 +511,126 @@ def run_with_rig(root: Path, body: Callable[[EngineRig], Awaitable[T]], **rig: A
             await built.aclose()
 
     return asyncio.run(go())
+
+
+# --- one event loop per test for helpers that are not handed it (tests/unit/conftest.py: one_loop_per_test) ---
+
+from collections.abc import Coroutine  # noqa: E402
+
+_AIO_RUNNER: asyncio.Runner | None = None
+
+
+@contextlib.contextmanager
+def running_aio(runner: asyncio.Runner) -> Iterator[None]:
+    """While inside, :func:`aio` runs its coroutines on ``runner``."""
+    global _AIO_RUNNER
+    _AIO_RUNNER = runner
+    try:
+        yield
+    finally:
+        _AIO_RUNNER = None
+
+
+def aio(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the test's event loop (the ``one_loop_per_test`` fixture)."""
+    assert _AIO_RUNNER is not None, "aio() needs the one_loop_per_test fixture"
+    return _AIO_RUNNER.run(coro)
+
+
+# --- the daemon's HTTPServer in a background event loop (tests of the control socket and the emulators) ---
+
+import threading  # noqa: E402
+
+from memsyncd.daemon.http_server import HTTPServer, Request, Response  # noqa: E402
+
+
+class Served:
+    """An HTTPServer running in a background event loop, listening on a Unix socket or on 127.0.0.1 TCP."""
+
+    def __init__(self, server: HTTPServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.loop = loop
+        self.path: str | None = None
+        self.port: int | None = None
+
+    def run(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def connect(self, timeout: float = 5) -> socket.socket:
+        """A raw client socket connected to the server."""
+        if self.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            return sock
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client whose relative URLs reach the server."""
+        if self.path is not None:
+            return httpx.Client(transport=httpx.HTTPTransport(uds=self.path), base_url="http://memsyncd", **kwargs)
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", **kwargs)
+
+
+@contextlib.contextmanager
+def running(server: HTTPServer, listen: Callable[[Served], Awaitable[None]]) -> Iterator[Served]:
+    """Run ``server`` in a background event loop; ``listen(served)`` starts its listener there."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    served = Served(server, loop)
+    try:
+        served.run(listen(served))
+        yield served
+    finally:
+        served.run(server.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@contextlib.contextmanager
+def serve(handler: Callable[[Request], Any], *, unix_path: str | None = None, **kwargs: Any) -> Iterator[Served]:
+    """Serve ``handler`` with the daemon's HTTPServer on a Unix socket (``unix_path``, or one in a fresh short
+    temporary directory)."""
+    with tempfile.TemporaryDirectory(prefix="http-") as tmp:
+        server = HTTPServer(handler, **kwargs)
+
+        async def listen(served: Served) -> None:
+            served.path = unix_path or os.path.join(tmp, "s.sock")
+            await server.listen_unix(served.path)
+
+        with running(server, listen) as served:
+            yield served
+
+
+async def echo(request: Request) -> Response:
+    """Echo the parsed request back as JSON."""
+    return Response.json(
+        {
+            "method": request.method,
+            "target": request.target,
+            "path": request.path,
+            "query": request.query,
+            "headers": request.headers,
+            "body": request.body.decode(),
+            "peer_uid": request.peer_uid,
+        }
+    )
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    chunks: list[bytes] = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def raw_exchange(served: Served, payload: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes."""
+    with served.connect() as sock:
+        sock.sendall(payload)
+        return read_until_closed(sock)

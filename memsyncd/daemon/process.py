@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,20 +213,24 @@ class Daemon:
         log.info("root.removed", root=str(root))
         return True
 
-    def _watch_config(self, held: _Root) -> None:
+    def _settled_watch(self, path: Path, changed: Callable[[], None]) -> tuple[Debouncer, FileWatcher]:
+        """A watch of ``path`` (not started yet): its events, on watchdog's thread, call ``changed`` on this
+        loop once they have settled for CONFIG_SETTLE_SECONDS."""
         loop = asyncio.get_running_loop()
-
-        def changed() -> None:
-            if not self._stopping:
-                self._spawn(self._reload(held))
-
         debounce = Debouncer(loop, CONFIG_SETTLE_SECONDS, changed, ceiling=CONFIG_SETTLE_SECONDS)
-        held.config_debounce = debounce
+
         def on_event() -> None:  # watchdog's thread
             with contextlib.suppress(RuntimeError):  # loop closed: shutting down
                 loop.call_soon_threadsafe(debounce.trigger)
 
-        held.config_watch = FileWatcher(held.paths.config, on_event, observer=self.observer)
+        return debounce, FileWatcher(path, on_event, observer=self.observer)
+
+    def _watch_config(self, held: _Root) -> None:
+        def changed() -> None:
+            if not self._stopping:
+                self._spawn(self._reload(held))
+
+        held.config_debounce, held.config_watch = self._settled_watch(held.paths.config, changed)
         try:
             held.config_watch.start()
         except OSError as exc:  # the root vanished or is not writable: reported by its problem
@@ -234,22 +238,15 @@ class Daemon:
 
     def _watch_trust_store(self) -> None:
         """``memsyncctl trust`` / ``untrust`` changed the trust store: check every root's trust again, at once."""
-        loop = asyncio.get_running_loop()
 
         def changed() -> None:
             if not self._stopping:
                 for held in list(self.roots.values()):
                     self._spawn(self._reload(held))
 
-        debounce = Debouncer(loop, CONFIG_SETTLE_SECONDS, changed, ceiling=CONFIG_SETTLE_SECONDS)
-        self._trust_debounce = debounce
-
-        def on_event() -> None:  # watchdog's thread
-            with contextlib.suppress(RuntimeError):  # loop closed: shutting down
-                loop.call_soon_threadsafe(debounce.trigger)
-
+        self._trust_debounce, watch = self._settled_watch(store_path(), changed)
         try:
-            FileWatcher(store_path(), on_event, observer=self.observer).start()
+            watch.start()
         except OSError as exc:  # no config home: trust changes then apply on SIGHUP or a config change
             log.warning("trust.store_unwatchable", path=str(store_path()), error=str(exc))
 

@@ -161,8 +161,7 @@ class SyncReport:
         if data.get("reconcile"):
             report.reconcile = ReconcileReport(**data["reconcile"])
         if data.get("scan"):
-            known = {f.name for f in fields(ScanReport)}
-            report.scan = ScanReport(**{k: v for k, v in data["scan"].items() if k in known})
+            report.scan = ScanReport(**_known(ScanReport, data["scan"]))
         if data.get("error"):
             report.fatal = error_from_dict(data["error"])
         return report

@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from memsyncd.errors import FileAccessError, StateUnreadableError, SymlinkRefusedError
 from memsyncd.models import (
@@ -242,6 +242,16 @@ class _HeaderFds:
 _HEADER_FDS = _HeaderFds()
 
 
+def _select_in(db: sqlite3.Connection, sql: str, ids: Sequence[str]) -> Iterator[Any]:
+    """The rows of ``sql``, whose ``{marks}`` is the ``IN (...)`` list, for ``ids``.
+
+    One query per :data:`_IN_CHUNK` ids: SQLite limits the variables of one statement.
+    """
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = list(ids[start:start + _IN_CHUNK])
+        yield from db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
+
+
 def _file_identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of the file, None when it is missing."""
     try:
@@ -413,6 +423,8 @@ class StateStore:
 
     # --- mappings ---------------------------------------------------------------------------
 
+    _MAPPING_COLS = "local_id, cloud_id, base_hash, base_text, level"  # the order _mapping reads
+
     @staticmethod
     def _mapping(row: tuple[str, str, str, str, int]) -> Mapping:
         return Mapping(local_id=row[0], cloud_id=row[1], base_hash=row[2], base_text=row[3], level=row[4])
@@ -421,7 +433,7 @@ class StateStore:
     def mapping_for_local(self, local_id: str) -> Mapping | None:
         """The mapping of a local id."""
         row = self._db.execute(
-            "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id = ?", (local_id,)
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE local_id = ?", (local_id,)
         ).fetchone()
         return self._mapping(row) if row else None
 
@@ -429,7 +441,7 @@ class StateStore:
     def mapping_for_cloud(self, cloud_id: str) -> Mapping | None:
         """The mapping of a cloud id."""
         row = self._db.execute(
-            "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE cloud_id = ?", (cloud_id,)
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE cloud_id = ?", (cloud_id,)
         ).fetchone()
         return self._mapping(row) if row else None
 
@@ -437,7 +449,7 @@ class StateStore:
         """Every mapping (read lazily; a damaged page raises ``StateUnreadableError`` while iterating)."""
         try:
             with self._lock:
-                rows = self._db.execute("SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings")
+                rows = self._db.execute(f"SELECT {self._MAPPING_COLS} FROM mappings")
                 for row in rows:
                     yield self._mapping(row)
         except sqlite3.DatabaseError as exc:
@@ -446,41 +458,24 @@ class StateStore:
     @_guarded
     def mappings_for_cloud(self, cloud_ids: Sequence[str]) -> dict[str, Mapping]:
         """The mappings of many cloud ids at once (cloud id -> mapping; unmapped ids are absent)."""
-        found: dict[str, Mapping] = {}
-        for start in range(0, len(cloud_ids), _IN_CHUNK):
-            chunk = list(cloud_ids[start:start + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE cloud_id IN ({marks})",
-                chunk,
-            ):
-                found[row[1]] = self._mapping(row)
-        return found
+        return {row[1]: self._mapping(row) for row in _select_in(
+            self._db,
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE cloud_id IN ({{marks}})",
+            cloud_ids)}
 
     @_guarded
     def mapped_local_ids(self, local_ids: Sequence[str]) -> set[str]:
         """Which of ``local_ids`` have a mapping (one query per chunk)."""
-        found: set[str] = set()
-        for start in range(0, len(local_ids), _IN_CHUNK):
-            chunk = list(local_ids[start:start + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            found.update(row[0] for row in self._db.execute(
-                f"SELECT local_id FROM mappings WHERE local_id IN ({marks})", chunk))
-        return found
+        return {row[0] for row in _select_in(self._db, "SELECT local_id FROM mappings WHERE local_id IN ({marks})",
+                                             local_ids)}
 
     @_guarded
     def mappings_for_locals(self, local_ids: Sequence[str]) -> dict[str, Mapping]:
         """The mappings of many local ids at once (local id -> mapping; unmapped ids are absent)."""
-        found: dict[str, Mapping] = {}
-        for start in range(0, len(local_ids), _IN_CHUNK):
-            chunk = list(local_ids[start:start + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id IN ({marks})",
-                chunk,
-            ):
-                found[row[0]] = self._mapping(row)
-        return found
+        return {row[0]: self._mapping(row) for row in _select_in(
+            self._db,
+            f"SELECT {self._MAPPING_COLS} FROM mappings WHERE local_id IN ({{marks}})",
+            local_ids)}
 
     def mapped_ids(self) -> Iterator[str]:
         """Every mapped local id (read lazily)."""
@@ -506,13 +501,8 @@ class StateStore:
     @_guarded
     def local_only_among(self, local_ids: Sequence[str]) -> set[str]:
         """Which of ``local_ids`` are marked local-only."""
-        found: set[str] = set()
-        for start in range(0, len(local_ids), _IN_CHUNK):
-            chunk = list(local_ids[start:start + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            found.update(row[0] for row in self._db.execute(
-                f"SELECT local_id FROM local_only WHERE local_id IN ({marks})", chunk))
-        return found
+        return {row[0] for row in _select_in(self._db, "SELECT local_id FROM local_only WHERE local_id IN ({marks})",
+                                             local_ids)}
 
     @_guarded
     def count_mappings(self) -> int:
@@ -632,13 +622,9 @@ class StateStore:
                         with contextlib.suppress(sqlite3.DatabaseError):
                             db.execute("ROLLBACK")
                     raise
-                found: dict[str, PushIntent] = {}
-                for start in range(0, len(ids), _IN_CHUNK):
-                    chunk = ids[start:start + _IN_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    for row in db.execute("SELECT local_id, content_hash, started_at, event_id FROM push_intents "
-                                          f"WHERE local_id IN ({marks})", chunk):
-                        found[row[0]] = PushIntent(*row)
+                found = {row[0]: PushIntent(*row) for row in _select_in(
+                    db, "SELECT local_id, content_hash, started_at, event_id FROM push_intents "
+                    "WHERE local_id IN ({marks})", ids)}
         except sqlite3.DatabaseError as exc:
             raise unreadable(self.path, exc) from None
         return [found.get(local_id) or PushIntent(local_id, digest, now) for local_id, digest in items]
@@ -706,7 +692,7 @@ class StateStore:
         """
         with self._tx():
             row = self._db.execute(
-                "SELECT local_id, cloud_id, base_hash, base_text, level FROM mappings WHERE local_id = ?",
+                f"SELECT {self._MAPPING_COLS} FROM mappings WHERE local_id = ?",
                 (old_local_id,)).fetchone()
             moved: Mapping | None = None
             if row is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +39,17 @@ from chaos_checks import (
     start_served,
     with_prefix,
 )
-from harness import API_KEY, DaemonProc, Emulators, make_root, queue_path, read_queue, wait_for
+from harness import (
+    API_KEY,
+    DaemonProc,
+    Emulators,
+    closed_port_url,
+    fill_queue,
+    make_root,
+    queue_path,
+    read_queue,
+    wait_for,
+)
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.store.queue import QueueStore
@@ -74,14 +83,6 @@ def expected_codes(fault: str, command: str) -> set[int]:
     if fault.startswith("openmemory-"):
         return {1, 5}  # OpenMemory answering errors: a partial run (1) or "local server down" (5)
     return {1}
-
-
-def closed_port_url() -> str:
-    """A loopback URL nobody listens on: connection refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def apply_fault(emu: Emulators, root: Path, fault: str) -> bool:
@@ -133,9 +134,7 @@ def seed_case(emu: Emulators, root: Path, prefix: str) -> Case:
     queued = [emu.local_add(f"{prefix} local {i}", level=1 + i) for i in range(2)]
     secret = f"{prefix} PRIVATE do not upload"
     private = emu.local_add(secret, level=0)
-    now = format_ts(utc_now())
-    QueueStore(queue_path(root)).update(
-        lambda doc: doc.pending.extend(QueueEntry(i, "push", now) for i in [*queued, private]))
+    fill_queue(root, [*queued, private])
     cloud_id = emu.cloud_add(f"{prefix} from the cloud", level=1)
     return Case(prefix, queued + [private], [Private(private, secret)], cloud_id)
 
@@ -264,9 +263,7 @@ def test_daemon_sync_under_fault(daemon_root: tuple[Path, list[DaemonProc]], emu
 def test_rejected_key_stops_after_at_most_two_requests(clean_root: Path, emu: Emulators) -> None:
     """401 on the first request: the run stops at once, no hammering with a key mem0 refuses."""
     root = make_root(clean_root, emu, **FAST)
-    now = format_ts(utc_now())
-    ids = [emu.local_add(f"rejected {i}", level=1) for i in range(10)]
-    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now) for i in ids))
+    fill_queue(root, [emu.local_add(f"rejected {i}", level=1) for i in range(10)])
     watch = TrafficWatch(emu)
     emu.fault(fault="401")
     try:

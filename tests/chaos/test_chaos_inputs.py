@@ -32,7 +32,7 @@ from chaos_checks import (
     start_served,
     with_prefix,
 )
-from harness import API_KEY, DaemonProc, Emulators, ctl, make_root, queue_path, read_queue, start_daemon
+from harness import API_KEY, DaemonProc, Emulators, ctl, fill_queue, make_root, queue_path, read_queue, start_daemon
 
 from memsyncd.models import QueueEntry, format_ts, utc_now
 from memsyncd.store.queue import QueueStore
@@ -215,8 +215,7 @@ def test_huge_queue_is_handled_and_its_unknown_keys_kept(clean_root: Path, emu: 
 
 def _synced_root(root: Path, emu: Emulators, prefix: str, count: int = 12) -> list[str]:
     ids = [emu.local_add(f"{prefix} {i} " + "z" * 300, level=1) for i in range(count)]
-    now = format_ts(utc_now())
-    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now) for i in ids))
+    fill_queue(root, ids)
     assert one_shot(root, "sync").returncode == 0
     return ids
 

@@ -32,10 +32,7 @@ from chaos_checks import (
     start_served,
     with_prefix,
 )
-from harness import API_KEY, Emulators, base_env, ctl, queue_path, read_queue, start_daemon, wait_for
-
-from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.store.queue import QueueStore
+from harness import API_KEY, Emulators, base_env, ctl, fill_queue, read_queue, start_daemon, wait_for
 
 SEED = int(os.environ.get("MEMSYNC_CHAOS_SEED", "8"))
 PUSH_MEMORIES, PUSH_KILLS = (1000, 30) if FULL else (200, 5)
@@ -56,9 +53,7 @@ def test_kill_9_during_push_loses_and_duplicates_nothing(clean_root: Path, emu: 
     root, rng, prefix = clean_root, random.Random(SEED), "killpush"
     seeded = seed_local(emu, prefix, PUSH_MEMORIES)
     watch = TrafficWatch(emu)
-    now = format_ts(utc_now())
-    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now)
-                                                                       for i in seeded.queued))
+    fill_queue(root, seeded.queued)
     emu.fault(latency_ms=LATENCY_MS)
     thresholds = sorted(rng.sample(range(1, PUSH_MEMORIES * 9 // 10), PUSH_KILLS))
     progress: list[int] = []
@@ -160,9 +155,7 @@ def test_queue_shrinks_while_a_long_push_runs(clean_root: Path, emu: Emulators) 
     """Progress is durable as it happens: pushed entries leave the queue before the run ends."""
     root, prefix, count = clean_root, "shrink", 120
     seeded = seed_local(emu, prefix, count, private_every=0)
-    now = format_ts(utc_now())
-    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now)
-                                                                       for i in seeded.queued))
+    fill_queue(root, seeded.queued)
     emu.fault(latency_ms=LATENCY_MS)
     daemon = start_served(root)
     try:

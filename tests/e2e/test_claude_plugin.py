@@ -14,12 +14,12 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
+from harness import closed_port_url
 
 from memsyncd import __version__
 from memsyncd.cli.doctor import DoctorContext, Status, check_claude
@@ -81,15 +81,9 @@ def test_package_data_ships_every_plugin_file() -> None:
 # --- the real Claude Code CLI --------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def claude_env(home: Path) -> dict[str, str]:
     """An environment in which ``claude`` touches only ``home`` and cannot reach the network."""
-    proxy = f"http://127.0.0.1:{_closed_port()}"
+    proxy = closed_port_url()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
            "CLAUDE_CONFIG_DIR": str(home / ".claude"), "XDG_CONFIG_HOME": str(home / ".config"),
            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",

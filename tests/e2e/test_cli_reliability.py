@@ -9,20 +9,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from harness import API_KEY, Emulators, base_env, ctl, queue_path, read_queue, wait_for
-
-from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.store.queue import QueueStore
+from harness import API_KEY, Emulators, base_env, ctl, fill_queue, queue_path, read_queue, wait_for
 
 
 def state_path(root: Path) -> Path:
     return root / ".claude" / "memory" / "memsync.db"
-
-
-def fill_queue(root: Path, ids: list[str]) -> None:
-    stamp = format_ts(utc_now())
-    store = QueueStore(queue_path(root))
-    store.update(lambda doc: doc.pending.extend(QueueEntry(i, "push", stamp) for i in ids))
 
 
 def damage(path: Path) -> None:

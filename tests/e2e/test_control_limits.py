@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import API_KEY, Emulators, base_env, stop_process, wait_for
-from test_http_server import serve
+from harness import API_KEY, Emulators, base_env, read_until_closed, serve, stop_process, wait_for
 
 from memsyncd.daemon.http_server import Request, Response, quiet_accept_errors
 
@@ -25,15 +24,6 @@ async def _ok(request: Request) -> Response:
     return Response.json({"ok": True})
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-
-
 def test_half_sent_request_is_answered_408_and_closed_at_the_deadline() -> None:
     """A request whose body never completes is cut off at the total deadline, even while bytes keep coming."""
     with serve(_ok, request_deadline=0.5) as s, s.connect(timeout=10) as conn:
@@ -42,7 +32,7 @@ def test_half_sent_request_is_answered_408_and_closed_at_the_deadline() -> None:
         for _ in range(3):  # trickling keeps every single read short; the total deadline still holds
             time.sleep(0.1)
             conn.sendall(b"{")
-        answer = _read_all(conn)
+        answer = read_until_closed(conn)
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert time.monotonic() - t0 < 5
 
@@ -54,14 +44,14 @@ def test_connections_over_the_cap_get_503_and_are_closed() -> None:
         try:
             time.sleep(0.2)
             with s.connect(timeout=10) as extra:
-                assert _read_all(extra).startswith(b"HTTP/1.1 503 ")
+                assert read_until_closed(extra).startswith(b"HTTP/1.1 503 ")
         finally:
             for conn in idle:
                 conn.close()
         time.sleep(0.2)
         with s.connect(timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert _read_all(conn).startswith(b"HTTP/1.1 200 ")
+            assert read_until_closed(conn).startswith(b"HTTP/1.1 200 ")
 
 
 def test_accept_errors_are_logged_once_per_burst(caplog: pytest.LogCaptureFixture) -> None:

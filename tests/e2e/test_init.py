@@ -5,25 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import API_KEY, USER, Emulators, ctl
+from harness import API_KEY, USER, Emulators, closed_port_url, ctl
 
 from memsyncd.cli.init import run_init
 from memsyncd.config import Paths, find_api_key, key_file_path, load_api_key, load_settings
 from memsyncd.ctl import build_parser
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def setup_env(tmp: Path) -> dict[str, str]:

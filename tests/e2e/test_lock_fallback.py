@@ -224,13 +224,21 @@ def test_a_file_of_another_root_is_rejected_not_merged(tmp_path: Path, spool_env
 
 # --- a squatted fallback runtime dir --------------------------------------------------------------
 
-def test_enqueue_with_a_squatted_runtime_dir_writes_the_queue_and_warns(root: Path, tmp_path: Path) -> None:
-    """XDG's memsyncd dir (as /tmp/memsyncd-<uid>) is a symlink planted by someone else: not used, not fatal."""
+@pytest.fixture()
+def squatted(tmp_path: Path) -> tuple[Path, Path]:
+    """An XDG_RUNTIME_DIR whose memsyncd dir is a symlink someone else planted; and the dir it points at."""
     xdg = tmp_path / "squat-xdg"
     xdg.mkdir(mode=0o700)
     planted = tmp_path / "attacker-dir"
     planted.mkdir()
     (xdg / "memsyncd").symlink_to(planted, target_is_directory=True)
+    return xdg, planted
+
+
+def test_enqueue_with_a_squatted_runtime_dir_writes_the_queue_and_warns(root: Path,
+                                                                        squatted: tuple[Path, Path]) -> None:
+    """XDG's memsyncd dir (as /tmp/memsyncd-<uid>) is a symlink planted by someone else: not used, not fatal."""
+    xdg, planted = squatted
     result = ctl(root, "enqueue", "m-squat", XDG_RUNTIME_DIR=str(xdg))
     assert result.returncode == 0, result.stderr
     assert pending_ids(root) == ["m-squat"]
@@ -239,12 +247,8 @@ def test_enqueue_with_a_squatted_runtime_dir_writes_the_queue_and_warns(root: Pa
     assert list(planted.iterdir()) == []
 
 
-def test_status_with_a_squatted_runtime_dir_is_computed_here(root: Path, tmp_path: Path) -> None:
-    xdg = tmp_path / "squat-xdg"
-    xdg.mkdir(mode=0o700)
-    planted = tmp_path / "attacker-dir"
-    planted.mkdir()
-    (xdg / "memsyncd").symlink_to(planted, target_is_directory=True)
+def test_status_with_a_squatted_runtime_dir_is_computed_here(root: Path, squatted: tuple[Path, Path]) -> None:
+    xdg, planted = squatted
     result = ctl(root, "status", XDG_RUNTIME_DIR=str(xdg))
     assert result.returncode == 0, result.stderr
     assert "SYNC STATUS" in result.stdout
@@ -252,13 +256,9 @@ def test_status_with_a_squatted_runtime_dir_is_computed_here(root: Path, tmp_pat
     assert list(planted.iterdir()) == []
 
 
-def test_hook_with_a_busy_lock_and_no_safe_spool_names_the_ids(root: Path, tmp_path: Path) -> None:
+def test_hook_with_a_busy_lock_and_no_safe_spool_names_the_ids(root: Path, squatted: tuple[Path, Path]) -> None:
     """Nowhere safe to put them: exit 0 within the budget, one line naming the ids and how to queue them again."""
-    xdg = tmp_path / "squat-xdg"
-    xdg.mkdir(mode=0o700)
-    planted = tmp_path / "attacker-dir"
-    planted.mkdir()
-    (xdg / "memsyncd").symlink_to(planted, target_is_directory=True)
+    xdg, planted = squatted
     with lock_held_by_another_process(root):
         result, seconds = timed(root, "--no-daemon", "hook", "post-tool-use", stdin=add_event("m-nospool", "t"),
                                 xdg=xdg)

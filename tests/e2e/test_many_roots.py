@@ -6,108 +6,40 @@ Every test runs a real ``memsyncd run`` (user mode: no ``--root``) with its own 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import API_KEY, USER, Emulators, base_env, ctl, read_queue, stop_process, wait_for
+from harness import (
+    API_KEY,
+    USER,
+    Emulators,
+    base_env,
+    ctl,
+    hook_payload,
+    read_queue,
+    stop_process,
+    user_daemon,
+    wait_for,
+    write_config,
+)
 
 from memsyncd.config import load_settings
 from memsyncd.store.paths import Paths, root_id
 from memsyncd.store.roots import RootRegistry
 
-ADD_TOOL = "mcp__openmemory__add_memories"
-
-
-@dataclass
-class UserDaemon:
-    """A ``memsyncd run`` in user mode with its private config and runtime directories."""
-
-    proc: subprocess.Popen[bytes]
-    config_home: Path
-    runtime: Path
-    log_path: Path
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"XDG_CONFIG_HOME": str(self.config_home), "XDG_RUNTIME_DIR": str(self.runtime)}
-
-    @property
-    def socket(self) -> Path:
-        return self.runtime / "memsyncd" / "memsyncd.sock"
-
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://memsyncd",
-                          timeout=30) as client:
-            return client.request(method, path, **kwargs)
-
-    def roots(self) -> dict[str, dict[str, Any]]:
-        return {row["root"]: row for row in self.api("GET", "/v1/roots").json()["roots"]}
-
-    def ctl(self, root: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return ctl(root, *args, **self.env, **kwargs)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_events(self, event: str) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log().splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if record.get("event") == event:
-                    found.append(record)
-        return found
-
 
 @pytest.fixture()
-def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+def dirs(tmp_path: Path, runtime: Path) -> tuple[Path, Path]:
     """A config home and a runtime dir (short path: Unix socket paths are limited to ~100 bytes)."""
-    runtime = Path(tempfile.mkdtemp(prefix="msr-", dir="/tmp"))
-    runtime.chmod(0o700)
-    try:
-        yield tmp_path / "config-home", runtime
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def user_daemon(config_home: Path, runtime: Path, log_dir: Path) -> Iterator[UserDaemon]:
-    log_path = log_dir / f"user-daemon-{time.monotonic_ns()}.log"
-    env = base_env(MEM0_API_KEY=API_KEY, XDG_CONFIG_HOME=str(config_home), XDG_RUNTIME_DIR=str(runtime))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--log-level", "debug",
-                                 "--log-format", "json"], stdout=log, stderr=log, env=env)
-    daemon = UserDaemon(proc, config_home, runtime, log_path)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {proc.returncode}: {daemon.log()[-3000:]}")
-        try:
-            return bool(daemon.api("GET", "/v1/health").json().get("ready"))
-        except (httpx.TransportError, OSError):
-            return False
-
-    try:
-        wait_for(up, timeout=20)
-        yield daemon
-    finally:
-        code = stop_process(proc)
-        assert "Traceback" not in daemon.log() or code != 0, daemon.log()[-3000:]
-        assert API_KEY not in daemon.log()
+    return tmp_path / "config-home", runtime
 
 
 def make_project(path: Path, emu: Emulators, *, app_id: str | None = None, **sync: Any) -> Path:
@@ -122,19 +54,6 @@ def make_project(path: Path, emu: Emulators, *, app_id: str | None = None, **syn
                        "local_full_scan_interval_seconds": 0, **sync}}
     write_config(path, config)
     return path
-
-
-def write_config(root: Path, config: dict[str, Any] | str) -> None:
-    path = root / ".claude" / "memory" / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("config.json.tmp")
-    tmp.write_text(config if isinstance(config, str) else json.dumps(config))
-    os.replace(tmp, path)  # editors and `init` replace it atomically
-
-
-def hook_payload(*ids: str) -> str:
-    return json.dumps({"tool_name": ADD_TOOL,
-                       "tool_response": json.dumps({"results": [{"id": i, "event": "ADD"} for i in ids]})})
 
 
 def in_cloud(emu: Emulators, text: str) -> bool:

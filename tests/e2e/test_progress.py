@@ -12,11 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-from harness import API_KEY, Emulators, base_env, make_root, queue_path, running_daemon, wait_for
+from harness import API_KEY, Emulators, base_env, fill_queue, make_root, running_daemon, wait_for
 
 from memsyncd.cli.progress import SyncProgress
-from memsyncd.models import QueueEntry, format_ts, utc_now
-from memsyncd.store.queue import QueueStore
 
 
 class FakeTerminal(io.StringIO):
@@ -54,9 +52,7 @@ def test_long_phases_show_counts_per_phase() -> None:
 
 
 def _queue_many(root: Path, emu: Emulators, count: int) -> None:
-    now = format_ts(utc_now())
-    ids = [emu.local_add(f"progress: memory {i}", level=1) for i in range(count)]
-    QueueStore(queue_path(root)).update(lambda doc: doc.pending.extend(QueueEntry(i, "push", now) for i in ids))
+    fill_queue(root, [emu.local_add(f"progress: memory {i}", level=1) for i in range(count)])
 
 
 def test_a_long_one_shot_sync_shows_progress_on_a_terminal(root: Path, emu: Emulators) -> None:

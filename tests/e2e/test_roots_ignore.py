@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import Emulators, ctl, read_queue, wait_for
-from test_status_truth import user_daemon, write_config
+from harness import Emulators, ctl, hook_payload, read_queue, user_daemon, user_root, wait_for
 
 from memsyncd.errors import RootNotServedError
 from memsyncd.store.roots import RootRegistry
@@ -33,9 +30,8 @@ def test_registry_remembers_removed_roots_until_added_by_hand(tmp_path: Path) ->
     assert "ignored" not in json.loads(registry.path.read_text())
 
 
-def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulators) -> None:
-    root = write_config(tmp_path / "p", emu)
-    runtime = Path(tempfile.mkdtemp(prefix="msi-", dir="/tmp"))
+def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulators, runtime: Path) -> None:
+    root = user_root(tmp_path / "p", emu)
     env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_RUNTIME_DIR": str(runtime), "MEM0_API_KEY": emu.api_key}
     registry = RootRegistry(tmp_path / "cfg" / "memsyncd" / "roots.json")
     registry.add(root)
@@ -45,28 +41,23 @@ def test_remove_sticks_against_enqueue_and_the_hook(tmp_path: Path, emu: Emulato
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://d") as client:
             return {row["root"] for row in client.get("/v1/roots").json()["roots"]}
 
-    try:
-        with user_daemon(env, tmp_path / "daemon.log"):
-            assert str(root) in served()
-            removed = ctl(root, "roots", "remove", str(root), key=None, **env)
-            assert removed.returncode == 0 and "will not register it again" in removed.stdout, removed.stdout
-            assert str(root) not in served()
-            status = ctl(root, "status", key=None, **env)
-            assert "Daemon:   running, but not serving this root" in status.stdout, status.stdout + status.stderr
+    with user_daemon(tmp_path / "cfg", runtime, tmp_path, key=emu.api_key, timeout=30, clean_log=False):
+        assert str(root) in served()
+        removed = ctl(root, "roots", "remove", str(root), key=None, **env)
+        assert removed.returncode == 0 and "will not register it again" in removed.stdout, removed.stdout
+        assert str(root) not in served()
+        status = ctl(root, "status", key=None, **env)
+        assert "Daemon:   running, but not serving this root" in status.stdout, status.stdout + status.stderr
 
-            memory_id = emu.local_add("after remove", level=1)
-            queued = ctl(root, "enqueue", memory_id, key=None, **env)
-            assert queued.returncode == 0, queued.stderr
-            assert "roots remove" in queued.stderr and "roots add" in queued.stderr, queued.stderr
-            assert memory_id in {e["id"] for e in read_queue(root)["pending"]}  # never lost
-            hook = json.dumps({"tool_name": "mcp__openmemory__add_memories",
-                               "tool_response": json.dumps({"results": [{"id": memory_id, "event": "ADD"}]})})
-            assert ctl(root, "hook", "post-tool-use", stdin=hook, key=None, **env).returncode == 0
-            assert str(root) not in served() and not registry.contains(root)
+        memory_id = emu.local_add("after remove", level=1)
+        queued = ctl(root, "enqueue", memory_id, key=None, **env)
+        assert queued.returncode == 0, queued.stderr
+        assert "roots remove" in queued.stderr and "roots add" in queued.stderr, queued.stderr
+        assert memory_id in {e["id"] for e in read_queue(root)["pending"]}  # never lost
+        assert ctl(root, "hook", "post-tool-use", stdin=hook_payload(memory_id), key=None, **env).returncode == 0
+        assert str(root) not in served() and not registry.contains(root)
 
-            added = ctl(root, "roots", "add", str(root), key=None, **env)
-            assert added.returncode == 0, added.stderr
-            wait_for(lambda: str(root) in served())
-            assert not registry.is_ignored(root)
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+        added = ctl(root, "roots", "add", str(root), key=None, **env)
+        assert added.returncode == 0, added.stderr
+        wait_for(lambda: str(root) in served())
+        assert not registry.is_ignored(root)

@@ -8,23 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import ctl
-
-NO_BUS = 'echo "Failed to connect to bus: No medium found" >&2; exit 1'
-
-
-def service_env(tmp: Path, systemctl: str | None) -> dict[str, str]:
-    """HOME/XDG in ``tmp``; PATH holds only a fake systemctl running ``systemctl`` (or none at all).
-
-    ``service install`` finds memsyncd next to the interpreter (the venv's script).
-    """
-    bin_dir = tmp / "fakebin"
-    bin_dir.mkdir(exist_ok=True)
-    if systemctl is not None:
-        (bin_dir / "systemctl").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp}/systemctl.calls\n{systemctl}\n")
-        (bin_dir / "systemctl").chmod(0o755)
-    (tmp / "home").mkdir(exist_ok=True)
-    return {"PATH": str(bin_dir), "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "cfg")}
+from harness import NO_BUS, ctl, service_env
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="systemd user units are Linux only")

@@ -8,9 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import API_KEY, PROC_TIMEOUT, USER, Emulators, base_env, ctl, stop_process, wait_for
-from test_service_and_completion import NO_BUS, service_env
-from test_status_truth import user_daemon, write_config
+from harness import (
+    API_KEY,
+    NO_BUS,
+    PROC_TIMEOUT,
+    USER,
+    Emulators,
+    base_env,
+    ctl,
+    service_env,
+    stop_process,
+    user_daemon,
+    user_root,
+    wait_for,
+)
 
 from memsyncd.store.roots import RootRegistry
 
@@ -50,26 +61,20 @@ def test_init_piped_into_head_finishes_its_work(tmp_path: Path, emu: Emulators) 
     assert RootRegistry(tmp_path / "cfg/memsyncd/roots.json").contains(tmp_path)
 
 
-def test_run_root_warns_when_the_user_daemon_already_serves_it(tmp_path: Path, emu: Emulators) -> None:
-    import shutil
-    import tempfile
-
-    root = write_config(tmp_path / "p", emu)
-    runtime = Path(tempfile.mkdtemp(prefix="msw-", dir="/tmp"))
+def test_run_root_warns_when_the_user_daemon_already_serves_it(tmp_path: Path, emu: Emulators,
+                                                               runtime: Path) -> None:
+    root = user_root(tmp_path / "p", emu)
     env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_RUNTIME_DIR": str(runtime), "MEM0_API_KEY": API_KEY}
     RootRegistry(tmp_path / "cfg" / "memsyncd" / "roots.json").add(root)
     log_path = tmp_path / "single.log"
-    try:
-        with user_daemon(env, tmp_path / "user.log"):
-            with open(log_path, "wb") as log:
-                single = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root),
-                                           "--socket", str(runtime / "s.sock")], stdout=log, stderr=log,
-                                          env=base_env(**env))
-            try:
-                wait_for(lambda: "already serves" in log_path.read_text() or single.poll() is not None, timeout=30)
-                text = log_path.read_text()
-                assert "warning: the user daemon" in text and str(root) in text and "roots remove" in text, text
-            finally:
-                stop_process(single)
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    with user_daemon(tmp_path / "cfg", runtime, tmp_path, timeout=30, clean_log=False):
+        with open(log_path, "wb") as log:
+            single = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root),
+                                       "--socket", str(runtime / "s.sock")], stdout=log, stderr=log,
+                                      env=base_env(**env))
+        try:
+            wait_for(lambda: "already serves" in log_path.read_text() or single.poll() is not None, timeout=30)
+            text = log_path.read_text()
+            assert "warning: the user daemon" in text and str(root) in text and "roots remove" in text, text
+        finally:
+            stop_process(single)

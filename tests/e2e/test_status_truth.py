@@ -7,76 +7,25 @@ fail: the key from the key file rejected, OpenMemory down, a config edited into 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from harness import API_KEY, USER, Emulators, base_env, ctl, running_daemon, stop_process, wait_for
+from harness import API_KEY, Emulators, closed_port_url, ctl, running_daemon, user_daemon, user_root, wait_for
 
 from memsyncd.store.roots import RootRegistry
 
 
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def write_config(root: Path, emu: Emulators, *, local_url: str | None = None) -> Path:
-    config = {"local": {"url": local_url or emu.openmemory, "user_id": USER},
-              "cloud": {"enabled": True, "url": emu.mem0, "user_id": USER},
-              "sync": {"default_level": 1, "debounce_ms": 50}}
-    path = root / ".claude" / "memory" / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config))
-    return root
-
-
 @pytest.fixture()
-def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def user_env(tmp_path: Path, runtime: Path) -> dict[str, str]:
     """The variables of a user whose key is in the key file (MEM0_API_KEY unset) and whose key is wrong."""
-    runtime = Path(tempfile.mkdtemp(prefix="mst-", dir="/tmp"))
-    runtime.chmod(0o700)
     config_home = tmp_path / "cfg"
     key_file = config_home / "memsyncd" / "mem0_api_key"
     key_file.parent.mkdir(parents=True, mode=0o700)
     key_file.write_text("m0-wrong-key-from-the-file")
     key_file.chmod(0o600)
-    try:
-        yield {"XDG_CONFIG_HOME": str(config_home), "XDG_RUNTIME_DIR": str(runtime)}
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def user_daemon(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    socket_path = Path(env["XDG_RUNTIME_DIR"]) / "memsyncd" / "memsyncd.sock"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--log-level", "debug",
-                                 "--log-format", "json"], stdout=log, stderr=log, env=base_env(**env))
-
-    def up() -> bool:
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://d") as client:
-                return bool(client.get("/v1/health").json().get("ready"))
-        except (httpx.TransportError, OSError):
-            return False
-
-    try:
-        wait_for(up, timeout=30)
-        yield proc
-    finally:
-        stop_process(proc)
+    return {"XDG_CONFIG_HOME": str(config_home), "XDG_RUNTIME_DIR": str(runtime)}
 
 
 def status_json(root: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -91,14 +40,15 @@ def attention_types(root: Path, env: dict[str, str]) -> list[str]:
 
 def test_daemon_failures_show_in_status_status_all_and_doctor(tmp_path: Path, emu: Emulators,
                                                               user_env: dict[str, str]) -> None:
-    keyed = write_config(tmp_path / "keyed", emu)
+    keyed = user_root(tmp_path / "keyed", emu)
     down_url = closed_port_url()
-    down = write_config(tmp_path / "down", emu, local_url=down_url)
-    edited = write_config(tmp_path / "edited", emu)
+    down = user_root(tmp_path / "down", emu, local_url=down_url)
+    edited = user_root(tmp_path / "edited", emu)
     registry = RootRegistry(Path(user_env["XDG_CONFIG_HOME"]) / "memsyncd" / "roots.json")
     for root in (keyed, down, edited):
         registry.add(root)
-    with user_daemon(user_env, tmp_path / "daemon.log"):
+    with user_daemon(Path(user_env["XDG_CONFIG_HOME"]), Path(user_env["XDG_RUNTIME_DIR"]), tmp_path, key=None,
+                     timeout=30, clean_log=False):
         # the key from the key file is rejected: the start-up count of memories to pull finds it
         wait_for(lambda: "AuthError" in attention_types(keyed, user_env), timeout=30)
         status = status_json(keyed, user_env)
@@ -136,7 +86,7 @@ def test_daemon_failures_show_in_status_status_all_and_doctor(tmp_path: Path, em
 
 
 def test_a_401_names_the_key_file_it_came_from(tmp_path: Path, emu: Emulators, user_env: dict[str, str]) -> None:
-    root = write_config(tmp_path / "p", emu)
+    root = user_root(tmp_path / "p", emu)
     ctl(root, "enqueue", emu.local_add("key file test", level=1), key=None, **user_env)
     result = ctl(root, "--no-daemon", "sync", key=None, **user_env)
     assert result.returncode == 4, result.stdout + result.stderr

@@ -166,20 +166,13 @@ HOT_COMMANDS: list[tuple[tuple[str, ...], str | None]] = [
 
 
 def test_hot_commands_run_from_the_root_without_argparse_pathlib_typing_or_dataclasses(
-        root: Path, emu: Emulators, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, emu: Emulators, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: Path) -> None:
     """Run as users do (from the root's directory, no flags; a trusted root; the daemon up, found by its
     socket's name): the hot commands load none of the modules that cost milliseconds per call."""
-    import shutil
-    import tempfile
-
     from memsyncd.store.paths import default_socket_path
 
-    runtime = Path(tempfile.mkdtemp(prefix="ms-run-", dir="/tmp"))  # short: a socket path has 107 bytes at most
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    try:
-        _hot_commands(root, tmp_path, default_socket_path(root.resolve()))
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    _hot_commands(root, tmp_path, default_socket_path(root.resolve()))
 
 
 def _hot_commands(root: Path, tmp_path: Path, socket_path: Path) -> None:

@@ -16,15 +16,13 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import API_KEY, USER, Emulators, base_env, read_queue, wait_for
-from test_many_roots import hook_payload, user_daemon, write_config
+from harness import API_KEY, USER, Emulators, base_env, hook_payload, read_queue, user_daemon, wait_for, write_config
 
 from memsyncd.errors import UntrustedRootError
 from memsyncd.store import trust
@@ -245,16 +243,6 @@ def test_attack_a_another_users_planted_root_is_never_picked_up(tmp_path: Path, 
 
 
 # --- attack (b): a cloned repository with the config, the hook and the user daemon ---------------
-
-@pytest.fixture()
-def runtime() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mstr-", dir="/tmp"))  # short: Unix socket paths are limited
-    path.chmod(0o700)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
 
 def test_attack_b_cloned_repo_is_queued_but_never_served_until_trusted(emu: Emulators, tmp_path: Path,
                                                                        listener: Listener, runtime: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_http_server import Served, echo, raw_exchange, running
+from harness import Served, echo, raw_exchange, running
 
 from memsyncd.daemon.http_server import BadRequest, Request, Response
 from memsyncd.emulators.http import EmulatorHTTPServer, ResetConnection, StreamingResponse

@@ -16,38 +16,25 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import INPROC_KEY, INPROC_USER, emulator_settings, fresh_admin
+from harness import INPROC_KEY, INPROC_USER, emulator_settings, enqueue_each
 
 from memsyncd.cli.render import render_sync
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.engine.syncer import Syncer
-from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import SyncMode
 from memsyncd.remote.cloud import CloudClient, Scope
 
 
 @pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
+def admin(admin: EmulatorAdmin, servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
+    yield admin
     servers.mem0.set_add_mode("immediate", shape="results", dedup="empty")  # the module shares the servers
-    client.close()
-
-
-@pytest.fixture()
-def loop() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as runner:
-        yield runner
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators, **sync: Any) -> Syncer:
     return Syncer(emulator_settings(servers, default_level=1, **sync), Paths(tmp_path), INPROC_KEY)
-
-
-def enqueue(syncer: Syncer, *ids: str) -> None:
-    for memory_id in ids:
-        syncer.queue.enqueue(QueueEntry(memory_id, "push", format_ts(utc_now())))
 
 
 def adds(admin: EmulatorAdmin) -> int:
@@ -84,9 +71,9 @@ def test_identical_local_memories_end_with_one_cloud_copy(tmp_path: Path, server
     servers.mem0.set_add_mode(mode, delay_ms=10, dedup=dedup)  # type: ignore[arg-type]
     first, second = admin.local_add("prefers dark mode"), admin.local_add("prefers dark mode")
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, first)
+    enqueue_each(syncer.queue, first)
     assert loop.run(syncer.run(SyncMode.PUSH)).push.created == 1
-    enqueue(syncer, second)
+    enqueue_each(syncer.queue, second)
     report = loop.run(syncer.run(SyncMode.PUSH))
     assert report.exit_code == 0 and report.push.errors == 0, report.push.error_messages
     assert report.push.duplicates == 1
@@ -99,7 +86,7 @@ def test_identical_local_memories_end_with_one_cloud_copy(tmp_path: Path, server
     duplicate = syncer.state.local_duplicate(second)
     assert duplicate is not None and (duplicate.of_local_id, duplicate.cloud_id) == (first, cloud["id"])
     before = len(admin.requests("mem0"))
-    enqueue(syncer, second)  # pushed again (local change detection pushes everything): no add, no error
+    enqueue_each(syncer.queue, second)  # pushed again (local change detection pushes everything): no add, no error
     again = loop.run(syncer.run(SyncMode.PUSH))
     assert again.push.duplicates == 1 and again.push.errors == 0
     assert not any(r["path"].startswith("/v3/memories/add") for r in admin.requests("mem0", since=before))
@@ -112,10 +99,10 @@ def test_edited_duplicate_becomes_its_own_cloud_memory(tmp_path: Path, servers: 
                                                        admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
     first, second = admin.local_add("uses vim"), admin.local_add("uses vim")
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, first, second)
+    enqueue_each(syncer.queue, first, second)
     assert loop.run(syncer.run(SyncMode.PUSH)).push.errors == 0
     admin.local_edit(second, "uses vim and tmux")
-    enqueue(syncer, second)
+    enqueue_each(syncer.queue, second)
     report = loop.run(syncer.run(SyncMode.PUSH))
     assert report.push.created == 1 and report.push.duplicates == 0
     assert admin.cloud_texts() == ["uses vim", "uses vim and tmux"]
@@ -129,7 +116,7 @@ def test_text_already_in_the_cloud_from_another_client_is_adopted(tmp_path: Path
     admin.cloud_add("speaks French")  # written by another mem0 client, no memsync metadata
     local_id = admin.local_add("speaks French")
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     report = loop.run(syncer.run(SyncMode.PUSH))
     assert report.push.errors == 0 and admin.cloud_texts() == ["speaks French"]
     (cloud,) = admin.cloud_memories()
@@ -161,7 +148,7 @@ def test_push_through_v3_queued_adds(tmp_path: Path, servers: RunningEmulators, 
     servers.mem0.set_add_mode("queued", delay_ms=10, shape="v3")
     local_id = admin.local_add("queued fact")
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     report = loop.run(syncer.run(SyncMode.PUSH))
     assert report.push.created == 1 and report.push.errors == 0
     assert admin.cloud_texts() == ["queued fact"] and syncer.state.mapping_for_local(local_id) is not None
@@ -176,7 +163,7 @@ def test_running_event_is_still_running_not_a_reason_to_add_again(tmp_path: Path
     syncer = make_syncer(tmp_path, servers)
     event = servers.mem0.new_event({"messages": [{"role": "user", "content": "being processed"}]}, status="RUNNING")
     syncer.state.record_intent(local_id, "digest", event["id"])
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     admin.clear_requests("mem0")
     report = loop.run(syncer.run(SyncMode.PUSH))
     assert report.push.waiting == 1 and report.push.created == 0 and report.push.errors == 0
@@ -229,7 +216,7 @@ def test_agent_scope_pulls_what_other_clients_wrote(tmp_path: Path, servers: Run
                         sync={"default_level": 1})
     syncer = Syncer(settings, Paths(tmp_path), INPROC_KEY)
     local_id = admin.local_add("pushed by memsyncd")
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     report = loop.run(syncer.run(SyncMode.FULL))
     assert report.exit_code == 0 and report.pull.new == 2
     assert admin.local_texts() == ["I run marathons", "coach noted a knee injury", "pushed by memsyncd"]

@@ -9,12 +9,11 @@ the next run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -27,19 +26,6 @@ from memsyncd.wire import Keep
 
 class Crash(Exception):
     """Stands in for a kill -9 at a chosen step: nothing after it runs."""
-
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
-
-
-@pytest.fixture()
-def loop() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as runner:
-        yield runner
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators) -> Syncer:

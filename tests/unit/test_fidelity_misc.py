@@ -4,14 +4,13 @@ and the OpenMemory states as MCP clients see them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -20,13 +19,6 @@ from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import RateLimitedError
 from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.remote.http_edge import check_status
-
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
 
 
 def test_update_keeps_metadata_other_tools_set(tmp_path: Path, servers: RunningEmulators,

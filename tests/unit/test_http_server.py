@@ -9,96 +9,18 @@ import asyncio
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import h11
 import httpx
 import pytest
+from harness import echo, raw_exchange, serve
 
-from memsyncd.daemon.http_server import BadRequest, HTTPServer, Request, Response
+from memsyncd.daemon.http_server import BadRequest, Request, Response
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Served:
-    """An HTTPServer running in a background event loop, listening on a Unix socket or on 127.0.0.1 TCP."""
-
-    def __init__(self, server: HTTPServer, loop: asyncio.AbstractEventLoop) -> None:
-        self.server = server
-        self.loop = loop
-        self.path: str | None = None
-        self.port: int | None = None
-
-    def run(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def connect(self, timeout: float = 5) -> socket.socket:
-        """A raw client socket connected to the server."""
-        if self.path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(self.path)
-            return sock
-        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        """An httpx client whose relative URLs reach the server."""
-        if self.path is not None:
-            return httpx.Client(transport=httpx.HTTPTransport(uds=self.path), base_url="http://memsyncd", **kwargs)
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", **kwargs)
-
-
-@contextmanager
-def running(server: HTTPServer, listen: Callable[[Served], Awaitable[None]]) -> Iterator[Served]:
-    """Run ``server`` in a background event loop; ``listen(served)`` starts its listener there."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    served = Served(server, loop)
-    try:
-        served.run(listen(served))
-        yield served
-    finally:
-        served.run(server.close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-
-
-@contextmanager
-def serve(handler: Callable[[Request], Any], *, unix_path: str | None = None, **kwargs: Any) -> Iterator[Served]:
-    """Serve ``handler`` with the daemon's HTTPServer on a Unix socket (``unix_path``, or one in a fresh short
-    temporary directory)."""
-    with tempfile.TemporaryDirectory(prefix="http-") as tmp:
-        server = HTTPServer(handler, **kwargs)
-
-        async def listen(served: Served) -> None:
-            served.path = unix_path or os.path.join(tmp, "s.sock")
-            await server.listen_unix(served.path)
-
-        with running(server, listen) as served:
-            yield served
-
-
-async def echo(request: Request) -> Response:
-    """Echo the parsed request back as JSON."""
-    return Response.json(
-        {
-            "method": request.method,
-            "target": request.target,
-            "path": request.path,
-            "query": request.query,
-            "headers": request.headers,
-            "body": request.body.decode(),
-            "peer_uid": request.peer_uid,
-        }
-    )
 
 
 def read_response(sock: socket.socket, conn: h11.Connection) -> tuple[int, dict[str, str], bytes]:
@@ -116,18 +38,6 @@ def read_response(sock: socket.socket, conn: h11.Connection) -> tuple[int, dict[
             body += event.data
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             return status, headers, bytes(body)
-
-
-def raw_exchange(served: Served, payload: bytes) -> bytes:
-    """Send raw bytes, return everything the server answers until it closes."""
-    with served.connect() as sock:
-        sock.sendall(payload)
-        chunks: list[bytes] = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                return b"".join(chunks)
-            chunks.append(data)
 
 
 def test_request_fields_are_parsed() -> None:

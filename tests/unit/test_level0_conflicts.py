@@ -14,43 +14,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, emulator_settings, enqueue_each
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.engine.syncer import Syncer
-from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import Conflict, SyncMode
 from memsyncd.wire import Keep
 
 PRIVATE = "PRIVATE: the door code is 4711, never share it"
 
 
 @pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
+def admin(admin: EmulatorAdmin, servers: RunningEmulators) -> EmulatorAdmin:
     servers.clear_requests()  # the witness starts empty: /_admin/reset wipes data, not the request logs
-    yield client
-    client.close()
-
-
-@pytest.fixture()
-def loop() -> Iterator[asyncio.Runner]:
-    """One event loop per test: a Syncer's httpx clients belong to it."""
-    with asyncio.Runner() as runner:
-        yield runner
+    return admin
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators, default_level: int = 0) -> Syncer:
     return Syncer(emulator_settings(servers, default_level=default_level), Paths(tmp_path), INPROC_KEY)
-
-
-def enqueue(syncer: Syncer, memory_id: str, level: int | None = None) -> None:
-    syncer.queue.enqueue(QueueEntry(memory_id, "push", format_ts(utc_now()), level=level))
 
 
 def mark_private(servers: RunningEmulators, local_id: str) -> None:
@@ -76,18 +62,32 @@ def conflict_of_a_memory_made_private(tmp_path: Path, servers: RunningEmulators,
     """Issue 17's first repro: synced at level 1, edited here + re-marked 0, edited in the cloud, synced."""
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("the door code is in the safe", level=1)
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     assert loop.run(syncer.run(SyncMode.FULL)).push.created == 1
     admin.local_edit(local_id, PRIVATE)
     mark_private(servers, local_id)
     (cloud,) = admin.cloud_memories()
     admin.cloud_edit(cloud["id"], "the door code is in the blue safe")
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     report = loop.run(syncer.run(SyncMode.FULL))
     assert report.push.skipped_private == 1 and report.conflicts_open == 1
     (conflict,) = syncer.conflicts()
     assert conflict.local_text == PRIVATE
     return syncer, local_id, cloud["id"], conflict.id
+
+
+def conflict_of_a_shared_memory(syncer: Syncer, admin: EmulatorAdmin, loop: asyncio.Runner, text: str,
+                                local_text: str, cloud_text: str) -> tuple[str, Conflict]:
+    """A memory synced at level 1, then edited on both sides, then pulled: its local id and its one conflict."""
+    local_id = admin.local_add(text, level=1)
+    enqueue_each(syncer.queue, local_id)
+    loop.run(syncer.run(SyncMode.FULL))
+    admin.local_edit(local_id, local_text)
+    (cloud,) = admin.cloud_memories()
+    admin.cloud_edit(cloud["id"], cloud_text)
+    loop.run(syncer.run(SyncMode.PULL))
+    (conflict,) = syncer.conflicts()
+    return local_id, conflict
 
 
 @pytest.mark.parametrize(("keep", "text"), [(Keep.LOCAL, None), (Keep.TEXT, PRIVATE + " (merged)"),
@@ -121,7 +121,7 @@ def test_resolving_a_conflict_of_a_level0_memory_sends_nothing(
         assert mapping.local_id == (local_id if keep is Keep.LOCAL else result["local_id"])
 
     # later syncs keep it that way: the same cloud version raises no new conflict, nothing is sent
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     again = loop.run(syncer.run(SyncMode.FULL))
     assert again.exit_code == 0 and again.conflicts_open == 0
     assert_private_never_sent(servers, PRIVATE, PRIVATE + " (merged)")
@@ -131,15 +131,9 @@ def test_a_level0_entry_in_the_queue_makes_the_resolution_local_only(
         tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
     """The level is read when resolving: a pending 'enqueue ID --level 0' counts even if metadata says 1."""
     syncer = make_syncer(tmp_path, servers)
-    local_id = admin.local_add("shared for now", level=1)
-    enqueue(syncer, local_id)
-    loop.run(syncer.run(SyncMode.FULL))
-    admin.local_edit(local_id, PRIVATE)
-    (cloud,) = admin.cloud_memories()
-    admin.cloud_edit(cloud["id"], "edited in the cloud")
-    loop.run(syncer.run(SyncMode.PULL))
-    (conflict,) = syncer.conflicts()
-    enqueue(syncer, local_id, level=0)  # the user makes it private before resolving
+    local_id, conflict = conflict_of_a_shared_memory(syncer, admin, loop, "shared for now", PRIVATE,
+                                                     "edited in the cloud")
+    enqueue_each(syncer.queue, local_id, level=0)  # the user makes it private before resolving
     servers.clear_requests("mem0")
     result = loop.run(syncer.resolve(conflict.id, Keep.LOCAL))
     assert_private_never_sent(servers, PRIVATE)
@@ -151,14 +145,8 @@ def test_a_shared_memory_still_resolves_to_both_sides(
         tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin, loop: asyncio.Runner) -> None:
     """The control case: at level 1, --keep local writes the local text to the cloud (as before)."""
     syncer = make_syncer(tmp_path, servers)
-    local_id = admin.local_add("shared", level=1)
-    enqueue(syncer, local_id)
-    loop.run(syncer.run(SyncMode.FULL))
-    admin.local_edit(local_id, "shared, edited here")
-    (cloud,) = admin.cloud_memories()
-    admin.cloud_edit(cloud["id"], "shared, edited there")
-    loop.run(syncer.run(SyncMode.PULL))
-    (conflict,) = syncer.conflicts()
+    _, conflict = conflict_of_a_shared_memory(syncer, admin, loop, "shared", "shared, edited here",
+                                              "shared, edited there")
     result = loop.run(syncer.resolve(conflict.id, Keep.LOCAL))
     assert result["local_only"] is False
     assert admin.cloud_texts() == ["shared, edited here"] and admin.local_texts() == ["shared, edited here"]
@@ -171,7 +159,7 @@ def test_a_cloud_memory_naming_a_level0_memory_is_not_adopted(
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add(PRIVATE, level=0 if marked else None)
     shared_id = admin.local_add("a shared memory", level=1)
-    enqueue(syncer, shared_id)
+    enqueue_each(syncer.queue, shared_id)
     loop.run(syncer.run(SyncMode.FULL))  # a push: the cloud now knows this device's id
     (pushed,) = admin.cloud_memories()
     device = pushed["metadata"]["memsync_device"]
@@ -180,7 +168,7 @@ def test_a_cloud_memory_naming_a_level0_memory_is_not_adopted(
     report = loop.run(syncer.run(SyncMode.FULL))
     for conflict in syncer.conflicts():  # what the attack counts on: the user resolves what they are shown
         loop.run(syncer.resolve(conflict.id, Keep.LOCAL))
-    enqueue(syncer, local_id)  # even queued (the default or its metadata keeps it private)
+    enqueue_each(syncer.queue, local_id)  # even queued (the default or its metadata keeps it private)
     loop.run(syncer.run(SyncMode.FULL))
 
     assert_private_never_sent(servers, PRIVATE)

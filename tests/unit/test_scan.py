@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, aio, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
@@ -20,29 +18,7 @@ from memsyncd.engine.scanplan import Found, classify, delete_guard, rule_level
 from memsyncd.engine.syncer import ScanKind, Syncer
 from memsyncd.models import LocalMemory, Mapping, QueueEntry, SyncMode, content_hash, format_ts, utc_now
 
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
-
-
-_RUNNER: asyncio.Runner | None = None
-
-
-@pytest.fixture(autouse=True)
-def one_loop_per_test() -> Iterator[None]:
-    global _RUNNER
-    with asyncio.Runner() as runner:
-        _RUNNER = runner
-        yield
-    _RUNNER = None
-
-
-def aio(coro: Any) -> Any:
-    assert _RUNNER is not None
-    return _RUNNER.run(coro)
+pytestmark = pytest.mark.usefixtures("one_loop_per_test")  # aio(): every step of a test on one event loop
 
 
 def make_syncer(path: Path, servers: RunningEmulators, **sync: Any) -> Syncer:

@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-from harness import INPROC_KEY, INPROC_USER, emulator_settings, fresh_admin
+from harness import INPROC_KEY, INPROC_USER, append_entries, emulator_settings
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.engine.syncer import Syncer
-from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import SyncMode
 
 T = TypeVar("T")
 Call = tuple[str, int, "int | None"]
 
 
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
-
-
 def make_syncer(root: Path, servers: RunningEmulators, **sync: Any) -> Syncer:
     return Syncer(emulator_settings(servers, default_level=1, **sync), Paths(root), INPROC_KEY)
-
-
-def enqueue(syncer: Syncer, ids: list[str]) -> None:
-    stamp = format_ts(utc_now())
-    syncer.queue.update(lambda doc: doc.pending.extend(QueueEntry(i, "push", stamp) for i in ids))
 
 
 def with_syncer(syncer: Syncer, steps: Callable[[], Awaitable[T]]) -> T:
@@ -55,7 +42,7 @@ def test_push_and_pull_report_monotone_progress_ending_at_their_totals(tmp_path:
         servers.mem0.add(f"cloud progress {i:03d}", user_id=INPROC_USER, metadata={"level": 1})
     local_ids = [admin.local_add(f"local progress {i:02d}") for i in range(pushed)]
     syncer = make_syncer(tmp_path, servers, concurrency=3)
-    enqueue(syncer, local_ids)
+    append_entries(syncer.queue, local_ids)
     calls: list[Call] = []
 
     def progress(phase: str, done: int, total: int | None) -> None:
@@ -96,7 +83,7 @@ def test_a_raising_progress_callback_never_stops_the_sync(tmp_path: Path, server
     """A display that raises is called once, then left alone; every entry is still pushed and leaves the queue."""
     local_ids = [admin.local_add(f"pushed past a broken display {i}") for i in range(6)]
     syncer = make_syncer(tmp_path, servers, concurrency=2)
-    enqueue(syncer, local_ids)
+    append_entries(syncer.queue, local_ids)
     calls: list[Call] = []
 
     def broken(phase: str, done: int, total: int | None) -> None:

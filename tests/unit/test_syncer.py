@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, aio, emulator_settings, enqueue_each
 
 from memsyncd.config import Paths
 from memsyncd.emulators.admin import EmulatorAdmin
 from memsyncd.emulators.runner import RunningEmulators
 from memsyncd.engine.syncer import Syncer
-from memsyncd.models import QueueEntry, SyncMode, format_ts, utc_now
-
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
+from memsyncd.models import SyncMode
 
 
 def make_syncer(tmp_path: Path, servers: RunningEmulators, **sync: Any) -> Syncer:
@@ -29,31 +20,11 @@ def make_syncer(tmp_path: Path, servers: RunningEmulators, **sync: Any) -> Synce
     return Syncer(settings, Paths(tmp_path), INPROC_KEY)
 
 
-_RUNNER: asyncio.Runner | None = None
-
-
-@pytest.fixture(autouse=True)
-def one_loop_per_test() -> Iterator[None]:
-    """A Syncer's httpx clients belong to one event loop: every step of a test shares it."""
-    global _RUNNER
-    with asyncio.Runner() as runner:
-        _RUNNER = runner
-        yield
-    _RUNNER = None
-
-
-def aio(coro: Any) -> Any:
-    assert _RUNNER is not None
-    return _RUNNER.run(coro)
+pytestmark = pytest.mark.usefixtures("one_loop_per_test")  # aio(): every step of a test on one event loop
 
 
 def run(syncer: Syncer, mode: SyncMode = SyncMode.FULL, **kwargs: Any):  # type: ignore[no-untyped-def]
     return aio(syncer.run(mode, **kwargs))
-
-
-def enqueue(syncer: Syncer, *ids: str, action: str = "push") -> None:
-    for memory_id in ids:
-        syncer.queue.enqueue(QueueEntry(memory_id, action, format_ts(utc_now())))  # type: ignore[arg-type]
 
 
 def test_identical_content_is_adopted_not_duplicated(tmp_path: Path, servers: RunningEmulators,
@@ -76,7 +47,7 @@ def test_lost_state_after_a_push_is_rebuilt_by_metadata(tmp_path: Path, servers:
     intent = syncer.state.record_intent(local_id, "h")
     admin.cloud_add("pushed right before a crash", memsync_local_id=local_id, memsync_device=syncer.state.device_id)
     assert intent.local_id == local_id
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     report = run(syncer, SyncMode.PUSH)
     assert report.exit_code == 0
     assert admin.cloud_texts() == ["pushed right before a crash"]
@@ -87,10 +58,10 @@ def test_delete_propagates_and_unmaps(tmp_path: Path, servers: RunningEmulators,
     """A queued delete of a synced memory deletes it in the cloud (404 counts as done)."""
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("to be deleted")
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     run(syncer)
     admin.local_delete(local_id)
-    enqueue(syncer, local_id, action="delete")
+    enqueue_each(syncer.queue, local_id, action="delete")
     report = run(syncer)
     assert report.push.deleted == 1 and admin.cloud_texts() == []
     assert syncer.state.mapping_for_local(local_id) is None
@@ -102,7 +73,7 @@ def test_reconcile_deletes_locally_and_conflicts_on_local_edits(tmp_path: Path, 
     """Cloud deletions: unchanged local copies go, edited ones become conflicts."""
     syncer = make_syncer(tmp_path, servers, max_delete_fraction=1.0)
     ids = [admin.local_add(f"rec {i}") for i in range(3)]
-    enqueue(syncer, *ids)
+    enqueue_each(syncer.queue, *ids)
     run(syncer)
     for memory in admin.cloud_memories():
         if memory["memory"] in ("rec 0", "rec 1"):
@@ -119,7 +90,7 @@ def test_reconcile_refuses_mass_deletion(tmp_path: Path, servers: RunningEmulato
     """More than max_delete_fraction missing: nothing deleted locally, a reason reported."""
     syncer = make_syncer(tmp_path, servers, max_delete_fraction=0.1)
     ids = [admin.local_add(f"mass {i}") for i in range(5)]
-    enqueue(syncer, *ids)
+    enqueue_each(syncer.queue, *ids)
     run(syncer)
     for memory in admin.cloud_memories():
         admin.cloud_delete(memory["id"])
@@ -135,7 +106,7 @@ def test_cloud_edit_of_a_locally_deleted_memory_is_a_conflict(tmp_path: Path, se
 
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("fragile")
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     run(syncer)
     admin.local_delete(local_id)
     admin.cloud_edit(admin.cloud_memories()[0]["id"], "fragile, edited in the cloud")
@@ -150,7 +121,7 @@ def test_cloud_edit_of_a_locally_deleted_memory_is_a_conflict(tmp_path: Path, se
 def test_dry_run_writes_nothing(tmp_path: Path, servers: RunningEmulators, admin: EmulatorAdmin) -> None:
     """A dry run plans pushes and pulls without touching servers, queue or state."""
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, admin.local_add("dry"))
+    enqueue_each(syncer.queue, admin.local_add("dry"))
     admin.cloud_add("dry cloud")
     queue_before = syncer.paths.queue.read_bytes()
     report = run(syncer, dry_run=True)
@@ -167,7 +138,7 @@ def test_resolution_refuses_when_a_side_changed_after_listing(tmp_path: Path, se
 
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("v1")
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     run(syncer)
     admin.local_edit(local_id, "v2 local")
     admin.cloud_edit(admin.cloud_memories()[0]["id"], "v2 cloud")
@@ -188,11 +159,11 @@ def test_local_delete_of_a_cloud_edited_memory_is_a_conflict(tmp_path: Path, ser
     """Deleted here while edited there: the cloud edit is kept and the user is asked."""
     syncer = make_syncer(tmp_path, servers)
     local_id = admin.local_add("draft")
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     run(syncer)
     admin.cloud_edit(admin.cloud_memories()[0]["id"], "draft, improved in the cloud")
     admin.local_delete(local_id)
-    enqueue(syncer, local_id, action="delete")
+    enqueue_each(syncer.queue, local_id, action="delete")
     report = run(syncer, SyncMode.PUSH)
     assert report.push.conflicts == 1 and report.push.deleted == 0
     assert admin.cloud_texts() == ["draft, improved in the cloud"]

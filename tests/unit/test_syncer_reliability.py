@@ -6,12 +6,12 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import INPROC_KEY, emulator_settings, fresh_admin
+from harness import INPROC_KEY, append_entries, emulator_settings
 
 from memsyncd.cli.render import render_sync
 from memsyncd.config import Paths
@@ -21,24 +21,12 @@ from memsyncd.engine.pipeline import WorkerPool, prefetch
 from memsyncd.engine.syncer import Syncer
 from memsyncd.errors import EXIT_AUTH, EXIT_PARTIAL, EXIT_UNREADABLE, AuthError, StateUnreadableError
 from memsyncd.logs import register_secret
-from memsyncd.models import Mapping, QueueEntry, SyncMode, content_hash, format_ts, utc_now
+from memsyncd.models import Mapping, SyncMode, content_hash
 from memsyncd.store.state import StateStore
-
-
-@pytest.fixture()
-def admin(servers: RunningEmulators) -> Iterator[EmulatorAdmin]:
-    client = fresh_admin(servers)
-    yield client
-    client.close()
 
 
 def make_syncer(root: Path, servers: RunningEmulators, key: str = INPROC_KEY, **sync: Any) -> Syncer:
     return Syncer(emulator_settings(servers, default_level=1, **sync), Paths(root), key)
-
-
-def enqueue(syncer: Syncer, ids: list[str], *, level: int | None = None) -> None:
-    stamp = format_ts(utc_now())
-    syncer.queue.update(lambda doc: doc.pending.extend(QueueEntry(i, "push", stamp, level=level) for i in ids))
 
 
 def run(syncer: Syncer, mode: SyncMode = SyncMode.FULL) -> Any:
@@ -56,7 +44,7 @@ def test_rejected_key_reaches_mem0_at_most_twice(tmp_path: Path, servers: Runnin
     """50 entries, concurrency 8, a wrong key: the first cloud request goes alone; exit 4; queue unchanged."""
     ids = [admin.local_add(f"rejected {i}") for i in range(50)]
     syncer = make_syncer(tmp_path, servers, key="m0-not-the-key", concurrency=8)
-    enqueue(syncer, ids)
+    append_entries(syncer.queue, ids)
     before = syncer.paths.queue.read_bytes()
     admin.clear_requests("mem0")
     report = run(syncer)
@@ -71,7 +59,7 @@ def test_key_echoed_by_a_proxy_never_reaches_messages_or_the_queue(tmp_path: Pat
     """A 502 whose body repeats 'Authorization: Token <key>': the key is redacted everywhere it could land."""
     ids = [admin.local_add(f"echo {i}") for i in range(3)]
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, ids)
+    append_entries(syncer.queue, ids)
     admin.fault("mem0", fault="echo")
     try:
         report = run(syncer, SyncMode.PUSH)
@@ -105,7 +93,7 @@ def test_a_failed_pull_keeps_the_push_report(tmp_path: Path, servers: RunningEmu
     """The listing fails after retries (or with 401): PUSH block + SYNC PARTIAL naming the error; push kept."""
     ids = [admin.local_add(f"before the pull fails {i}") for i in range(2)]
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, ids)
+    append_entries(syncer.queue, ids)
     admin.fault("mem0", fault=fault, match="page_size")  # only the list requests of the pull
     try:
         report = run(syncer)
@@ -129,7 +117,7 @@ def test_level_0_queue_entries_are_skipped_without_reading_the_memory(tmp_path: 
     """Lowest level wins: an entry queued as level 0 costs no local request, whatever the metadata says."""
     ids = [admin.local_add(f"private by queue {i}", level=2) for i in range(5)]
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, ids, level=0)
+    append_entries(syncer.queue, ids, level=0)
     admin.clear_requests("openmemory")
     admin.clear_requests("mem0")
     report = run(syncer, SyncMode.PUSH)
@@ -200,7 +188,7 @@ def test_damaged_state_stops_the_run_and_leaves_the_queue_alone(tmp_path: Path, 
     """Exit 6, nothing sent to mem0, queue byte-identical, no 'internal error' rows."""
     first = [admin.local_add(f"synced {i} " + "x" * 400) for i in range(40)]
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, first)
+    append_entries(syncer.queue, first)
     assert run(syncer, SyncMode.PUSH).exit_code == 0
     _damage(syncer.paths.state)
     later = [admin.local_add(f"queued after the damage {i}") for i in range(5)]
@@ -208,7 +196,7 @@ def test_damaged_state_stops_the_run_and_leaves_the_queue_alone(tmp_path: Path, 
         make_syncer(tmp_path, servers)  # a one-shot run refuses at once, before any request
     settings = emulator_settings(servers, default_level=1)  # a daemon that opened it before the damage:
     syncer = Syncer(settings, Paths(tmp_path), INPROC_KEY, state=StateStore(syncer.paths.state, verify=False))
-    enqueue(syncer, later)
+    append_entries(syncer.queue, later)
     before = syncer.paths.queue.read_bytes()
     admin.clear_requests("mem0")
     report = run(syncer)
@@ -306,11 +294,11 @@ def test_marking_a_synced_memory_private_records_it_for_forget(tmp_path: Path, s
     mapping remembers the level, so 'doctor' and 'forget-cloud-copies' can offer to remove that copy."""
     memory = admin.local_add("private now, synced before")
     syncer = make_syncer(tmp_path, servers)
-    enqueue(syncer, [memory])
+    append_entries(syncer.queue, [memory])
     assert run(syncer, SyncMode.PUSH).exit_code == 0
     admin.clear_requests("mem0")
     syncer = make_syncer(tmp_path, servers)  # run() closed the first one
-    enqueue(syncer, [memory], level=0)
+    append_entries(syncer.queue, [memory], level=0)
     report = run(syncer, SyncMode.PUSH)
     assert report.push is not None and report.push.skipped_private == 1
     assert admin.requests("mem0") == []
