@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import ipaddress
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memsyncd.errors import ConfigError, FileAccessError, SymlinkRefusedError
+from memsyncd.loopback import is_loopback_host
 from memsyncd.store import safe_files
 from memsyncd.store.paths import CONFIG_RELPATH as CONFIG_RELPATH
 from memsyncd.store.paths import QUEUE_RELPATH as QUEUE_RELPATH
@@ -40,16 +40,6 @@ def _default_user() -> str:
         return os.environ.get("USER") or getpass.getuser() or "default_user"
     except Exception:  # noqa: BLE001 - getpass raises several types when no user entry exists
         return "default_user"
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_url(url: str) -> str:

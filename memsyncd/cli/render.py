@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 RULE = "═══════════════════════════════════════════"
 
-# C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi/line controls that can
-# reorder or hide what a terminal shows (Trojan Source): shown as escapes, never sent raw.
 
 
 def render_fatal(error: MemsyncError) -> str:

@@ -159,7 +159,7 @@ class SyncReport:
         if data.get("pull"):
             report.pull = PullReport(**_known(PullReport, data["pull"]))
         if data.get("reconcile"):
-            report.reconcile = ReconcileReport(**data["reconcile"])
+            report.reconcile = ReconcileReport(**_known(ReconcileReport, data["reconcile"]))
         if data.get("scan"):
             report.scan = ScanReport(**_known(ScanReport, data["scan"]))
         if data.get("error"):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from memsyncd.errors import (
     ServerError,
 )
 from memsyncd.logs import redact_text
+from memsyncd.loopback import is_loopback_host
 
 DEFAULT_MAX_BODY = 16 * 2**20  # bytes of one decoded response body
 DEFAULT_TIMEOUT = 30.0  # seconds, the total deadline of one try
@@ -50,13 +50,7 @@ DEFAULT_TIMEOUT = 30.0  # seconds, the total deadline of one try
 
 def is_loopback_url(url: str | httpx.URL) -> bool:
     """True when ``url``'s host is localhost, 127.0.0.0/8 or ::1."""
-    host = httpx.URL(str(url)).host.lower()
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(httpx.URL(str(url)).host)
 
 
 def new_client(base_url: str, *, timeout: float, headers: Mapping[str, str],

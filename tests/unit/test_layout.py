@@ -15,7 +15,7 @@ PACKAGE = Path(memsyncd.__file__).parent
 
 # Floors, bottom to top. A module may import its own floor or lower floors, never a higher one.
 GROUND = {"memsyncd", "memsyncd.models", "memsyncd.errors", "memsyncd.ids", "memsyncd.timestamps",
-          "memsyncd.logs", "memsyncd.wire", "memsyncd.wire_http", "memsyncd.terminal"}
+          "memsyncd.logs", "memsyncd.wire", "memsyncd.wire_http", "memsyncd.terminal", "memsyncd.loopback"}
 FLOORS: list[tuple[str, float]] = [
     ("memsyncd.store", 1), ("memsyncd.remote", 1), ("memsyncd.config", 2), ("memsyncd.engine", 3),
     ("memsyncd.daemon", 4), ("memsyncd.emulators", 4.5), ("memsyncd.cli", 5), ("memsyncd.ctl", 5),

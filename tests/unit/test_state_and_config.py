@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from memsyncd.config import Paths, is_loopback_host, load_api_key, load_settings, resolve_root
+from memsyncd.config import Paths, load_api_key, load_settings, resolve_root
 from memsyncd.errors import ConfigError, StateUnreadableError
+from memsyncd.loopback import is_loopback_host
 from memsyncd.models import Mapping
 from memsyncd.store.state import SCHEMA_VERSION, StateStore
 

@@ -178,7 +178,7 @@ def test_last_sync_counts_push_runs_and_outlives_a_restart(tmp_path: Path, serve
     syncer = make_syncer(tmp_path, servers)
     before = aio(syncer.status())
     assert before.last_sync is None
-    enqueue(syncer, local_id)
+    enqueue_each(syncer.queue, local_id)
     assert run(syncer, SyncMode.PUSH).push.created == 1
     aio(syncer.aclose())
     assert make_syncer(tmp_path, servers).queue.read().last_sync is None  # the queue says "never" ...
