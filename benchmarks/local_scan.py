@@ -121,12 +121,17 @@ def _write_root(root: Path, emu: ChildEmulators, **sync: Any) -> None:
     path.write_text(json.dumps(config))
 
 
-def _daemon(root: Path) -> subprocess.Popen[bytes]:
+def _daemon(root: Path, level: str = "warning") -> subprocess.Popen[bytes]:
+    """``memsyncd run`` for ``root`` (trusted through ``MEMSYNC_TRUSTED_ROOTS``: the benchmark wrote its config);
+    its log goes to ``root/daemon.log`` (``BENCH_DAEMON_LOG_LEVEL`` overrides ``level``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET"))}
-    env.update(MEM0_API_KEY=KEY, XDG_RUNTIME_DIR=str(root), XDG_CONFIG_HOME=str(root / "xdg"), HOME=str(root))
-    return subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",
-                             str(root / "d.sock"), "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    env.update(MEM0_API_KEY=KEY, XDG_RUNTIME_DIR=str(root), XDG_CONFIG_HOME=str(root / "xdg"), HOME=str(root),
+               MEMSYNC_TRUSTED_ROOTS=str(root))
+    with open(root / "daemon.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",
+                                 str(root / "d.sock"), "--log-format", "json", "--log-level",
+                                 os.environ.get("BENCH_DAEMON_LOG_LEVEL", level)], env=env,
+                                stdout=log, stderr=log, cwd=ROOT)
 
 
 def _status(root: Path) -> dict[str, Any] | None:
