@@ -64,7 +64,7 @@ class CloudArrivals:
                 self.changed.notify_all()
             return record
 
-        store._create = recording_create  # type: ignore[method-assign]
+        store._create = recording_create
 
     def wait(self, texts: list[str], timeout: float) -> bool:
         """Wait until every text arrived."""

@@ -104,8 +104,8 @@ class WriteCounter:
                 self.updates += 1
             return update(*args, **kwargs)
 
-        store._create = counting_create  # type: ignore[method-assign]
-        store.update = counting_update  # type: ignore[method-assign]
+        store._create = counting_create
+        store.update = counting_update
 
     def total(self) -> int:
         with self._lock:
