@@ -64,7 +64,7 @@ class CloudArrivals:
                 self.changed.notify_all()
             return record
 
-        store._create = recording_create  # type: ignore[method-assign]
+        store._create = recording_create
 
     def wait(self, texts: list[str], timeout: float) -> bool:
         """Wait until every text arrived."""
@@ -119,6 +119,7 @@ def bench_setup(**sync: Any) -> Iterator[tuple[RunningEmulators, EmulatorAdmin, 
         socket_path = root / "d.sock"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSYNC_", "MEM0_", "NOTIFY_SOCKET"))}
         env["MEM0_API_KEY"] = KEY
+        env["MEMSYNC_TRUSTED_ROOTS"] = str(root)  # the benchmark wrote this root's config: trust it (issue 17)
         with open(root / "daemon.log", "wb") as log:
             level = os.environ.get("BENCH_DAEMON_LOG_LEVEL", "warning")
             proc = subprocess.Popen([sys.executable, "-m", "memsyncd", "run", "--root", str(root), "--socket",

@@ -168,6 +168,10 @@ class Mem0Store(VersionedStore):
         self._clock = clock or MonotonicClock()
         super().__init__()
         self._memories: dict[str, MemoryRecord] = {}
+        # dedup index: MD5 of a text -> ids that held it (candidates, checked on use), and each id's
+        # insertion rank, so an add's dedup check is not a scan of the whole store (quadratic over a bulk import)
+        self._by_digest: dict[str, list[str]] = {}
+        self._rank: dict[str, int] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._events: dict[str, dict[str, Any]] = {}
 
@@ -254,6 +258,7 @@ class Mem0Store(VersionedStore):
             updated_at=created,
         )
         self._memories[record.id] = record
+        self._index(record)
         self._history[record.id] = [self._history_entry(record, "ADD", None, text, messages, now)]
         self._touch()
         return record
@@ -330,11 +335,21 @@ class Mem0Store(VersionedStore):
             return None
         digest = md5_hex(text)
         scope = {k: entities.get(k) or None for k in ("user_id", "agent_id", "app_id", "run_id")}
-        for record in self._memories.values():
-            if record.deleted_at is None and md5_hex(record.memory) == digest \
-                    and all(getattr(record, k) == v for k, v in scope.items()):
-                return record
-        return None
+        found: MemoryRecord | None = None
+        for memory_id in self._by_digest.get(digest, ()):
+            record = self._memories.get(memory_id)
+            if record is not None and record.deleted_at is None and md5_hex(record.memory) == digest \
+                    and all(getattr(record, k) == v for k, v in scope.items()) \
+                    and (found is None or self._rank[record.id] < self._rank[found.id]):
+                found = record  # the oldest, as a scan of the store in insertion order finds
+        return found
+
+    def _index(self, record: MemoryRecord) -> None:
+        """Note ``record``'s current text in the dedup index (stale entries are skipped on use)."""
+        self._rank.setdefault(record.id, len(self._rank))
+        ids = self._by_digest.setdefault(md5_hex(record.memory), [])
+        if record.id not in ids:
+            ids.append(record.id)
 
     def _live(self, memory_id: str) -> MemoryRecord | None:
         record = self._memories.get(memory_id)
@@ -373,6 +388,7 @@ class Mem0Store(VersionedStore):
             old = record.memory
             if text is not None:
                 record.memory = text
+                self._index(record)
             if metadata is not None:
                 record.metadata = _copy(metadata)
             record.updated_at = self._clock()
@@ -514,6 +530,8 @@ class Mem0Store(VersionedStore):
         """Forget all memories, history and events (the add mode stays)."""
         with self._lock:
             self._memories.clear()
+            self._by_digest.clear()
+            self._rank.clear()
             self._history.clear()
             self._events.clear()
             self._touch()
@@ -537,6 +555,9 @@ class Mem0Store(VersionedStore):
         with self._lock:
             memories = {m["id"]: MemoryRecord.load(m) for m in data.get("memories", [])}
             self._memories = memories
+            self._by_digest, self._rank = {}, {}
+            for record in memories.values():
+                self._index(record)
             self._history = {k: list(v) for k, v in dict(data.get("history", {})).items()}
             self._events = {e["id"]: dict(e) for e in data.get("events", [])}
             mode = data.get("add_mode") or {}

@@ -14,6 +14,7 @@ import enum
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 
 from memsyncd.engine.context import RunStop, SyncContext, log, short
@@ -33,7 +34,7 @@ from memsyncd.engine.report import PushReport
 from memsyncd.engine.scanplan import capped_level, is_scan_entry
 from memsyncd.errors import CloudProcessingError, MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.logs import redact_text
-from memsyncd.models import CloudMemory, Mapping, QueueEntry, QueueKey, WorkItem
+from memsyncd.models import CloudMemory, LocalMemory, Mapping, QueueEntry, QueueKey, WorkItem
 from memsyncd.remote.cloud import CloudClient
 from memsyncd.store import spool
 from memsyncd.store.queue import Outcome, QueueStore
@@ -119,17 +120,26 @@ class _QueueFlusher:
     FLUSH_SECONDS = 1.0
     FLUSH_SHARE = 0.1
 
-    def __init__(self, queue: QueueStore, *, write: bool) -> None:
+    def __init__(self, queue: QueueStore, *, write: bool, error_ids: frozenset[str] = frozenset()) -> None:
         self.queue = queue
         self.write = write
+        self.error_ids = error_ids  # ids with a sync_errors row when the push read the queue
         self._waiting: list[Outcome] = []
         self._task: asyncio.Task[None] | None = None
         self._last = time.monotonic()
         self._last_cost = 0.0
 
     def add(self, outcome: Outcome) -> None:
-        """Queue one result for the file (entries that are neither done nor failed need no write)."""
+        """Queue one result for the file (entries that are neither done nor failed need no write).
+
+        A finished item made only of scan findings (not in the file) with no ``sync_errors`` row to
+        clear changes nothing there: no write (a daemon's scan tick that pushes one memory would
+        otherwise rewrite and fsync the queue file, and wake its own watcher).
+        """
         if not self.write or not (outcome.done or outcome.error):
+            return
+        if outcome.done and outcome.entries[-1].id not in self.error_ids \
+                and all(is_scan_entry(e) for e in outcome.entries):
             return
         self._waiting.append(outcome)
         if self._task is not None and self._task.done() and self._task.exception() is not None:
@@ -168,7 +178,8 @@ def _redacted(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEntry] = (),
-                   finished_ids: set[str] | None = None, on_claimed: ClaimCallback | None = None) -> PushReport:
+                   finished_ids: set[str] | None = None, on_claimed: ClaimCallback | None = None,
+                   listed: MappingABC[str, LocalMemory] | None = None) -> PushReport:
     """Push the queue: workers take the coalesced items in order; results reach the queue file in batches.
 
     ``sync.concurrency`` bounds the cloud requests in flight (``CloudClient.max_in_flight``);
@@ -194,11 +205,15 @@ async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEn
         on_claimed: when given, called once with the keys of the queue entries this push read, before any
             work (the daemon's watcher then knows the push's own queue writes are no new work). The report
             carries them too (``claimed_keys``), and those still queued after the push (``pending_keys``).
+        listed: local memories as this run's scan listed them (id -> memory): an item made only of scan
+            entries uses its listed copy instead of reading the memory again (one local request less per
+            finding; a first sync of thousands of memories would otherwise read each one twice).
     """
     if not ctx.dry:
         await asyncio.to_thread(drain_spool, ctx)
     doc = await asyncio.to_thread(ctx.queue.read)  # no lock held while we talk to the servers
     claimed = frozenset(entry.key for entry in doc.pending)
+    error_ids = frozenset(row.id for row in doc.sync_errors)
     if on_claimed is not None:
         on_claimed(claimed)
     items = coalesce([*doc.pending, *extra])
@@ -206,7 +221,7 @@ async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEn
     done_keys: set[QueueKey] = set()
     run = _RunState()
     tally = _PushTally()
-    flusher = _QueueFlusher(ctx.queue, write=not ctx.dry)
+    flusher = _QueueFlusher(ctx.queue, write=not ctx.dry, error_ids=error_ids)
     todo = iter(items)
     finished = 0
 
@@ -215,7 +230,7 @@ async def run_push(ctx: SyncContext, cloud: CloudClient, extra: Sequence[QueueEn
 
     async def push_one(item: WorkItem) -> ItemResult:
         try:
-            return await push_item(ctx, cloud, item)
+            return await push_item(ctx, cloud, item, listed.get(item.id) if listed else None)
         except CloudProcessingError as exc:
             log.info("push.item_waiting", id=item.id, reason=short(exc))
             return not_done(item, ItemStatus.WAITING)
@@ -280,8 +295,12 @@ def drain_spool(ctx: SyncContext) -> None:
         log.error("spool.rejected", path=path, hint="not a spool file of this root; left renamed *.rejected")
 
 
-async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> ItemResult:
+async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem,
+                    listed: LocalMemory | None = None) -> ItemResult:
     """Decide and carry out one coalesced queue item (create, update, delete, skip or conflict).
+
+    ``listed``: the memory as this run's scan listed it; used instead of a ``GET`` when every entry of
+    the item is a scan finding (a queued entry may follow a newer write than the listing saw).
 
     Raises:
         CloudProcessingError: mem0 is still processing a queued add (the item waits).
@@ -292,7 +311,10 @@ async def push_item(ctx: SyncContext, cloud: CloudClient, item: WorkItem) -> Ite
     mapping = ctx.state.mapping_for_local(item.id)
     intent = ctx.state.intent_for(item.id)
     queued_private = item.level == PRIVATE_LEVEL
-    local = await ctx.local.get(item.id) if needs_local_read(item) else None
+    local: LocalMemory | None = None
+    if needs_local_read(item):
+        fresh_enough = listed is not None and listed.id == item.id and all(is_scan_entry(e) for e in item.entries)
+        local = listed if fresh_enough else await ctx.local.get(item.id)
     if local is not None and ctx.settings.sync.rules:  # selective sync: a rule caps the level like a queue entry
         capped = capped_level(item.level, local, ctx.settings.sync.rules)
         if capped != item.level:

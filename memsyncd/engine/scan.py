@@ -49,10 +49,15 @@ class ScanKind(enum.Enum):
 
 @dataclass
 class ScanResult:
-    """A scan's report and the synthetic queue entries for the push."""
+    """A scan's report, the synthetic queue entries for the push, and the memories they were found as.
+
+    ``memories`` (id -> the memory as the listing showed it) spares this run's push a ``GET`` per
+    finding: the listing carries everything the GET would (text, state, metadata, app, categories).
+    """
 
     report: ScanReport
     entries: list[QueueEntry] = field(default_factory=list)
+    memories: dict[str, LocalMemory] = field(default_factory=dict)
 
 
 def held_deletes(ctx: SyncContext) -> dict[str, Any] | None:
@@ -108,13 +113,14 @@ def _entry(memory_id: str, action: str, now: str, level: int | None = None) -> Q
 
 
 def _page_findings(ctx: SyncContext, page: list[LocalMemory], conflicted: set[str], now: str,
-                   report: ScanReport, *, edits: bool) -> list[QueueEntry]:
-    """Classify one listed page against the mappings (one query per 500 ids), without any request."""
+                   result: ScanResult, *, edits: bool) -> None:
+    """Classify one listed page against the mappings (one query per 500 ids), without any request;
+    the findings go to ``result`` (entries, and the memories as listed)."""
     sync = ctx.settings.sync
+    report = result.report
     ids = [m.id for m in page]
     mapped = ctx.state.mappings_for_locals(ids)
     private = ctx.state.local_only_among([i for i in ids if i not in mapped])
-    found: list[QueueEntry] = []
     for memory in page:
         mapping = mapped.get(memory.id)
         if mapping is not None and not edits:
@@ -123,13 +129,15 @@ def _page_findings(ctx: SyncContext, page: list[LocalMemory], conflicted: set[st
                         local_only=memory.id in private, in_conflict=memory.id in conflicted)
         if what is Found.NEW:
             report.new += 1
-            found.append(_entry(memory.id, "push", now))
+            result.entries.append(_entry(memory.id, "push", now))
         elif what is Found.EDITED:
             assert mapping is not None
             report.edited += 1
             # the level it was synced at stands in for the queue entry's (min with metadata.level)
-            found.append(_entry(memory.id, "push", now, mapping.level))
-    return found
+            result.entries.append(_entry(memory.id, "push", now, mapping.level))
+        else:
+            continue
+        result.memories[memory.id] = memory
 
 
 async def _incremental(ctx: SyncContext) -> ScanResult:
@@ -149,7 +157,7 @@ async def _incremental(ctx: SyncContext) -> ScanResult:
             server_time = ctx.local.server_time or 0.0
         report.listed += len(page)
         newest = max([newest, *(m.created_at for m in page if m.created_at is not None)])
-        result.entries += _page_findings(ctx, page, set(), now, report, edits=False)
+        _page_findings(ctx, page, set(), now, result, edits=False)
     if not ctx.dry:
         if newest != cursor:
             ctx.state.set_meta(META_SCAN_CURSOR, str(newest))
@@ -175,7 +183,7 @@ async def _full(ctx: SyncContext, *, confirm_deletes: bool) -> ScanResult:
         report.listed += len(page)
         listed.update(m.id for m in page)
         newest = max([newest, *(m.created_at for m in page if m.created_at is not None)])
-        result.entries += _page_findings(ctx, page, conflicted, now, report, edits=True)
+        _page_findings(ctx, page, conflicted, now, result, edits=True)
     # the listing is complete: only now may a missing memory count as deleted
     missing = missing_mapped(ctx.state.mapped_ids(), listed)
     del listed

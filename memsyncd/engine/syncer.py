@@ -36,7 +36,7 @@ from memsyncd.engine.scan import (
 )
 from memsyncd.errors import MemsyncError, RemoteError, StateUnreadableError
 from memsyncd.logs import register_secret
-from memsyncd.models import Conflict, QueueEntry, SyncMode, format_ts, utc_now
+from memsyncd.models import Conflict, LocalMemory, QueueEntry, SyncMode, format_ts, utc_now
 from memsyncd.remote.cloud import CloudClient
 from memsyncd.remote.local import LocalClient
 from memsyncd.store.queue import QueueStore
@@ -289,10 +289,11 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
     instead of created a second time; a scan that found nothing sends nothing to mem0.
     """
     found: list[QueueEntry] = []
+    listed: dict[str, LocalMemory] = {}  # this scan's findings as listed: the push reads them no second time
     if scan is not None:
         try:
             result = await run_scan(ctx, scan, confirm_deletes=confirm_deletes)
-            report.scan, found = result.report, result.entries
+            report.scan, found, listed = result.report, result.entries, result.memories
         except RemoteError as exc:
             if exc.stops_run:
                 raise
@@ -326,7 +327,7 @@ async def _scan_and_push(ctx: SyncContext, cloud: CloudClient, report: SyncRepor
     if not ctx.dry:
         ctx.scan_backlog = backlog  # counted as pending while the push works through it
     try:
-        report.push = await run_push(ctx, cloud, extra, finished, on_claimed)
+        report.push = await run_push(ctx, cloud, extra, finished, on_claimed, listed)
     finally:
         if not ctx.dry:
             ctx.scan_backlog = {i: e for i, e in backlog.items() if i not in finished}
@@ -347,6 +348,9 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None, scan
         await verify_state(ctx)  # a daemon's store may have been damaged since it was opened: look first
         await ctx.local.probe()
         await finish_local_replaces(ctx)  # local rewrites a crash interrupted: one live version each
+        # due or not is decided before this run maps anything: a first sync's own creates were just made
+        # against live cloud copies, so listing both sides again to look for their deletion is wasted
+        due = reconcile if reconcile is not None else (mode is SyncMode.FULL and reconcile_due(ctx, started))
         pulled = False
         if mode in (SyncMode.FULL, SyncMode.PUSH):
             pulled = await _scan_and_push(ctx, cloud, report, scan, confirm_deletes, on_claimed)
@@ -354,7 +358,6 @@ async def _run(ctx: SyncContext, mode: SyncMode, *, reconcile: bool | None, scan
             report.pull = PullReport()
             await _pull_keeping_report(ctx, cloud, report.pull)
         if report.pull is None or not report.pull.failed:
-            due = reconcile if reconcile is not None else (mode is SyncMode.FULL and reconcile_due(ctx, started))
             if due and not dry_run:
                 report.reconcile = await _reconcile_keeping_report(ctx)
             if mode is SyncMode.FULL and not dry_run:
