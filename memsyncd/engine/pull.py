@@ -10,6 +10,10 @@ The cursor moves only after a pull without errors whose listing was complete: th
 listing is paged by number, so when its total changed while the pages were read (memories
 deleted or added meanwhile), a memory may have moved onto a page already read; the cursor
 then stays and the next pull lists from it again (:func:`~memsyncd.engine.decide.next_pull_cursor`).
+
+The listing overlaps the cursor by :data:`PULL_OVERLAP`, so a cloud memory the pull skips (it
+matches a local-only memory, or is another scope's copy of one synced here) is listed again by the
+next pulls: it is reported once per version (state meta :data:`META_PULL_SKIPS`), not on every sync.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from memsyncd.engine.context import META_CURSOR, LocalIndex, SyncContext, log, short, unmapped_local_index
+from memsyncd.engine.context import META_CURSOR, META_PULL_SKIPS, LocalIndex, SyncContext, log, short, unmapped_local_index
 from memsyncd.engine.decide import (
     PullStep,
     cloud_level,
@@ -67,6 +72,8 @@ class _PullRun:
     fatal: MemsyncError | None = None
     processed: int = 0  # listed cloud memories the pull is done with (applied, unchanged or failed)
     pending: list[QueueEntry] | None = None  # the queue's entries, read once when an adoption is first weighed
+    skips_reported: dict[str, str] = field(default_factory=dict)  # skipped cloud memories earlier pulls reported
+    skips_seen: dict[str, str] = field(default_factory=dict)  # skipped cloud memories this pull listed
 
     async def local_level(self, memory: LocalMemory) -> int | None:
         """A local memory's current level (queue entries, metadata, default); None when the queue is unreadable."""
@@ -117,7 +124,7 @@ async def run_pull(ctx: SyncContext, cloud: CloudClient, report: PullReport | No
     cursor_text = ctx.state.get_meta(META_CURSOR)
     cursor = parse_ts(cursor_text) if cursor_text else None
     newest = cursor
-    run = _PullRun(ctx=ctx, report=report, device=ctx.state.device_id)
+    run = _PullRun(ctx=ctx, report=report, device=ctx.state.device_id, skips_reported=_load_skips(ctx))
     window: deque[_PageWork] = deque()
     listing = ListingTrace()
     async with WorkerPool(ctx.settings.sync.concurrency) as pool:
@@ -145,7 +152,38 @@ async def run_pull(ctx: SyncContext, cloud: CloudClient, report: PullReport | No
     advanced = next_pull_cursor(cursor, newest, errors=report.errors, complete=complete)
     if not ctx.dry and advanced is not None:
         ctx.state.set_meta(META_CURSOR, advanced.isoformat())
+    if not ctx.dry:  # a complete pull listed every skip that can come back: the others are forgotten
+        kept = run.skips_seen if complete and not report.errors else {**run.skips_reported, **run.skips_seen}
+        ctx.state.set_meta(META_PULL_SKIPS, json.dumps(kept, sort_keys=True))
     return report
+
+
+def _load_skips(ctx: SyncContext) -> dict[str, str]:
+    """The skipped cloud memories earlier pulls reported: {cloud id: version}; empty when unreadable."""
+    text = ctx.state.get_meta(META_PULL_SKIPS)
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _skip_version(memory: CloudMemory, step: PullStep) -> str:
+    """What identifies one skip of one version of a cloud memory: an edit (or another reason) is reported again."""
+    stamp = memory.updated_at.isoformat() if memory.updated_at is not None else ""
+    return f"{step.value}|{stamp}|{memory.hash}"
+
+
+def _skip_already_reported(run: _PullRun, memory: CloudMemory, step: PullStep) -> bool:
+    """Note a skipped cloud memory; whether this version of it was already reported (then it is not again)."""
+    if step not in (PullStep.SKIP_PRIVATE, PullStep.ALREADY_HERE):
+        return False
+    version = _skip_version(memory, step)
+    known = version in (run.skips_reported.get(memory.id), run.skips_seen.get(memory.id))
+    run.skips_seen[memory.id] = version
+    return known
 
 
 async def _start_page(pool: WorkerPool, page: list[CloudMemory], run: _PullRun) -> _PageWork:
@@ -177,6 +215,10 @@ async def _start_page(pool: WorkerPool, page: list[CloudMemory], run: _PullRun) 
         level = await run.local_level(seen.adoptable) if seen.adoptable is not None else None
         seen.step = plan_pull(memory, seen.mapping, seen.local, seen.adoptable, level, seen.copy_of_synced)
         log.debug("pull.plan", cloud_id=memory.id, step=seen.step.value)
+        if _skip_already_reported(run, memory, seen.step):  # listed again by the overlap, unchanged
+            log.debug("pull.skipped_again", cloud_id=memory.id, step=seen.step.value)
+            run.count_processed()
+            continue
         plans.append(seen)
     run.in_flight.update(plan.memory.id for plan in plans)
     futures = [pool.submit(functools.partial(_apply_guarded, plan, run)) for plan in plans]
