@@ -1,7 +1,8 @@
 """``memsyncctl init``: write a root's config.json and the mem0 key file, then ask both servers.
 
-Values come from flags, else (on a terminal) from questions with defaults, else from the
-defaults. The key is read from stdin (``--key-stdin``) or a prompt without echo — never
+Values come from flags, else (on a terminal) from questions with defaults, else (with
+``--no-input``) from the defaults. Without a terminal and without ``--no-input``, a new config
+is refused (exit 2, nothing written): the defaults are never taken silently. The key is read from stdin (``--key-stdin``) or a prompt without echo — never
 from argv — and stored in ``$XDG_CONFIG_HOME/memsyncd/mem0_api_key`` (directory 0700, file
 0600, replaced atomically): the file the systemd unit loads with ``LoadCredential=`` and
 ``load_api_key`` reads last.
@@ -292,6 +293,12 @@ def next_steps(paths: Paths, settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+_NO_TERMINAL = ("memsyncctl init: there is no terminal to ask on (stdin is not a terminal, or carries the key with "
+                "--key-stdin) and --no-input was not given; nothing was written. Run 'memsyncctl init' in a "
+                "terminal, or give the values as flags with --no-input (unset ones take their defaults), e.g. "
+                "'memsyncctl init --no-input --local-url URL --user-id ID --key-stdin < KEYFILE'.")
+
+
 async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) -> int:
     """The command (see the module docstring for the rules)."""
     interactive = prompter is not None or (not args.no_input and not args.key_stdin and sys.stdin.isatty())
@@ -311,6 +318,8 @@ async def run_init(paths: Paths, args: Any, prompter: Prompter | None = None) ->
             say(describe(existing))
             raise untrusted_error(existing)
     else:
+        if not interactive and not args.no_input:
+            raise UsageError(_NO_TERMINAL)
         say(f"Setting up memsyncd for {paths.root} (config {paths.config}).")
         document = config_document(gather_choices(args, prompter))
         settings = settings_from_dict(document, paths.config)  # the daemon's own validation, before any write
