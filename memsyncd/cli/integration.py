@@ -414,6 +414,8 @@ def service(action: str, *, home: Path, start: bool = True, executable: str | No
     if isinstance(error, ServiceNotActiveError) and action in ("install", "status") and target.suffix != ".plist" \
             and _main_status(home) == EXIT_NAMESPACE:
         error = _sandbox_refused(target)
+    if action == "install" and isinstance(error, ServiceManagerError) and target.exists():
+        error = ServiceManagerError(f"{error.message} {_kept_unit_help(target)}", title=error.title)
     if action == "uninstall":
         target.unlink(missing_ok=True)
         lines.append(f"Removed {target}")
@@ -424,6 +426,16 @@ def service(action: str, *, home: Path, start: bool = True, executable: str | No
                 dropin.parent.rmdir()
             lines.append(f"Removed {dropin}")
     return ServiceOutcome(lines, error)
+
+
+def _kept_unit_help(target: Path) -> str:
+    """What to do with the service file an install wrote when nothing could start it (it is kept)."""
+    if target.suffix == ".plist":
+        enable = f"'launchctl bootstrap gui/$(id -u) {target}'"
+    else:
+        enable = f"'systemctl --user daemon-reload && systemctl --user enable --now {SERVICE_NAME}'"
+    return (f"The service file {target} was written and is kept: once a user service manager runs, start it "
+            f"with {enable} (or rerun 'memsyncctl service install'); 'memsyncctl service uninstall' removes it.")
 
 
 def _check_reload(target: Path, home: Path, lines: list[str]) -> MemsyncError | None:
