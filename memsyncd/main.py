@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from memsyncd import __version__
 from memsyncd.errors import EXIT_USAGE, MemsyncError
 
-USAGE = """\
-memsyncd {run,emulate,demo} ...
+COMMANDS = (
+    ("run", "run the sync daemon: every registered root, or one with --root (see 'memsyncd run --help')"),
+    ("emulate", "serve loopback emulators of OpenMemory and mem0 (tests, trying it out)"),
+    ("demo", "a self-contained walk-through on the emulators (no accounts, no network)"),
+)
 
-  run       run the sync daemon: every registered root, or one with --root (see 'memsyncd run --help')
-  emulate   serve loopback emulators of OpenMemory and mem0 (tests, trying it out)
-  demo      a self-contained walk-through on the emulators (no accounts, no network)
-"""
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level grammar (help, version, the commands); each command parses its own arguments."""
+    parser = argparse.ArgumentParser(
+        prog="memsyncd", usage="%(prog)s {run,emulate,demo} ...",
+        description="memsyncd: sync AI-assistant memories between a local OpenMemory server and the mem0 cloud.",
+        epilog="'memsyncd COMMAND --help' shows a command's options; the client is 'memsyncctl'.")
+    parser.add_argument("--version", action="version", version=f"memsyncd {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="{run,emulate,demo}")
+    for name, text in COMMANDS:
+        commands.add_parser(name, help=text, add_help=False)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``memsyncd``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write(USAGE)
-        return 0 if args else EXIT_USAGE
-    if args[0] == "--version":
-        sys.stdout.write(f"memsyncd {__version__}\n")
-        return 0
+    parser = build_parser()
+    if not args:
+        sys.stdout.write(parser.format_help())
+        return EXIT_USAGE
+    if args[0].startswith("-"):  # --help, --version, or an unknown option (argparse says so, exit 2)
+        try:
+            parser.parse_args(args)
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
     command, rest = args[0], args[1:]
     try:
         if command == "emulate":
@@ -43,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemsyncError as error:
         sys.stderr.write(f"memsyncd: {error}\n")
         return error.exit_code
-    sys.stderr.write(f"memsyncd: unknown command {command!r}\n\n{USAGE}")
+    sys.stderr.write(f"memsyncd: unknown command {command!r}\n\n{parser.format_usage()}")
     return EXIT_USAGE
 
 
