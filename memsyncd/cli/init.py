@@ -2,10 +2,10 @@
 
 Values come from flags, else (on a terminal) from questions with defaults, else (with
 ``--no-input``) from the defaults. Without a terminal and without ``--no-input``, a new config
-is refused (exit 2, nothing written): the defaults are never taken silently. The key is read from stdin (``--key-stdin``) or a prompt without echo — never
-from argv — and stored in ``$XDG_CONFIG_HOME/memsyncd/mem0_api_key`` (directory 0700, file
-0600, replaced atomically): the file the systemd unit loads with ``LoadCredential=`` and
-``load_api_key`` reads last.
+is refused (exit 2, nothing written): the defaults are never taken silently. The key is read
+from stdin (``--key-stdin``) or a prompt without echo — never from argv — and stored in
+``$XDG_CONFIG_HOME/memsyncd/mem0_api_key`` (directory 0700, file 0600, replaced atomically):
+the file the systemd unit loads with ``LoadCredential=`` and ``load_api_key`` reads last.
 
 Outcome rules (exit codes from the SPEC table):
 

@@ -35,7 +35,8 @@ log = structlog.get_logger("memsyncd.sync")
 REPLACE_TOKEN = "memsync_replace_token"  # local metadata key: the local rewrite that created this copy
 META_CURSOR = "pull_cursor"  # state meta key: the newest cloud ``updated_at`` a complete pull saw
 META_RECONCILE = "last_reconcile"  # state meta key: when the last reconcile started
-META_PULL_SKIPS = "pull_skips_reported"  # state meta key: JSON {cloud id: version} of skipped cloud memories already reported
+# state meta key: JSON {cloud id: version} of the cloud memories a pull skipped and already reported
+META_PULL_SKIPS = "pull_skips_reported"
 META_LAST_RUN = "last_run"  # state meta key: when a run last pushed or pulled without failing (status' "Last sync")
 
 ProgressCallback = Callable[[str, int, int | None], None]

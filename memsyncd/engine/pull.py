@@ -26,7 +26,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from memsyncd.engine.context import META_CURSOR, META_PULL_SKIPS, LocalIndex, SyncContext, log, short, unmapped_local_index
+from memsyncd.engine.context import (
+    META_CURSOR,
+    META_PULL_SKIPS,
+    LocalIndex,
+    SyncContext,
+    log,
+    short,
+    unmapped_local_index,
+)
 from memsyncd.engine.decide import (
     PullStep,
     cloud_level,

@@ -1,4 +1,4 @@
-"""The README names the problems ``status`` shows by the titles it prints (mem0 down: the seed's "Network unreachable")."""
+"""The README names the problems ``status`` shows by the titles it prints (mem0 down: "Network unreachable")."""
 
 from __future__ import annotations
 
