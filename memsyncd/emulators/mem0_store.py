@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -174,6 +174,10 @@ class Mem0Store(VersionedStore):
         self._rank: dict[str, int] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._events: dict[str, dict[str, Any]] = {}
+        # the last keyed query's hits and the store version they were computed at: a paged listing
+        # asks the same filter once per page, and re-filtering the whole store for each page made
+        # a full listing quadratic (20,000 memories: 48 ms a page, 200 pages)
+        self._query_cache: tuple[int, Hashable, list[MemoryRecord]] | None = None
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -367,11 +371,22 @@ class Mem0Store(VersionedStore):
             records = sorted(self._memories.values(), key=lambda r: (r.created_at, r.id))
             return [r.dump() for r in records if include_deleted or r.deleted_at is None]
 
-    def query(self, predicate: Predicate) -> list[MemoryRecord]:
-        """Live memories matching ``predicate``, ordered by (created_at, id)."""
+    def query(self, predicate: Predicate, *, key: Hashable | None = None) -> list[MemoryRecord]:
+        """Live memories matching ``predicate``, ordered by (created_at, id).
+
+        ``key`` names the predicate (e.g. its filters as canonical JSON): asked again with the same
+        key while nothing changed (same store version), the hits of the last keyed query are reused.
+        """
         with self._lock:
+            cached = self._query_cache
+            if key is not None and cached is not None and cached[0] == self._version and cached[1] == key:
+                return list(cached[2])
             hits = [r for r in self._memories.values() if r.deleted_at is None and predicate(r.view())]
-            return sorted(hits, key=lambda r: (r.created_at, r.id))
+            hits.sort(key=lambda r: (r.created_at, r.id))
+            if key is not None:
+                self._query_cache = (self._version, key, hits)
+                return list(hits)
+            return hits
 
     def update(
         self,
