@@ -310,7 +310,7 @@ class OpenMemoryEmulator(EmulatorService):
             return Response.json({"error": "Memory client is not available"})
         text = body.text.strip()
         # the extractor compares with the vector store (a PUT edit is not there), not with SQL
-        duplicate = body.infer and text in self.store.vector_texts(user.user_id)
+        duplicate = body.infer and self.store.has_vector_text(user.user_id, text)
         if not text or duplicate:
             return Response.json(None)
         return Response.json(self.store.create(user, app, text, body.metadata).row())

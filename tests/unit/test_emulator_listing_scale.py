@@ -13,6 +13,8 @@ import pytest
 from memsyncd.daemon.http_server import Request
 from memsyncd.emulators.mem0 import Mem0Emulator
 from memsyncd.emulators.mem0_store import Mem0Store, MemoryRecord
+from memsyncd.emulators.openmemory import OpenMemoryEmulator
+from memsyncd.emulators.openmemory_store import OpenMemoryStore
 
 KEY = "k"
 
@@ -66,3 +68,46 @@ def test_the_cached_listing_follows_every_change() -> None:
     store.reset()
     store.add("fresh", user_id="u")
     assert [r["memory"] for r in list_page(emu, 1, by_user)["results"]] == ["fresh"]
+
+
+class ScanCountingDict(dict[str, Any]):
+    """A dict that counts walks over its values (a scan of the whole vector store)."""
+
+    scans = 0
+
+    def values(self) -> Any:
+        ScanCountingDict.scans += 1
+        return super().values()
+
+
+def om_create(emu: OpenMemoryEmulator, text: str, user: str = "alice", infer: bool = True) -> Any:
+    body = {"user_id": user, "text": text, "metadata": {}, "infer": infer, "app": "openmemory"}
+    request = Request("POST", "/api/v1/memories/", "/api/v1/memories/", {}, {}, json.dumps(body).encode(), None)
+    response = asyncio.run(emu(request))
+    assert response.status == 200, response.body
+    return json.loads(response.body)
+
+
+def test_an_inferring_create_finds_a_stored_text_without_a_scan() -> None:
+    store = OpenMemoryStore("alice")
+    store.create_user("bob")
+    emu = OpenMemoryEmulator(store)
+    first = om_create(emu, "likes tea")
+    store._vectors = ScanCountingDict(store._vectors)
+    ScanCountingDict.scans = 0
+    assert om_create(emu, "likes tea") is None  # the extractor finds nothing new
+    assert ScanCountingDict.scans == 0
+    assert om_create(emu, "likes tea", infer=False)["content"] == "likes tea"  # verbatim: stored again
+    assert om_create(emu, "likes tea", user="bob")["content"] == "likes tea"  # another user's store
+    store.delete_vector(first["id"])
+    assert om_create(emu, "likes tea") is None  # the verbatim copy's point is still there
+    second = om_create(emu, "likes coffee")
+    store.update_content(second["id"], "likes cocoa")  # PUT: the point keeps the old text
+    assert om_create(emu, "likes coffee") is None
+    assert om_create(emu, "likes cocoa")["content"] == "likes cocoa"
+    reloaded = OpenMemoryStore("alice")
+    reloaded.load(store.dump())
+    assert OpenMemoryEmulator(reloaded) and om_create(OpenMemoryEmulator(reloaded), "likes coffee") is None
+    reloaded.reset()
+    reloaded.create_user("alice")
+    assert om_create(OpenMemoryEmulator(reloaded), "likes coffee")["content"] == "likes coffee"
