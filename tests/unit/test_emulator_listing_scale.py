@@ -111,3 +111,41 @@ def test_an_inferring_create_finds_a_stored_text_without_a_scan() -> None:
     reloaded.reset()
     reloaded.create_user("alice")
     assert om_create(OpenMemoryEmulator(reloaded), "likes coffee")["content"] == "likes coffee"
+
+
+def om_filter(emu: OpenMemoryEmulator, page: int, **extra: Any) -> dict[str, Any]:
+    body = {"user_id": "alice", "page": page, "size": 10, **extra}
+    request = Request("POST", "/api/v1/memories/filter", "/api/v1/memories/filter", {}, {},
+                      json.dumps(body).encode(), None)
+    response = asyncio.run(emu(request))
+    assert response.status == 200, response.body
+    result: dict[str, Any] = json.loads(response.body)
+    return result
+
+
+def test_a_paged_openmemory_filter_reads_the_store_once_and_follows_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = OpenMemoryStore("alice")
+    ids = [store.add(f"memory {i}")["id"] for i in range(30)]
+    emu = OpenMemoryEmulator(store)
+    reads = 0
+    user_memories = OpenMemoryStore.user_memories
+
+    def counting(self: OpenMemoryStore, user: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return user_memories(self, user)
+
+    monkeypatch.setattr(OpenMemoryStore, "user_memories", counting)
+    newest_first = [r["id"] for page in (1, 2, 3) for r in om_filter(emu, page)["items"]]
+    assert sorted(newest_first) == sorted(ids) and reads == 1
+    assert [r["content"] for r in om_filter(emu, 1, sort_column="memory", sort_direction="asc")["items"]][:2] \
+        == ["memory 0", "memory 1"]
+    store.set_state(ids[0], "archived")
+    assert om_filter(emu, 1)["total"] == 29 and om_filter(emu, 1, show_archived=True)["total"] == 30
+    store.update_content(ids[1], "renamed")
+    assert [r["id"] for r in om_filter(emu, 1, search_query="renamed")["items"]] == [ids[1]]
+    added = store.add("memory new")["id"]
+    assert om_filter(emu, 1)["total"] == 30 and added in {r["id"] for r in om_filter(emu, 3)["items"]} | {
+        r["id"] for page in (1, 2) for r in om_filter(emu, page)["items"]}
+    store.delete(added)
+    assert om_filter(emu, 1)["total"] == 29
