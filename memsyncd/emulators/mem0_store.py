@@ -174,10 +174,6 @@ class Mem0Store(VersionedStore):
         self._rank: dict[str, int] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._events: dict[str, dict[str, Any]] = {}
-        # the last keyed query's hits and the store version they were computed at: a paged listing
-        # asks the same filter once per page, and re-filtering the whole store for each page made
-        # a full listing quadratic (20,000 memories: 48 ms a page, 200 pages)
-        self._query_cache: tuple[int, Hashable, list[MemoryRecord]] | None = None
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -374,19 +370,20 @@ class Mem0Store(VersionedStore):
     def query(self, predicate: Predicate, *, key: Hashable | None = None) -> list[MemoryRecord]:
         """Live memories matching ``predicate``, ordered by (created_at, id).
 
-        ``key`` names the predicate (e.g. its filters as canonical JSON): asked again with the same
-        key while nothing changed (same store version), the hits of the last keyed query are reused.
+        ``key`` names the predicate (e.g. its filters as canonical JSON): asked again with the same key
+        while nothing changed (same store version), the last keyed query's hits are reused. A paged
+        listing asks once per page, and filtering the whole store for each page made a full listing
+        quadratic (20,000 memories: 48 ms a page, 200 pages).
         """
         with self._lock:
-            cached = self._query_cache
-            if key is not None and cached is not None and cached[0] == self._version and cached[1] == key:
-                return list(cached[2])
-            hits = [r for r in self._memories.values() if r.deleted_at is None and predicate(r.view())]
-            hits.sort(key=lambda r: (r.created_at, r.id))
-            if key is not None:
-                self._query_cache = (self._version, key, hits)
-                return list(hits)
-            return hits
+            if key is None:
+                return self._query(predicate)
+            return list(self.memo(("query", key), lambda: self._query(predicate)))
+
+    def _query(self, predicate: Predicate) -> list[MemoryRecord]:
+        hits = [r for r in self._memories.values() if r.deleted_at is None and predicate(r.view())]
+        hits.sort(key=lambda r: (r.created_at, r.id))
+        return hits
 
     def update(
         self,
