@@ -8,13 +8,18 @@ Also a counting httpx transport, so a benchmark knows how many requests the engi
 side (the emulators' request logs are bounded) and can compute the network ideal from them, and
 ``transport_floor``: the same requests sent by a bare httpx client with the same concurrency,
 i.e. what any httpx-based client achieves on this machine at this moment (CPU, scheduler).
+
+``MEMSYNC_BENCH_EMULATOR_PROFILE=DIR`` writes a cProfile of each emulator process (seeding included)
+to ``DIR/emulator-<name>-<pid>.prof`` when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import multiprocessing
 import multiprocessing.connection
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -63,7 +68,15 @@ def _serve(conn: multiprocessing.connection.Connection, cloud_count: int, local_
                            "local_memories": len(servers.openmemory_store.memories(user_id=USER))})
         await servers.close(save=False)
 
-    asyncio.run(main())
+    profile_dir = os.environ.get("MEMSYNC_BENCH_EMULATOR_PROFILE")
+    if not profile_dir:
+        asyncio.run(main())
+        return
+    # a cProfile of this emulator process, from its seeding to its stop (python -m pstats FILE)
+    profiler = cProfile.Profile()
+    profiler.runcall(asyncio.run, main())
+    name = "mem0" if cloud_count or mem0_latency_ms else "openmemory"
+    profiler.dump_stats(os.path.join(profile_dir, f"emulator-{name}-{os.getpid()}.prof"))
 
 
 @dataclass

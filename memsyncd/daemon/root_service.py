@@ -448,29 +448,34 @@ class RootService:
         """Counts from the queue file and the state DB (a thread) and "to pull" from memory: no network."""
         self._require_configured()
         backlog = self.syncer.scan_backlog  # swapped whole by the engine thread: a consistent snapshot
-        doc, conflicts, last_run = await self._read(
-            lambda state: (self.queue.read(), len(state.conflicts()), state.get_meta(META_LAST_RUN)))
         note = ""
         if self._to_pull is None:
             note = (f"(cloud not checked: {self._pull_error.title})" if self._pull_error is not None
                     else "(not counted yet: the daemon counts at its first pull)")
         as_of = self._to_pull_as_of
-        last_sync = latest(doc.last_sync, last_run)
         report = StatusReport(
             local_url=self.settings.local.url,
             cloud_configured=True,
-            pending_push=len(coalesce([*doc.pending, *backlog.values()])),
+            pending_push=0,  # the counts and times are filled from the queue file and the state DB below
             pending_pull=self._to_pull,
-            conflicts=conflicts,
-            last_sync=last_sync,
-            errors=len(doc.sync_errors),
+            conflicts=0,
+            last_sync=None,
             queue_path=str(self.paths.queue),
             pull_note=note,
             attention=self.attention(),
             to_pull_as_of=format_ts(as_of.replace(microsecond=0)) if as_of is not None else None,
             pull_interval_seconds=math.ceil(self.settings.sync.pull_interval_seconds),
         )
-        await self._read(lambda state: fill_scan_status(report, state, backlog))
+
+        def fill(state: StateStore) -> None:  # one worker-thread hop for every read: a status answers sooner
+            doc = self.queue.read()
+            report.pending_push = len(coalesce([*doc.pending, *backlog.values()]))
+            report.conflicts = len(state.conflicts())
+            report.last_sync = latest(doc.last_sync, state.get_meta(META_LAST_RUN))
+            report.errors = len(doc.sync_errors)
+            fill_scan_status(report, state, backlog)
+
+        await self._read(fill)  # the report is this call's own until returned: filling it there is safe
         return report
 
     async def sync(self, mode: SyncMode, *, dry_run: bool = False, confirm_deletes: bool = False) -> SyncReport:

@@ -366,7 +366,9 @@ class Mem0Emulator(EmulatorService):
         body = self._body(request)
         self._reject_top_level_entities(body)
         predicate = self._filters(body, "get-memories")
-        page = self._page(request, body, self.store.query(predicate), DEFAULT_PAGE_SIZE)
+        # keyed by the filters, so the pages of one listing filter the store once (not once per page)
+        hits = self.store.query(predicate, key=json.dumps(body["filters"], sort_keys=True))
+        page = self._page(request, body, hits, DEFAULT_PAGE_SIZE)
         page["results"] = [r.public(session_alias=True) for r in page["results"]]  # only the page's rows
         return Response.json(page)
 

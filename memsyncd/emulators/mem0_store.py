@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -367,11 +367,23 @@ class Mem0Store(VersionedStore):
             records = sorted(self._memories.values(), key=lambda r: (r.created_at, r.id))
             return [r.dump() for r in records if include_deleted or r.deleted_at is None]
 
-    def query(self, predicate: Predicate) -> list[MemoryRecord]:
-        """Live memories matching ``predicate``, ordered by (created_at, id)."""
+    def query(self, predicate: Predicate, *, key: Hashable | None = None) -> list[MemoryRecord]:
+        """Live memories matching ``predicate``, ordered by (created_at, id).
+
+        ``key`` names the predicate (e.g. its filters as canonical JSON): asked again with the same key
+        while nothing changed (same store version), the last keyed query's hits are reused. A paged
+        listing asks once per page, and filtering the whole store for each page made a full listing
+        quadratic (20,000 memories: 48 ms a page, 200 pages).
+        """
         with self._lock:
-            hits = [r for r in self._memories.values() if r.deleted_at is None and predicate(r.view())]
-            return sorted(hits, key=lambda r: (r.created_at, r.id))
+            if key is None:
+                return self._query(predicate)
+            return list(self.memo(("query", key), lambda: self._query(predicate)))
+
+    def _query(self, predicate: Predicate) -> list[MemoryRecord]:
+        hits = [r for r in self._memories.values() if r.deleted_at is None and predicate(r.view())]
+        hits.sort(key=lambda r: (r.created_at, r.id))
+        return hits
 
     def update(
         self,

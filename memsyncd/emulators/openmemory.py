@@ -310,7 +310,7 @@ class OpenMemoryEmulator(EmulatorService):
             return Response.json({"error": "Memory client is not available"})
         text = body.text.strip()
         # the extractor compares with the vector store (a PUT edit is not there), not with SQL
-        duplicate = body.infer and text in self.store.vector_texts(user.user_id)
+        duplicate = body.infer and self.store.has_vector_text(user.user_id, text)
         if not text or duplicate:
             return Response.json(None)
         return Response.json(self.store.create(user, app, text, body.metadata).row())
@@ -389,16 +389,6 @@ class OpenMemoryEmulator(EmulatorService):
         hidden = ("deleted",) if body.show_archived else ("deleted", "archived")
         needle = (body.search_query or "").lower()
         app_ids = {str(a) for a in body.app_ids} if body.app_ids else None
-        rows = [
-            m
-            for m in self.store.user_memories(user)
-            if m.state not in hidden
-            and (not needle or needle in m.content.lower())
-            and (app_ids is None or m.app_id in app_ids)
-            and self._in_dates(m, body.from_date, body.to_date)
-        ]
-        if body.category_ids:
-            rows = []  # categories are ids of rows the (absent) LLM categorizer would create
         key: Callable[[OMMemory], Any]
         if body.sort_column and body.sort_direction:
             direction = body.sort_direction.lower()
@@ -414,7 +404,26 @@ class OpenMemoryEmulator(EmulatorService):
             key, reverse = sort_keys[body.sort_column], direction == "desc"
         else:
             key, reverse = (lambda m: m.created_at), True
-        rows.sort(key=key, reverse=reverse)
+
+        def matching() -> list[OMMemory]:
+            if body.category_ids:
+                return []  # categories are ids of rows the (absent) LLM categorizer would create
+            rows = [
+                m
+                for m in self.store.user_memories(user)
+                if m.state not in hidden
+                and (not needle or needle in m.content.lower())
+                and (app_ids is None or m.app_id in app_ids)
+                and self._in_dates(m, body.from_date, body.to_date)
+            ]
+            rows.sort(key=key, reverse=reverse)
+            return rows
+
+        # the pages of one listing share the filtered, sorted rows while the store is unchanged
+        question = ("filter", user.id, hidden, needle, frozenset(app_ids) if app_ids is not None else None,
+                    body.from_date, body.to_date, bool(body.category_ids), body.sort_column if body.sort_direction
+                    else None, (body.sort_direction or "").lower() if body.sort_column else None)
+        rows = self.store.memo(question, matching)
         if body.page < 1 or not 1 <= body.size <= 100:
             # the real handler builds Params(page, size) itself; pydantic rejects it → unhandled → 500
             return Response.text("Internal Server Error", 500)

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import os
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -159,6 +160,9 @@ class OpenMemoryStore(VersionedStore):
         self._memories: dict[str, OMMemory] = {}
         self._history: list[dict[str, Any]] = []
         self._vectors: dict[str, OMVectorPoint] = {}  # memory id -> vector point (what MCP clients read)
+        # (user name, data) -> how many points hold it: an inferring create's "already stored?" check
+        # without building the set of every point's text per request (quadratic over a bulk import)
+        self._vector_index: Counter[tuple[str, str]] = Counter()
         self._bootstrap()
 
     def _bootstrap(self) -> None:
@@ -266,6 +270,7 @@ class OpenMemoryStore(VersionedStore):
             )
             self._memories[memory.id] = memory
             self._vectors[memory.id] = OMVectorPoint(memory.id, text, user.user_id, now, app.name)
+            self._vector_index[(user.user_id, text)] += 1
             self._record_state(memory.id, user.id, "deleted", "active", now)
             self._touch()
             return memory
@@ -357,13 +362,23 @@ class OpenMemoryStore(VersionedStore):
     def delete_vector(self, memory_id: str) -> None:
         """Remove a memory's vector point (``memory_client.delete``); nothing when there is none."""
         with self._lock:
-            if self._vectors.pop(memory_id, None) is not None:
+            point = self._vectors.pop(memory_id, None)
+            if point is not None:
+                key = (point.user_id, point.data)
+                self._vector_index[key] -= 1
+                if self._vector_index[key] <= 0:
+                    del self._vector_index[key]
                 self._touch()
 
     def vector_texts(self, user_id: str) -> set[str]:
         """The ``data`` of a user's vector points (what mem0's extractor compares a new fact with)."""
         with self._lock:
             return {p.data for p in self._vectors.values() if p.user_id == user_id}
+
+    def has_vector_text(self, user_id: str, text: str) -> bool:
+        """Whether a vector point of ``user_id`` holds exactly ``text`` (an index look-up, not a scan)."""
+        with self._lock:
+            return self._vector_index.get((user_id, text), 0) > 0
 
     def agent_memories(self, user_id: str | None = None, query: str | None = None) -> list[dict[str, Any]]:
         """What an MCP client of ``user_id`` reads: ``list_memories`` (or ``search_memory`` with ``query``).
@@ -410,6 +425,7 @@ class OpenMemoryStore(VersionedStore):
             self._memories.clear()
             self._history.clear()
             self._vectors.clear()
+            self._vector_index.clear()
             self.memory_client_available = True
             self._bootstrap()
             self._touch()
@@ -501,6 +517,7 @@ class OpenMemoryStore(VersionedStore):
                 }
             self._users, self._apps, self._memories = users, apps, memories
             self._vectors = vectors
+            self._vector_index = Counter((p.user_id, p.data) for p in vectors.values())
             self._history = list(data.get("status_history", []))
             self.memory_client_available = bool(data.get("memory_client_available", True))
             if self.default_user not in self._users:
